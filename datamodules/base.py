@@ -1,0 +1,219 @@
+"""`ArrayDataModule`: the shared base of every regzoo datamodule.
+
+A subclass only loads arrays (`load`); the base splits them (seeded, stratified, the test split
+kept out of model selection), subsamples `train_size`, fits `normalize` on the training split,
+and serves batches straight from tensors: one indexing call per batch, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from datamodules._normalize import NORMALIZERS, Normalizer
+
+# The test split of data without an official one is fixed: it must not move with `seed`.
+TEST_SEED = 20240317
+
+
+@dataclass
+class Arrays:
+    """What a subclass's `load` returns: float32 inputs (N, *shape), int64 labels (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+class TensorBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """A dataset indexed by a list of indices, so a DataLoader gathers a batch in one call."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, idx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+
+class ArrayDataModule(L.LightningDataModule):
+    """Base datamodule for data held in memory.
+
+    Args:
+        batch_size: Samples per training and evaluation batch.
+        val_fraction: Share of the (non-test) training data held out for validation.
+        seed: Seeds the validation split, `train_size` subsampling and the shuffling.
+        normalize: `none`, `minmax` (to [0, 1]), `standard` (zero mean, unit variance) or `pca`
+            (whitened principal-component scores, flattened to `(D,)`), fitted on training data.
+        train_size: Keep only this many training samples (stratified); None keeps all.
+        augment: Augmentation options (`rotation`, `flip`, `zoom`, `shift`, `noise`, `p`).
+        augment_backend: `device` (batched, on the model's device) or `albumentations`.
+        num_workers: DataLoader worker processes.
+        data_dir: Where downloadable datasets are stored.
+    """
+
+    dataset_name: ClassVar[str] = ""
+    test_fraction: ClassVar[float] = 0.2
+    # Known without loading data, so a study config can be checked before anything runs.
+    nominal_shape: ClassVar[tuple[int, ...] | None] = None
+    nominal_classes: ClassVar[int] = 2
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        normalize: str = "none",
+        train_size: int | None = None,
+        augment: dict[str, Any] | None = None,
+        augment_backend: str = "device",
+        num_workers: int = 0,
+        data_dir: str | Path = "data",
+    ) -> None:
+        super().__init__()
+        _check_options(batch_size, val_fraction, normalize, train_size, num_workers, seed)
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.normalize = normalize
+        self.train_size = train_size
+        self.augment = dict(augment or {})
+        self.augment_backend = augment_backend
+        self.num_workers = num_workers
+        self.data_dir = Path(data_dir)
+        self.normalizer: Normalizer | None = None
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._num_classes: int | None = None
+
+    def load(self) -> Arrays:
+        """Return the dataset as arrays; download first if needed (subclasses)."""
+        raise NotImplementedError
+
+    def nominal_input_shape(self) -> tuple[int, ...] | None:
+        """The input shape this module will produce, without loading data (None: unknown)."""
+        if self.nominal_shape is None:
+            return None
+        return (math.prod(self.nominal_shape),) if self.normalize == "pca" else self.nominal_shape
+
+    # ---- shape, before training --------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input after preprocessing, e.g. (1, 8, 8)."""
+        return tuple(self.splits["train"][0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        self.splits  # noqa: B018  (loads the data)
+        assert self._num_classes is not None
+        return self._num_classes
+
+    @property
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """`train`, `val` and `test` as (inputs, labels) tensors, built once."""
+        if self._splits is None:
+            self._splits = self._build_splits()
+        return self._splits
+
+    # ---- Lightning hooks ---------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        self.splits  # noqa: B018
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader("test", shuffle=False)
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader[Any]:
+        data = TensorBatches(*self.splits[split])
+        if shuffle:
+            generator = torch.Generator().manual_seed(self.seed)
+            order: Any = RandomSampler(data, generator=generator)
+        else:
+            order = SequentialSampler(data)
+        batches = BatchSampler(order, batch_size=self.batch_size, drop_last=False)
+        return DataLoader(
+            data,
+            batch_size=None,
+            sampler=batches,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    # ---- splitting and preprocessing ---------------------------------------------------------
+
+    def _build_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        arrays = self.load()
+        x, y = arrays.x.astype(np.float32), arrays.y.astype(np.int64)
+        if arrays.x_test is None or arrays.y_test is None:
+            x, x_test, y, y_test = train_test_split(
+                x, y, test_size=self.test_fraction, random_state=TEST_SEED, stratify=y
+            )
+        else:
+            x_test, y_test = arrays.x_test.astype(np.float32), arrays.y_test.astype(np.int64)
+        x_train, x_val, y_train, y_val = train_test_split(
+            x, y, test_size=self.val_fraction, random_state=self.seed, stratify=y
+        )
+        if self.train_size is not None and self.train_size < len(y_train):
+            x_train, _, y_train, _ = train_test_split(
+                x_train,
+                y_train,
+                train_size=self.train_size,
+                random_state=self.seed,
+                stratify=_stratify_if_possible(y_train, self.train_size),
+            )
+        self._num_classes = int(max(y.max(), y_test.max())) + 1
+        self.normalizer = NORMALIZERS[self.normalize]().fit(x_train)
+        out = {}
+        for split, (xs, ys) in {
+            "train": (x_train, y_train),
+            "val": (x_val, y_val),
+            "test": (x_test, y_test),
+        }.items():
+            out[split] = (torch.from_numpy(self.normalizer.transform(xs)), torch.from_numpy(ys))
+        return out
+
+
+def _stratify_if_possible(y: np.ndarray, size: int) -> np.ndarray | None:
+    """Stratify a subsample when every class can get a sample; tiny sizes fall back to random."""
+    return y if size >= len(np.unique(y)) else None
+
+
+def _check_options(
+    batch_size: Any, val_fraction: Any, normalize: Any, train_size: Any, num_workers: Any, seed: Any
+) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1")
+    if (
+        not isinstance(val_fraction, int | float)
+        or not 0 < val_fraction < 1
+        or math.isnan(val_fraction)
+    ):
+        raise ValueError(f"val_fraction={val_fraction!r} is invalid; allowed: a number in (0, 1)")
+    if normalize not in NORMALIZERS:
+        raise ValueError(f"normalize={normalize!r} is invalid; allowed: {', '.join(NORMALIZERS)}")
+    if train_size is not None and (
+        not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1
+    ):
+        raise ValueError(f"train_size={train_size!r} is invalid; allowed: an integer >= 1 or None")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers={num_workers!r} is invalid; allowed: an integer >= 0")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed={seed!r} is invalid; allowed: an integer")

@@ -1,0 +1,64 @@
+"""Lightning callbacks a trial needs: Optuna pruning and live progress."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import optuna
+
+
+class OptunaPruning(L.Callback):
+    """Report the objective after each validation epoch; stop training when Optuna prunes.
+
+    Written for DDP from the start: only the rank that owns the trial reports and asks; its
+    decision is broadcast, so every rank stops at the same epoch. Stopping (rather than raising
+    inside `fit`) lets checkpoints and loggers close normally; the runner raises
+    `optuna.TrialPruned` after `fit` returns.
+    """
+
+    def __init__(self, trial: optuna.trial.BaseTrial | None, monitor: str) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.pruned_at: int | None = None
+        self.nonfinite_at: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        decision = 0  # 0: go on, 1: pruned, 2: objective not finite
+        if self.trial is not None and trainer.is_global_zero:
+            metric = trainer.callback_metrics.get(self.monitor)
+            if metric is not None:
+                value = float(metric)
+                if not math.isfinite(value):
+                    decision = 2
+                else:
+                    self.trial.report(value, step=epoch)
+                    decision = int(self.trial.should_prune())
+        decision = trainer.strategy.broadcast(decision, src=0)
+        if decision == 1:
+            self.pruned_at = epoch
+        elif decision == 2:
+            self.nonfinite_at = epoch
+        if decision:
+            trainer.should_stop = True
+
+
+class EpochProgress(L.Callback):
+    """Advance a rich progress task by one epoch, showing the latest validation metrics."""
+
+    def __init__(self, progress: Any, task: Any, metrics: tuple[str, ...]) -> None:
+        self.progress, self.task, self.metrics = progress, task, metrics
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        shown = " ".join(
+            f"{m}={float(trainer.callback_metrics[m]):.4f}"
+            for m in self.metrics
+            if m in trainer.callback_metrics
+        )
+        self.progress.update(self.task, completed=trainer.current_epoch + 1, metrics=shown)

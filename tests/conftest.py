@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny real trainers and isolated run directories, never mocks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+# W&B must never prompt or reach the network from a test.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "studies" / "configs" / "default.yaml"
+
+
+@pytest.fixture
+def tiny_trainer_kwargs() -> dict[str, object]:
+    """A real Trainer shrunk to seconds: one epoch, two batches, no files."""
+    return {
+        "max_epochs": 1,
+        "limit_train_batches": 2,
+        "limit_val_batches": 2,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "logger": False,
+        "accelerator": "cpu",
+    }
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test from a temporary directory so runs/ and data/ land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    L.seed_everything(0, verbose=False)

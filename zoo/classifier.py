@@ -1,0 +1,314 @@
+"""The `Classifier` base: everything the zoo's models share except the network itself.
+
+A model file subclasses `Classifier`, declares its network's arguments in its typed `__init__`
+and builds the network in `build_network`. The base owns the loss, accuracy, logging, optimizers,
+learning-rate schedules, L1/L2 penalties, decoupled weight decay and initialization.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from zoo._layers import INITS, initialize, is_weight
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+SCHEDULERS = ("none", "step", "cosine", "plateau", "piecewise")
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy classifier with every training knob of the course.
+
+    The training objective on a batch of m samples is
+
+        L = (1/m) Σᵢ CE(f(xᵢ), yᵢ) + l1 · Σ_w |w| + (l2 / 2) · Σ_w w²
+
+    where w runs over the penalized parameters: weight matrices and kernels, plus biases and
+    norm parameters only when `decay_bias=True`. With `weight_decay=λ` (decoupled), each
+    optimizer step first shrinks the same parameters, θ ← θ − η·λ·θ (η the current learning
+    rate), then applies the optimizer's update computed from the gradient of L alone. Under plain
+    SGD the two are the same step: θ − η(∇CE + l2·θ) with `l2=λ`. Under Adam they differ, since
+    the L2 gradient is rescaled by Adam's second-moment estimate and decoupled decay is not.
+
+    Args:
+        input_shape: `(C, H, W)` for images, `(C, L)` for 1-D signals, `(D,)` for features.
+        num_classes: Number of output classes.
+        optimizer: `sgd` (no momentum), `momentum` (heavy ball), `nesterov`, `rmsprop`, `adam`,
+            `adamw` (torch's AdamW; its decay is the decoupled one above).
+        momentum: Momentum factor ρ of `momentum` and `nesterov` (Δθₜ = ρΔθₜ₋₁ − ηgₜ), and
+            RMSProp's momentum when `optimizer="rmsprop"` (0 there unless set explicitly).
+        alpha: RMSProp's smoothing constant, h ← αh + (1 − α)g².
+        scheduler: `none`; `step` (×`gamma` every `step_size` epochs); `cosine` (to `min_lr`
+            over the trainer's `max_epochs`); `plateau` (×`gamma` after `plateau_patience`
+            epochs without a lower `val/loss`); `piecewise` (lr `lr_values[i]` from epoch
+            `milestones[i-1]` on, `lr_values[0]` before the first milestone).
+        init: `default` (PyTorch's own), `zeros`, `constant` (`init_value`), `normal`
+            (N(0, `init_std`²)), `uniform` (U[−`init_range`, `init_range`]), `xavier`
+            (Glorot uniform), `kaiming` (He normal). Biases start at 0 except with `default`.
+        grad_clip: Clip the gradients' global L2 norm to this value before each step (0: off).
+    """
+
+    model_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        alpha: float = 0.99,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        decay_bias: bool = False,
+        scheduler: str = "none",
+        step_size: int = 10,
+        gamma: float = 0.1,
+        milestones: Sequence[int] = (),
+        lr_values: Sequence[float] = (),
+        min_lr: float = 0.0,
+        plateau_patience: int = 5,
+        init: str = "default",
+        init_std: float = 0.01,
+        init_range: float = 0.05,
+        init_value: float = 0.0,
+        grad_clip: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input_shape = _check_shape(input_shape)
+        _check_training_args(locals())
+        # Collects the subclass's arguments too: a checkpoint rebuilds the whole model.
+        self.save_hyperparameters()
+        self.net = self.build_network()
+        gain_of = str(self.hp.get("activation", "relu"))
+        initialize(
+            self.net, init, std=init_std, bound=init_range, value=init_value, gain_of=gain_of
+        )
+        self.example_input_array = torch.zeros(2, *self.input_shape)
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    @property
+    def hp(self) -> Any:
+        """`self.hparams` with attribute access (`self.hp.lr`), typed loosely for mypy."""
+        return self.hparams
+
+    def build_network(self) -> nn.Module:
+        """The network mapping a batch of inputs to class logits; read arguments from hparams."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_network()")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, *input_shape) -> (B, num_classes)
+
+    # ---- penalties -------------------------------------------------------------------------
+
+    def penalized_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters under L1/L2 and weight decay: weights, plus the rest if `decay_bias`."""
+        for p in self.net.parameters():
+            if p.requires_grad and (self.hp.decay_bias or is_weight(p)):
+                yield p
+
+    def penalty(self) -> torch.Tensor:
+        """l1 · Σ|w| + (l2 / 2) · Σw² over `penalized_parameters()`."""
+        l1, l2 = self.hp.l1, self.hp.l2
+        total = torch.zeros((), device=self.device)
+        if l1 == 0 and l2 == 0:
+            return total
+        for p in self.penalized_parameters():
+            if l1:
+                total = total + l1 * p.abs().sum()
+            if l2:
+                total = total + 0.5 * l2 * p.pow(2).sum()
+        return total
+
+    # ---- steps -----------------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        if self.hp.l1 or self.hp.l2:
+            penalty = self.penalty()
+            self.log("train/penalty", penalty, on_step=False, on_epoch=True, batch_size=len(y))
+            loss = loss + penalty
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x).softmax(dim=-1)
+
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, acc: MulticlassAccuracy
+    ) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        acc(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(y))
+        self.log(f"{stage}/acc", acc, prog_bar=stage == "val")
+
+    # ---- optimization ----------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hp
+        penalized = {id(p) for p in self.penalized_parameters()}
+        decay = [p for p in self.parameters() if p.requires_grad and id(p) in penalized]
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in penalized]
+        groups = [
+            {"params": decay, "decoupled_decay": hp.weight_decay},
+            {"params": rest, "decoupled_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        optimizer = _make_optimizer(groups, hp)
+        scheduler = self._make_scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if hp.scheduler == "plateau":
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        hp = self.hp
+        sched = torch.optim.lr_scheduler
+        if hp.scheduler == "step":
+            return sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+        if hp.scheduler == "cosine":
+            t_max = self.trainer.max_epochs if self._trainer is not None else None
+            if not t_max or t_max < 0:
+                raise ValueError("scheduler='cosine' needs a Trainer with a finite max_epochs")
+            return sched.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=hp.min_lr)
+        if hp.scheduler == "plateau":
+            return sched.ReduceLROnPlateau(
+                optimizer, factor=hp.gamma, patience=hp.plateau_patience, min_lr=hp.min_lr
+            )
+        if hp.scheduler == "piecewise":
+            milestones, values, base = list(hp.milestones), list(hp.lr_values), hp.lr
+            return sched.LambdaLR(
+                optimizer, lambda epoch: values[bisect.bisect_right(milestones, epoch)] / base
+            )
+        return None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # After backward, before the update: decay the weights the gradient was taken at.
+        if self.hp.weight_decay and self.hp.optimizer != "adamw":
+            apply_decoupled_decay(optimizer)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        clip = self.hp.grad_clip or gradient_clip_val
+        if clip:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=clip,
+                gradient_clip_algorithm=gradient_clip_algorithm or "norm",
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["regzoo_model"] = self.model_name
+
+
+@torch.no_grad()
+def apply_decoupled_decay(optimizer: torch.optim.Optimizer) -> None:
+    """θ ← θ − η·λ·θ for every group with a `decoupled_decay` λ, η its current learning rate."""
+    for group in optimizer.param_groups:
+        factor = group["lr"] * group.get("decoupled_decay", 0.0)
+        if factor:
+            for p in group["params"]:
+                p.mul_(1.0 - factor)
+
+
+def _make_optimizer(groups: list[dict[str, Any]], hp: Any) -> torch.optim.Optimizer:
+    optim = torch.optim
+    if hp.optimizer == "sgd":
+        return optim.SGD(groups, lr=hp.lr)
+    if hp.optimizer in ("momentum", "nesterov"):
+        return optim.SGD(
+            groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.optimizer == "nesterov"
+        )
+    if hp.optimizer == "rmsprop":
+        return optim.RMSprop(groups, lr=hp.lr, alpha=hp.alpha, eps=hp.eps)
+    if hp.optimizer == "adam":
+        return optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+    for g in groups:  # adamw: torch's own decoupled decay, the same formula as ours
+        g["weight_decay"] = g["decoupled_decay"]
+    return optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+
+
+def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
+    if not 1 <= len(shape) <= 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(
+            f"input_shape={input_shape!r} is invalid; expected (D,), (C, L) or (C, H, W) "
+            "with positive integers"
+        )
+    return shape
+
+
+def _check_training_args(args: dict[str, Any]) -> None:
+    """One clear ValueError naming the first bad training argument."""
+
+    def bad(name: str, allowed: str) -> ValueError:
+        return ValueError(f"{name}={args[name]!r} is invalid; allowed: {allowed}")
+
+    if not isinstance(args["num_classes"], int) or args["num_classes"] < 2:
+        raise bad("num_classes", "an integer >= 2")
+    if args["optimizer"] not in OPTIMIZERS:
+        raise bad("optimizer", ", ".join(OPTIMIZERS))
+    if args["scheduler"] not in SCHEDULERS:
+        raise bad("scheduler", ", ".join(SCHEDULERS))
+    if args["init"] not in INITS:
+        raise bad("init", ", ".join(INITS))
+    positive = ("lr", "eps", "init_std", "init_range", "gamma")
+    for name in positive:
+        if not _finite(args[name]) or args[name] <= 0:
+            raise bad(name, "a finite number > 0")
+    for name in ("weight_decay", "l1", "l2", "min_lr", "grad_clip", "momentum"):
+        if not _finite(args[name]) or args[name] < 0:
+            raise bad(name, "a finite number >= 0")
+    if not _finite(args["init_value"]):
+        raise bad("init_value", "a finite number")
+    if not 0 <= args["momentum"] < 1 or not 0 < args["alpha"] < 1:
+        raise bad("momentum" if not 0 <= args["momentum"] < 1 else "alpha", "a number in [0, 1)")
+    betas = args["betas"]
+    if len(betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in betas):
+        raise bad("betas", "two numbers in [0, 1)")
+    for name in ("step_size", "plateau_patience"):
+        if not isinstance(args[name], int) or args[name] < 0 + (name == "step_size"):
+            raise bad(name, "a positive integer" if name == "step_size" else "an integer >= 0")
+    if args["scheduler"] == "piecewise":
+        ms, vals = list(args["milestones"]), list(args["lr_values"])
+        if not ms or ms != sorted(set(ms)) or not all(isinstance(m, int) and m > 0 for m in ms):
+            raise bad("milestones", "increasing positive epochs, at least one, for 'piecewise'")
+        if len(vals) != len(ms) + 1 or not all(_finite(v) and v > 0 for v in vals):
+            raise bad("lr_values", f"{len(ms) + 1} positive learning rates (one per segment)")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

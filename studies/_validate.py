@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from datamodules import create_datamodule, datamodule_options, list_datamodules
+from studies.config import is_number
+from studies.search import REGULARIZATION, REGULARIZATIONS
 from zoo import create_model, list_models, model_hparams
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ def check_references(cfg: StudyConfig, *, source: str) -> None:
             f"data.name: unknown dataset {cfg.data.name!r}; available: "
             f"{', '.join(list_datamodules())}"
         )
-    model_keys = set(model_hparams(cfg.model.name)) - MODEL_SET_BY_DATA
+    model_keys = (set(model_hparams(cfg.model.name)) - MODEL_SET_BY_DATA) | {REGULARIZATION}
     data_keys = set(datamodule_options(cfg.data.name)) - DATA_SET_BY_STUDY
     trainer_keys = set(TrainerSection.model_fields)
     for key in cfg.model.options:
@@ -87,9 +89,37 @@ def check_references(cfg: StudyConfig, *, source: str) -> None:
                 raise fail(
                     f"search.{key}: the grid sampler needs choice: [...] values (and no when:)"
                 )
-    if cfg.sampler.name == "cmaes" and any(p.choice is not None for p in cfg.search.values()):
-        pass  # Optuna's CMA-ES samples categoricals independently (with a warning); allowed.
+    _check_regularization(cfg, fail)
     _dry_build(cfg, fail)
+
+
+def _check_regularization(cfg: StudyConfig, fail: Any) -> None:
+    """`regularization` names known types, and every type it can pick has a strength."""
+    key = f"model.{REGULARIZATION}"
+    param = cfg.search.get(key)
+    if param is not None:
+        where, types = f"search.{key}", param.choice
+        if types is None:
+            raise fail(f"{where}: the regularization type is a choice: [...] of {_allowed()}")
+    elif REGULARIZATION in cfg.model.options:
+        where, types = key, [cfg.model.options[REGULARIZATION]]
+    else:
+        return
+    for kind in types:
+        if kind not in REGULARIZATIONS:
+            raise fail(f"{where}: unknown regularization {kind!r}; allowed: {_allowed()}")
+        strength = cfg.model.options.get(kind)
+        searched = f"model.{kind}" in cfg.search
+        fixed = strength is not None and is_number(strength) and strength > 0
+        if kind != "none" and not searched and not fixed:
+            raise fail(
+                f"{where}: {kind!r} has no strength; add search.model.{kind} "
+                f"(when: {{{key}: {kind}}}) or a fixed model.{kind} > 0"
+            )
+
+
+def _allowed() -> str:
+    return ", ".join(REGULARIZATIONS)
 
 
 def candidate_values(param: Param) -> list[Any]:
@@ -105,11 +135,7 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
     """Build the datamodule and the model (no data loaded) with each candidate search value."""
     from studies.search import split_params
 
-    first = {key: candidate_values(p)[0] for key, p in cfg.search.items()}
-    trials = [first] + [
-        {**first, key: value} for key, p in cfg.search.items() for value in candidate_values(p)[1:]
-    ]
-    for params in trials:
+    for params in _dry_params(cfg.search):
         model_kw, data_kw, _ = split_params(cfg, params)
         try:
             dm = create_datamodule(cfg.data.name, seed=cfg.seed, **data_kw)
@@ -124,6 +150,23 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
             )
         except (ValueError, TypeError) as exc:
             raise fail(f"model: {exc}{_with(params)}") from None
+
+
+def _dry_params(search: dict[str, Param]) -> list[dict[str, Any]]:
+    """Parameter sets that reach every candidate value once, each with its `when:` satisfied.
+
+    The first set leaves conditional dimensions out, as a trial whose conditions fail does, so
+    the config's fixed values they would replace are built too.
+    """
+    first = {key: candidate_values(p)[0] for key, p in search.items()}
+    sets = [{key: value for key, value in first.items() if not search[key].when}]
+    for key, p in search.items():
+        conditions = {k: v[0] if isinstance(v, list) else v for k, v in (p.when or {}).items()}
+        for value in candidate_values(p):
+            params = {**first, **conditions, key: value}
+            if params not in sets:
+                sets.append(params)
+    return sets
 
 
 def _with(params: dict[str, Any]) -> str:

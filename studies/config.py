@@ -178,7 +178,10 @@ def load_config(path: str | Path, *, overrides: list[str] | None = None) -> Stud
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """`a.b.c=value` sets raw[a][b][c]; under `search`, the rest of the path is one key."""
+    """`a.b.c=value` sets raw[a][b][c]; under `search`, the rest of the path is one key.
+
+    `search.<key>=null` removes that search dimension, so the config's fixed value applies.
+    """
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. trainer.max_epochs=5")
@@ -187,6 +190,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {_first_line(exc)}") from exc
     head, _, rest = key.partition(".")
+    if head == "search" and rest and value is None:  # `--set search.model.lr=null` drops it
+        if isinstance(raw.get("search"), dict):
+            raw["search"].pop(rest, None)
+        return
     parts = [head, rest] if head == "search" and rest else key.split(".")
     node = raw
     for part in parts[:-1]:

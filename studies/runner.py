@@ -69,8 +69,12 @@ def train_run(
     run_name: str = "train",
     callbacks: list[L.Callback] | None = None,
     seed: int | None = None,
+    trainer_overrides: dict[str, Any] | None = None,
 ) -> TrialResult:
-    """Train once with `params` over the config's fixed values; test the best checkpoint."""
+    """Train once with `params` over the config's fixed values; test the best checkpoint.
+
+    `trainer_overrides` are Trainer arguments outside the config (DDP: strategy, devices, nodes).
+    """
     seed = cfg.seed if seed is None else seed
     L.seed_everything(seed, workers=True, verbose=False)
     model_kw, data_kw, trainer_kw = split_params(cfg, params)
@@ -115,7 +119,7 @@ def train_run(
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     trainer = L.Trainer(
-        **{k: v for k, v in trainer_kw.items() if v is not None},
+        **{k: v for k, v in {**trainer_kw, **(trainer_overrides or {})}.items() if v is not None},
         callbacks=all_callbacks,
         logger=loggers,
         enable_progress_bar=False,
@@ -157,7 +161,7 @@ def train_run(
         }
         return result
     finally:
-        tracking.finish(wandb_logger, {**summary, "state": state})
+        tracking.finish(wandb_logger, summary, state=state)
 
 
 def _fit(trainer: L.Trainer, model: L.LightningModule, dm: L.LightningDataModule) -> None:
@@ -220,6 +224,8 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
             f"study {cfg.name!r} in {storage_url} was created to "
             f"{study.direction.name.lower()}, the config asks to {cfg.objective.direction}"
         )
+    if study.user_attrs.get("objective") != cfg.objective.metric:  # for report and dashboard
+        study.set_user_attr("objective", cfg.objective.metric)
     return study
 
 
@@ -231,8 +237,13 @@ def trial_dir(cfg: StudyConfig, number: int) -> Path:
     return cfg.study_dir / f"trial-{number}"
 
 
-def make_objective(cfg: StudyConfig, *, wandb_mode: str, progress: Any = None) -> Any:
-    """The Optuna objective: sample, train, record test metrics, report pruning."""
+def make_objective(
+    cfg: StudyConfig, *, wandb_mode: str, progress: Any = None, train: Any = train_run
+) -> Any:
+    """The Optuna objective: sample, train, record test metrics, report pruning.
+
+    `train` (signature of `train_run`) lets a DDP study hand the sampled parameters to its ranks.
+    """
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, cfg.search)
@@ -245,7 +256,7 @@ def make_objective(cfg: StudyConfig, *, wandb_mode: str, progress: Any = None) -
             callbacks.append(EpochProgress(progress, task, (cfg.objective.metric, "val/loss")))
         start = time.perf_counter()
         try:
-            result = train_run(
+            result = train(
                 cfg,
                 params,
                 trial_dir(cfg, trial.number),

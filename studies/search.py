@@ -1,6 +1,16 @@
 """Search spaces are data: every `suggest_*` call of a study lives in `suggest`.
 
 params = suggest(optuna.trial.FixedTrial({"model.lr": 0.01}), cfg.search)
+
+The regularization type is searchable like any hparam: `model.regularization` picks one of
+`none | l1 | l2 | weight_decay`, and each type's strength is its own dimension, conditioned on
+that choice with `when:`. The chosen penalty is kept; the other two are set to 0.
+
+    model.regularization: {choice: [none, l1, l2, weight_decay]}
+    model.l1: {float: [1.0e-6, 1.0e-3], log: true, when: {model.regularization: l1}}
+    model.l2: {float: [1.0e-5, 1.0e-1], log: true, when: {model.regularization: l2}}
+    model.weight_decay:
+      {float: [1.0e-5, 1.0e-1], log: true, when: {model.regularization: weight_decay}}
 """
 
 from __future__ import annotations
@@ -12,6 +22,11 @@ import optuna
 
 if TYPE_CHECKING:
     from studies.config import Param, StudyConfig
+
+# Not a zoo hparam: a selector that `split_params` turns into the three penalty strengths.
+REGULARIZATION = "regularization"
+PENALTIES = ("l1", "l2", "weight_decay")
+REGULARIZATIONS = ("none", *PENALTIES)
 
 
 def suggest(trial: optuna.trial.BaseTrial, search: dict[str, Param]) -> dict[str, Any]:
@@ -58,7 +73,19 @@ def split_params(
             data["augment"] = {**(data["augment"] or {}), rest.partition(".")[2]: value}
         else:
             data[rest] = value
-    return _tuples(model), data, trainer
+    return _tuples(apply_regularization(model)), data, trainer
+
+
+def apply_regularization(model: dict[str, Any]) -> dict[str, Any]:
+    """Replace a `regularization` selector by the penalties: the chosen one kept, others 0."""
+    if REGULARIZATION not in model:
+        return model
+    model = dict(model)
+    chosen = model.pop(REGULARIZATION)
+    for penalty in PENALTIES:
+        if penalty != chosen:
+            model[penalty] = 0.0
+    return model
 
 
 def _tuples(kwargs: dict[str, Any]) -> dict[str, Any]:

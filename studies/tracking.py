@@ -54,7 +54,7 @@ def make_logger(
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
     save_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         entity=entity,
         group=group,
@@ -65,18 +65,25 @@ def make_logger(
         job_type="trial",
         reinit="finish_previous",
     )
+    # Lightning always passes `anonymous` (None by default) to wandb.init, and wandb >= 0.19
+    # warns that the setting has no effect whenever it is passed at all.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
-def finish(logger: WandbLogger | None, summary: dict[str, Any]) -> None:
-    """Write the trial's final metrics and state to the run's summary, then close the run."""
+def finish(logger: WandbLogger | None, summary: dict[str, Any], *, state: str) -> None:
+    """Write the final metrics and the trial's `state` to the run's summary, close the run.
+
+    A failed trial also closes its run with exit code 1, so W&B shows it as failed, not finished.
+    """
     if logger is None:
         return
     import wandb
 
     run = logger.experiment
-    for key, value in summary.items():
+    for key, value in {**summary, "state": state}.items():
         run.summary[key] = value
-    wandb.finish()
+    wandb.finish(exit_code=1 if state == "failed" else 0)
 
 
 def sync_command(save_dir: Path) -> str:

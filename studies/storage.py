@@ -2,11 +2,18 @@
 
 sqlite:///runs/studies.db        relative path (three slashes), sqlite:////abs/path.db absolute
 journal:///runs/studies.log      Optuna's JournalFileBackend, the same slash convention
-postgresql://user:pw@host/db     many machines
+postgresql://user:pw@host/db     many machines (psycopg 3 unless a driver is named)
+
+Heartbeats (RDB storages only): a trial whose worker stops beating for REGZOO_GRACE_S seconds
+(default 30; beats every REGZOO_HEARTBEAT_S = 10) is failed and re-queued with the same
+parameters when any worker next starts a trial.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -19,6 +26,7 @@ SCHEMES = ("sqlite", "journal", "postgresql")
 HEARTBEAT_S = 10
 GRACE_S = 30
 MAX_RETRY = 3
+SQLITE_BUSY_TIMEOUT_S = 120
 
 
 class StorageError(ValueError):
@@ -58,22 +66,53 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         assert path is not None
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs = {}
-    if url.startswith("sqlite:"):
-        # Wait for a writer instead of failing with "database is locked".
-        engine_kwargs = {"connect_args": {"timeout": 120}}
+    heartbeat = _seconds("REGZOO_HEARTBEAT_S", HEARTBEAT_S)
+    grace = _seconds("REGZOO_GRACE_S", GRACE_S)
     try:
+        if path is not None and str(path) != ":memory:":
+            _use_wal(path)
+            # Wait for a writer instead of failing with "database is locked".
+            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
         with (
             warnings.catch_warnings()
         ):  # heartbeats are "experimental" in Optuna 5; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
-                url,
+                with_driver(url),
                 engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                     max_retry=MAX_RETRY
                 ),
             )
     except Exception as exc:  # sqlalchemy/driver errors: one line for the user
         raise StorageError(f"storage {url!r} cannot be opened: {exc}") from exc
+
+
+def with_driver(url: str) -> str:
+    """`postgresql://` means psycopg 3 (what regzoo installs) unless psycopg2 is there."""
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _use_wal(path: Path) -> None:
+    """Switch a SQLite file to write-ahead logging (persistent in the file).
+
+    With WAL, readers never block the writer, so several workers on one machine share the file;
+    the busy timeout queues the writers. WAL needs a local disk (not NFS): use journal:/// or
+    PostgreSQL on a shared filesystem.
+    """
+    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+
+
+def _seconds(env: str, default: int) -> int:
+    text = os.environ.get(env)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise StorageError(f"{env}={text!r} is invalid; allowed: a whole number of seconds >= 1")
+    return int(text)

@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from studies import tracking
+from studies._budget import TrialBudget
 from studies.config import StudyConfig
-from studies.runner import FINISHED, count_finished, make_objective, open_study, quiet_lightning
+from studies.runner import count_finished, make_objective, open_study, quiet_lightning, train_run
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -49,8 +49,13 @@ def run_study(
     wandb: str | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    train: Any = train_run,
 ) -> StudyOutcome:
-    """Run (or resume) the study until `trials` trials are finished (complete or pruned)."""
+    """Run (or resume) the study until `trials` trials are finished (complete or pruned).
+
+    Other workers may share the storage: between them they finish exactly `trials` trials.
+    `train` replaces `train_run` (a DDP study broadcasts each trial's parameters first).
+    """
     console = console or Console()
     quiet_lightning()
     url = storage or cfg.storage
@@ -63,7 +68,18 @@ def run_study(
         f"in {url}" + ("" if already else " (new study)")
     )
     if already < target:
-        _optimize(study, cfg, target, timeout or cfg.timeout, mode, console, show_progress)
+        budget = TrialBudget(study, url, target)
+        _optimize(
+            study,
+            cfg,
+            target,
+            timeout or cfg.timeout,
+            mode,
+            console,
+            show_progress,
+            budget=budget,
+            train=train,
+        )
     return StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
 
 
@@ -75,6 +91,9 @@ def _optimize(
     mode: str,
     console: Console,
     show_progress: bool,
+    *,
+    budget: TrialBudget,
+    train: Any,
 ) -> None:
     progress = Progress(
         TextColumn("{task.description}"),
@@ -86,25 +105,23 @@ def _optimize(
         disable=not show_progress,
         transient=False,
     )
-    objective = make_objective(cfg, wandb_mode=mode, progress=progress)
+    objective = budget.wrap(make_objective(cfg, wandb_mode=mode, progress=progress, train=train))
     done = progress.add_task("trials", total=target, completed=count_finished(study), metrics="")
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         progress.update(done, completed=count_finished(study))
         console.print(trial_line(trial, cfg.objective.metric))
 
-    with progress:
+    with progress, budget:
+        if not budget.claim():  # other workers finished the study meanwhile
+            return
         study.optimize(
             objective,
             n_trials=None,
             timeout=timeout,
             catch=(Exception,),
             gc_after_trial=True,
-            callbacks=[
-                MaxTrialsCallback(target, states=FINISHED),
-                _StopOnFailures(MAX_CONSECUTIVE_FAILURES),
-                report,
-            ],
+            callbacks=[_StopOnFailures(MAX_CONSECUTIVE_FAILURES), report, budget],
         )
 
 

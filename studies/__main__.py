@@ -1,4 +1,4 @@
-"""The regzoo command line: `python -m studies run|train|list|dashboard ...`.
+"""The regzoo command line: `python -m studies run|train|list|report|export|dashboard ...`.
 
 A user's mistake (bad config, bad storage URL, unknown study) prints one line and exits 2.
 """
@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 
 from studies.config import DEFAULT_STORAGE, ConfigError, load_config
+from studies.results import ResultError
 from studies.storage import StorageError
 
 EXIT_USAGE = 2
@@ -43,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="studies in a storage, with trial counts")
     lst.add_argument("--storage", default=DEFAULT_STORAGE)
+
+    rep = sub.add_parser("report", help="plots, summary.md and index.html for a study")
+    rep.add_argument("name", help="study name (the config's name:)")
+    rep.add_argument("--storage", default=DEFAULT_STORAGE)
+    rep.add_argument("--out", type=Path, help="folder (default: runs/<name>/report)")
+
+    exp = sub.add_parser("export", help="write a study's best model as onnx|torchscript|ckpt")
+    exp.add_argument("name", help="study name (the config's name:)")
+    exp.add_argument("--format", dest="fmt", required=True, choices=("onnx", "torchscript", "ckpt"))
+    exp.add_argument("--out", type=Path, help="file (default: runs/<name>/export/...)")
+    exp.add_argument("--storage", default=DEFAULT_STORAGE)
 
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard on a storage")
     dash.add_argument("--storage", default=DEFAULT_STORAGE)
@@ -102,32 +115,68 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         + f" epochs={result.epochs}"
     )
     console.print(f"checkpoint: {result.checkpoint}")
+    if mode == "offline":
+        console.print(f"wandb offline run: {tracking.sync_command(Path(cfg.runs_dir))}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     import optuna
+    from optuna.trial import TrialState
     from rich.table import Table
 
-    from studies.storage import open_storage
+    from studies.results import open_existing, ranked_trials
 
-    summaries = optuna.get_all_study_summaries(storage=open_storage(args.storage))
+    storage = open_existing(args.storage)
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     table = Table(title=f"studies in {args.storage}")
-    for col in ("study", "direction", "trials", "best value"):
+    for col in ("study", "objective", "trials", "complete", "pruned", "failed", "running", "best"):
         table.add_column(col)
-    for s in summaries:
-        best = "-" if s.best_trial is None else f"{s.best_trial.value:.4f}"
-        table.add_row(s.study_name, s.direction.name.lower(), str(s.n_trials), best)
+    for name in sorted(optuna.get_all_study_names(storage=storage)):
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        ranked = ranked_trials(study)
+        objective = f"{study.direction.name.lower()} {study.user_attrs.get('objective', '')}"
+        table.add_row(
+            name,
+            objective.strip(),
+            str(len(trials)),
+            *(str(sum(t.state == s for t in trials)) for s in states),
+            f"{ranked[0].value:.4f} (trial {ranked[0].number})" if ranked else "-",
+        )
     console.print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from studies.report import write_report
+    from studies.results import load_study
+
+    study = load_study(args.name, args.storage)
+    out = args.out or Path("runs") / args.name / "report"
+    report = write_report(study, out, storage=args.storage)
+    for name, caption in report.images.items():
+        console.print(f"  {out / name}  [dim]{caption}[/]")
+    for caption, reason in report.skipped.items():
+        console.print(f"  [yellow]not drawn[/] {caption}: {reason}")
+    console.print(f"[bold]report[/] {out / 'index.html'}  ({out / 'summary.md'})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from studies.export import export_best
+
+    out = export_best(args.name, fmt=args.fmt, storage=args.storage, out=args.out)
+    console.print(f"[bold]exported[/] {args.fmt}: {out}")
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     from optuna_dashboard import run_server
 
-    from studies.storage import open_storage
+    from studies.results import open_existing
 
-    storage = open_storage(args.storage)
+    storage = open_existing(args.storage)
     console.print(
         f"optuna-dashboard on http://{args.host}:{args.port} for {args.storage} (Ctrl-C to stop)"
     )
@@ -139,6 +188,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "run": cmd_run,
     "train": cmd_train,
     "list": cmd_list,
+    "report": cmd_report,
+    "export": cmd_export,
     "dashboard": cmd_dashboard,
 }
 
@@ -149,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
         return COMMANDS[args.command](args, console)
-    except (ConfigError, StorageError, UsageError) as exc:
+    except (ConfigError, StorageError, ResultError, UsageError) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -28,6 +28,18 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 INITS = ("default", "zeros", "constant", "normal", "uniform", "xavier", "kaiming")
 
+# Kaiming's gain keeps E[g(z)²] = E[z²] layer to layer. ReLU-like units zero half their input
+# (gain √2); |z| keeps all of it (E[|z|²] = E[z²], gain 1, like the identity).
+KAIMING_GAIN_OF: dict[str, Literal["relu", "linear", "tanh", "sigmoid"]] = {
+    "relu": "relu",
+    "leaky_relu": "relu",
+    "gelu": "relu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "abs": "linear",
+    "identity": "linear",
+}
+
 
 def activation(name: str) -> nn.Module:
     """A fresh activation module by name."""
@@ -48,13 +60,12 @@ def initialize(
     """Re-initialize every weight of `module` with `scheme`; biases start at 0.
 
     `default` keeps PyTorch's own per-layer initialization (biases included). Norm layers keep
-    their scale 1 and shift 0, whatever the scheme.
+    their scale 1 and shift 0, whatever the scheme. `gain_of` names the activation whose gain
+    `kaiming` uses (`KAIMING_GAIN_OF`).
     """
     if scheme == "default":
         return
-    nonlinearity: Literal["relu", "linear"] = (
-        "relu" if gain_of in ("relu", "abs", "leaky_relu", "gelu") else "linear"
-    )
+    nonlinearity = KAIMING_GAIN_OF.get(gain_of, "relu")
     norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
     for sub in module.modules():
         if isinstance(sub, norm_types):

@@ -29,6 +29,29 @@ def register_model(name: str) -> Callable[[C], C]:
     return add
 
 
+def plain_hparam(name: str, value: Any) -> Any:
+    """`value` as plain Python (None, bool, int, float, str, tuples of them).
+
+    A checkpoint loads with `weights_only=True` only if its hparams are plain: a numpy scalar
+    (say `np.int64` from an array's shape) would make torch refuse the file.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy / torch scalar
+        return plain_hparam(name, value.item())
+    if isinstance(value, list | tuple) or getattr(value, "ndim", None) == 1:
+        return tuple(plain_hparam(name, v) for v in value)
+    raise ValueError(
+        f"{name}={value!r} is invalid; allowed: None, bool, int, float, str or a sequence of them"
+    )
+
+
 def list_models() -> list[str]:
     """Names accepted by `create_model`, sorted."""
     return sorted(_MODELS)
@@ -67,7 +90,7 @@ def create_model(name: str, **hparams: Any) -> Classifier:
             f"model {name!r} got unknown hyperparameter(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(sorted(accepted))}"
         )
-    return model_class(name)(**hparams)
+    return model_class(name)(**{k: plain_hparam(k, v) for k, v in hparams.items()})
 
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> Classifier:

@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo._layers import INITS, initialize, is_weight
+from zoo._registry import plain_hparam
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "piecewise")
@@ -57,6 +58,11 @@ class Classifier(L.LightningModule):
     """
 
     model_name: ClassVar[str] = ""
+    # TorchScript compiles properties unless told not to; `hp` reads hparams, which it cannot.
+    __jit_unused_properties__: list[str] = [
+        *L.LightningModule.__jit_unused_properties__,
+        "hp",
+    ]
 
     def __init__(
         self,
@@ -91,10 +97,15 @@ class Classifier(L.LightningModule):
         _check_training_args(locals())
         # Collects the subclass's arguments too: a checkpoint rebuilds the whole model.
         self.save_hyperparameters()
+        self.hparams.update({k: plain_hparam(k, v) for k, v in self.hparams.items()})
         self.net = self.build_network()
-        gain_of = str(self.hp.get("activation", "relu"))
         initialize(
-            self.net, init, std=init_std, bound=init_range, value=init_value, gain_of=gain_of
+            self.net,
+            init,
+            std=init_std,
+            bound=init_range,
+            value=init_value,
+            gain_of=self.init_gain_of(),
         )
         self.example_input_array = torch.zeros(2, *self.input_shape)
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -109,6 +120,10 @@ class Classifier(L.LightningModule):
     def build_network(self) -> nn.Module:
         """The network mapping a batch of inputs to class logits; read arguments from hparams."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_network()")
+
+    def init_gain_of(self) -> str:
+        """The activation whose gain `init="kaiming"` uses: the network's `activation` hparam."""
+        return str(self.hp.get("activation", "relu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, *input_shape) -> (B, num_classes)
@@ -285,7 +300,7 @@ def _check_training_args(args: dict[str, Any]) -> None:
         raise bad("scheduler", ", ".join(SCHEDULERS))
     if args["init"] not in INITS:
         raise bad("init", ", ".join(INITS))
-    positive = ("lr", "eps", "init_std", "init_range", "gamma")
+    positive = ("lr", "eps", "alpha", "init_std", "init_range", "gamma")
     for name in positive:
         if not _finite(args[name]) or args[name] <= 0:
             raise bad(name, "a finite number > 0")

@@ -1,62 +1,129 @@
-"""Input normalization fitted on the training split: none, min-max, standardization, PCA."""
+"""Input normalization fitted on the training split: none, min-max, standardization, PCA.
+
+Each normalizer maps numpy arrays when the splits are built (`transform`) and torch tensors on
+any device (`forward`, and its inverse `inverse`), so the `device` augmentation backend can take
+a normalized training batch back to raw inputs, augment it and normalize it again.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
+import torch
 
 EPS = 1e-8
+# Principal directions whose variance is below this share of the largest are noise; whitening
+# them would blow rounding errors up to unit variance, so they are dropped (score 0).
+PCA_RTOL = 1e-10
 
 
 class Normalizer:
     """Identity; the base of the fitted normalizers. Statistics are per channel for images and
     signals `(N, C, ...)` and per feature for vectors `(N, D)`."""
 
+    shape: tuple[int, ...] = ()
+
     def fit(self, x: np.ndarray) -> Normalizer:
+        self.shape = tuple(x.shape[1:])
+        self._tensor_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`transform` for a batch tensor, on its device."""
+        return x
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw inputs `(B, *shape)` back from normalized ones (exact on the training data)."""
+        return x
+
+    def _tensors(self, like: torch.Tensor, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The fitted `arrays` as tensors on `like`'s device, converted once per device."""
+        key = (like.device, like.dtype)
+        if key not in self._tensor_cache:
+            self._tensor_cache[key] = tuple(
+                torch.as_tensor(a, dtype=like.dtype, device=like.device) for a in arrays
+            )
+        return self._tensor_cache[key]
 
 
 def _axes(x: np.ndarray) -> tuple[int, ...]:
     return (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
 
 
-class MinMax(Normalizer):
+class _Affine(Normalizer):
+    """x' = (x − shift) / scale with per-channel (or per-feature) `shift` and `scale`."""
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return super().transform((x - self.shift) / self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shift, scale = self._tensors(x, self.shift, self.scale)
+        return (x - shift) / scale
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        shift, scale = self._tensors(x, self.shift, self.scale)
+        return x * scale + shift
+
+
+class MinMax(_Affine):
     """x' = (x − min) / (max − min), so the training data spans [0, 1]."""
 
     def fit(self, x: np.ndarray) -> MinMax:
-        self.low = x.min(axis=_axes(x), keepdims=True)
-        self.span = np.maximum(x.max(axis=_axes(x), keepdims=True) - self.low, EPS)
+        super().fit(x)
+        self.shift = x.min(axis=_axes(x), keepdims=True)[0]
+        self.scale = np.maximum(x.max(axis=_axes(x), keepdims=True)[0] - self.shift, EPS)
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return super().transform((x - self.low) / self.span)
 
-
-class Standard(Normalizer):
+class Standard(_Affine):
     """x' = (x − mean) / std, the training data's statistics."""
 
     def fit(self, x: np.ndarray) -> Standard:
-        self.mean = x.mean(axis=_axes(x), keepdims=True)
-        self.std = np.maximum(x.std(axis=_axes(x), keepdims=True), EPS)
+        super().fit(x)
+        self.shift = x.mean(axis=_axes(x), keepdims=True)[0]
+        self.scale = np.maximum(x.std(axis=_axes(x), keepdims=True)[0], EPS)
         return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return super().transform((x - self.mean) / self.std)
 
 
 class Pca(Normalizer):
-    """Whitened principal-component scores of the flattened input: shape (N, D)."""
+    """Whitened principal-component scores of the flattened input: shape (N, D), the components
+    in order of decreasing variance; directions in which the training data does not vary score 0.
+    """
 
     def fit(self, x: np.ndarray) -> Pca:
-        flat = x.reshape(len(x), -1)
-        self.pca = PCA(n_components=min(flat.shape), whiten=True).fit(flat)
+        super().fit(x)
+        flat = x.reshape(len(x), -1).astype(np.float64)  # (N, D)
+        self.mean = flat.mean(axis=0)  # (D,)
+        centred = flat - self.mean
+        cov = centred.T @ centred / max(len(flat) - 1, 1)  # (D, D)
+        var, vectors = np.linalg.eigh(cov)  # ascending
+        var, vectors = var[::-1].clip(min=0), vectors[:, ::-1]
+        kept = var > PCA_RTOL * max(var.max(), EPS)
+        self.components = vectors.T.copy()  # (D components, D)
+        self.std = np.where(kept, np.sqrt(var), 0.0)  # (D,)
+        self.inv_std = np.where(kept, 1 / np.where(kept, self.std, 1.0), 0.0)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return super().transform(self.pca.transform(x.reshape(len(x), -1)))
+        scores = (x.reshape(len(x), -1) - self.mean) @ self.components.T  # (N, D)
+        return super().transform(scores * self.inv_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, components, inv_std, _ = self._pca_tensors(x)
+        return (x.flatten(1) - mean) @ components.T * inv_std  # (B, *shape) -> (B, D)
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        mean, components, _, std = self._pca_tensors(x)
+        flat = (x * std) @ components + mean  # (B, D)
+        return flat.reshape(len(x), *self.shape)  # -> (B, *shape)
+
+    def _pca_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._tensors(like, self.mean, self.components, self.inv_std, self.std)
 
 
 NORMALIZERS: dict[str, type[Normalizer]] = {

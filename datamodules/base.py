@@ -1,8 +1,10 @@
 """`ArrayDataModule`: the shared base of every regzoo datamodule.
 
-A subclass only loads arrays (`load`); the base splits them (seeded, stratified, the test split
-kept out of model selection), subsamples `train_size`, fits `normalize` on the training split,
-and serves batches straight from tensors: one indexing call per batch, no per-sample Python.
+A subclass only loads arrays (`load`, downloading in `download` if it must); the base splits
+them (seeded, stratified, the test split kept out of model selection), subsamples `train_size`,
+fits `normalize` on the training split, serves batches straight from tensors (one indexing call
+per batch, no per-sample Python) and augments training batches (`augment`, two backends; see
+`datamodules._augment` for what each option means).
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from datamodules._augment import (
+    AugmentSpec,
+    check_backend,
+    check_fits_data,
+    parse_augment,
+)
+from datamodules._device_augment import DeviceAugmenter
 from datamodules._normalize import NORMALIZERS, Normalizer
 
 # The test split of data without an official one is fixed: it must not move with `seed`.
@@ -57,8 +66,12 @@ class ArrayDataModule(L.LightningDataModule):
         normalize: `none`, `minmax` (to [0, 1]), `standard` (zero mean, unit variance) or `pca`
             (whitened principal-component scores, flattened to `(D,)`), fitted on training data.
         train_size: Keep only this many training samples (stratified); None keeps all.
-        augment: Augmentation options (`rotation`, `flip`, `zoom`, `shift`, `noise`, `p`).
-        augment_backend: `device` (batched, on the model's device) or `albumentations`.
+        augment: Augmentation of the training split: `rotation`, `flip`, `zoom`, `shift`,
+            `noise`, `p` (meanings in `datamodules._augment`). Validation and test data are
+            never augmented.
+        augment_backend: `device` (whole batches on the model's device, in
+            `on_after_batch_transfer`) or `albumentations` (per sample, in the DataLoader
+            workers). Both give each option the same meaning.
         num_workers: DataLoader worker processes.
         data_dir: Where downloadable datasets are stored.
     """
@@ -66,8 +79,8 @@ class ArrayDataModule(L.LightningDataModule):
     dataset_name: ClassVar[str] = ""
     test_fraction: ClassVar[float] = 0.2
     # Known without loading data, so a study config can be checked before anything runs.
-    nominal_shape: ClassVar[tuple[int, ...] | None] = None
-    nominal_classes: ClassVar[int] = 2
+    nominal_shape: tuple[int, ...] | None = None
+    nominal_classes: int = 2
 
     def __init__(
         self,
@@ -90,12 +103,23 @@ class ArrayDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.train_size = train_size
         self.augment = dict(augment or {})
-        self.augment_backend = augment_backend
+        self.augment_spec: AugmentSpec = parse_augment(augment)
+        self.augment_backend = check_backend(augment_backend)
+        if self.nominal_shape is not None:
+            check_fits_data(self.augment_spec, self.nominal_shape, self.dataset_name)
         self.num_workers = num_workers
         self.data_dir = Path(data_dir)
         self.normalizer: Normalizer | None = None
+        self.raw_shape: tuple[int, ...] | None = None
+        self.split_indices: dict[str, np.ndarray] = {}
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._num_classes: int | None = None
+        self._augmenter: DeviceAugmenter | None = None
+        self._transform: Any = None  # the albumentations Compose, when that backend is used
+        self._raw_train: np.ndarray | None = None
+
+    def download(self) -> None:
+        """Fetch the dataset's files into `data_dir` if they are missing (online datasets)."""
 
     def load(self) -> Arrays:
         """Return the dataset as arrays; download first if needed (subclasses)."""
@@ -122,12 +146,15 @@ class ArrayDataModule(L.LightningDataModule):
 
     @property
     def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """`train`, `val` and `test` as (inputs, labels) tensors, built once."""
+        """`train`, `val` and `test` as normalized (inputs, labels) tensors, built once."""
         if self._splits is None:
             self._splits = self._build_splits()
         return self._splits
 
     # ---- Lightning hooks ---------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        self.download()
 
     def setup(self, stage: str | None = None) -> None:
         self.splits  # noqa: B018
@@ -141,13 +168,74 @@ class ArrayDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader[Any]:
         return self._loader("test", shuffle=False)
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches on their device (the `device` backend)."""
+        if self._augmenter is not None and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            return self.augment_batch(x), y
+        return batch
+
+    # ---- augmentation ------------------------------------------------------------------------
+
+    def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """A normalized batch, augmented as raw inputs and normalized again (`device` backend)."""
+        assert self._augmenter is not None and self.normalizer is not None
+        return self.normalizer.forward(self._augmenter(self.normalizer.inverse(x)))
+
+    def augment_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw inputs `(B, *raw_shape)` augmented by the configured backend (previews, tests)."""
+        self.splits  # noqa: B018  (fits the augmenters)
+        if self._augmenter is not None:
+            return self._augmenter(x)
+        if self._transform is not None:
+            from datamodules._albu_augment import augment_samples
+
+            return torch.from_numpy(augment_samples(self._transform, x.numpy()))
+        return x
+
+    def raw(self, split: str) -> torch.Tensor:
+        """A split's inputs before normalization, `(N, *raw_shape)`."""
+        self.splits  # noqa: B018
+        assert self.normalizer is not None
+        return self.normalizer.inverse(self.splits[split][0])
+
+    def _fit_augmentation(self, x_train: np.ndarray) -> None:
+        spec = self.augment_spec
+        if not spec.active:
+            return
+        shape = tuple(x_train.shape[1:])
+        check_fits_data(spec, shape, self.dataset_name)
+        # Point sets: zoom and shift are relative to the training data's bounding box.
+        low, high = x_train.min(axis=0), x_train.max(axis=0)
+        centre, extent = (low + high) / 2, high - low
+        if self.augment_backend == "device":
+            self._augmenter = DeviceAugmenter(
+                spec, shape, centre=torch.from_numpy(centre), extent=torch.from_numpy(extent)
+            )
+        else:
+            from datamodules._albu_augment import build_transform
+
+            self._transform = build_transform(
+                spec, shape, seed=self.seed, centre=centre, extent=extent
+            )
+            self._raw_train = x_train
+
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader[Any]:
-        data = TensorBatches(*self.splits[split])
+        data: Dataset[tuple[torch.Tensor, torch.Tensor]] = TensorBatches(*self.splits[split])
+        worker_init_fn = None
+        if split == "train" and self._transform is not None:
+            from datamodules._albu_augment import AugmentedBatches, reseed_worker
+
+            assert self._raw_train is not None and self.normalizer is not None
+            y = self.splits["train"][1]
+            data = AugmentedBatches(self._raw_train, y, self._transform, self.normalizer)
+            worker_init_fn = reseed_worker
+        samples = range(len(self.splits[split][1]))
         if shuffle:
             generator = torch.Generator().manual_seed(self.seed)
-            order: Any = RandomSampler(data, generator=generator)
+            order: Any = RandomSampler(samples, generator=generator)
         else:
-            order = SequentialSampler(data)
+            order = SequentialSampler(samples)
         batches = BatchSampler(order, batch_size=self.batch_size, drop_last=False)
         return DataLoader(
             data,
@@ -155,6 +243,7 @@ class ArrayDataModule(L.LightningDataModule):
             sampler=batches,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=worker_init_fn,
         )
 
     # ---- splitting and preprocessing ---------------------------------------------------------
@@ -162,33 +251,40 @@ class ArrayDataModule(L.LightningDataModule):
     def _build_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         arrays = self.load()
         x, y = arrays.x.astype(np.float32), arrays.y.astype(np.int64)
+        index = np.arange(len(y))
         if arrays.x_test is None or arrays.y_test is None:
-            x, x_test, y, y_test = train_test_split(
-                x, y, test_size=self.test_fraction, random_state=TEST_SEED, stratify=y
+            index, test_index = train_test_split(
+                index, test_size=self.test_fraction, random_state=TEST_SEED, stratify=y
             )
+            x_all, y_all = x, y
         else:
-            x_test, y_test = arrays.x_test.astype(np.float32), arrays.y_test.astype(np.int64)
-        x_train, x_val, y_train, y_val = train_test_split(
-            x, y, test_size=self.val_fraction, random_state=self.seed, stratify=y
+            # Official test samples are numbered after the training ones.
+            x_all = np.concatenate([x, arrays.x_test.astype(np.float32)])
+            y_all = np.concatenate([y, arrays.y_test.astype(np.int64)])
+            test_index = np.arange(len(y), len(y_all))
+        train_index, val_index = train_test_split(
+            index, test_size=self.val_fraction, random_state=self.seed, stratify=y_all[index]
         )
-        if self.train_size is not None and self.train_size < len(y_train):
-            x_train, _, y_train, _ = train_test_split(
-                x_train,
-                y_train,
+        if self.train_size is not None and self.train_size < len(train_index):
+            train_index, _ = train_test_split(
+                train_index,
                 train_size=self.train_size,
                 random_state=self.seed,
-                stratify=_stratify_if_possible(y_train, self.train_size),
+                stratify=_stratify_if_possible(y_all[train_index], self.train_size),
             )
-        self._num_classes = int(max(y.max(), y_test.max())) + 1
+        self.split_indices = {"train": train_index, "val": val_index, "test": test_index}
+        self._num_classes = int(y_all.max()) + 1
+        self.raw_shape = tuple(x.shape[1:])
+        x_train = x_all[train_index]
         self.normalizer = NORMALIZERS[self.normalize]().fit(x_train)
-        out = {}
-        for split, (xs, ys) in {
-            "train": (x_train, y_train),
-            "val": (x_val, y_val),
-            "test": (x_test, y_test),
-        }.items():
-            out[split] = (torch.from_numpy(self.normalizer.transform(xs)), torch.from_numpy(ys))
-        return out
+        self._fit_augmentation(x_train)
+        return {
+            split: (
+                torch.from_numpy(self.normalizer.transform(x_all[idx])),
+                torch.from_numpy(y_all[idx]),
+            )
+            for split, idx in self.split_indices.items()
+        }
 
 
 def _stratify_if_possible(y: np.ndarray, size: int) -> np.ndarray | None:

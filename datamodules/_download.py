@@ -1,0 +1,49 @@
+"""Downloads into `data_dir`: checksum-verified, written atomically, never half-present."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed or its checksum did not match; nothing was left at the destination."""
+
+
+def fetch(url: str, dest: Path, *, md5: str) -> Path:
+    """Download `url` to `dest` unless `dest` exists; verify its MD5 before keeping it.
+
+    The bytes go to a temporary file next to `dest` and are renamed into place only once the
+    checksum matches, so an interrupted or corrupted download never looks like a finished one.
+    """
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+                while chunk := response.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError) as exc:
+            raise DownloadError(
+                f"could not download {url}: {exc}; place the file at {dest} yourself "
+                "or pass mirror= with another base URL"
+            ) from exc
+        if digest.hexdigest() != md5:
+            raise DownloadError(
+                f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; "
+                f"the download was discarded and nothing was written to {dest}"
+            )
+        shutil.move(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    return dest

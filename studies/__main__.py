@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         help="W&B mode (default: online with a login, else offline)",
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress bars")
+    run.add_argument(
+        "--workers", type=_positive_int, default=1, help="trial processes sharing the storage"
+    )
+    run.add_argument(
+        "--devices-per-trial", type=_positive_int, help="train each trial with DDP on K devices"
+    )
 
     train = sub.add_parser("train", help="one run with the config's fixed values, no search")
     _config_args(train)
@@ -88,6 +94,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from studies.study import print_summary, run_study
 
     cfg = load_config(args.config, overrides=args.overrides)
+    from studies.workers import ScalingError, run_scaled, wants_scaling
+
+    if wants_scaling(args, cfg):  # --workers, --devices-per-trial, torchrun/SLURM, or a worker
+        try:
+            return run_scaled(cfg, args, console)
+        except ScalingError as exc:
+            raise UsageError(str(exc)) from None
     outcome = run_study(
         cfg,
         storage=args.storage,

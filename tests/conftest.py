@@ -16,6 +16,8 @@ os.environ.pop("WANDB_API_KEY", None)
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "studies" / "configs" / "default.yaml"
 
+pytest_plugins = ("tests._postgres",)  # postgres_server, postgres_url: a throwaway server
+
 
 @pytest.fixture
 def tiny_trainer_kwargs() -> dict[str, object]:

@@ -55,12 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="plots, summary.md and index.html for a study")
     rep.add_argument("name", help="study name (the config's name:)")
     rep.add_argument("--storage", default=DEFAULT_STORAGE)
-    rep.add_argument("--out", type=Path, help="folder (default: runs/<name>/report)")
+    rep.add_argument("--out", type=Path, help="folder (default: report/ beside the trials)")
 
     exp = sub.add_parser("export", help="write a study's best model as onnx|torchscript|ckpt")
     exp.add_argument("name", help="study name (the config's name:)")
     exp.add_argument("--format", dest="fmt", required=True, choices=("onnx", "torchscript", "ckpt"))
-    exp.add_argument("--out", type=Path, help="file (default: runs/<name>/export/...)")
+    exp.add_argument("--out", type=Path, help="file (default: export/ beside the trials)")
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
 
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard on a storage")
@@ -127,9 +127,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         + " ".join(f"{k}={v:.4f}" for k, v in result.test.items())
         + f" epochs={result.epochs}"
     )
-    console.print(f"checkpoint: {result.checkpoint}")
+    console.print(f"checkpoint: {result.checkpoint}", soft_wrap=True)
     if mode == "offline":
-        console.print(f"wandb offline run: {tracking.sync_command(Path(cfg.runs_dir))}")
+        console.print(f"wandb offline: {tracking.sync_command(Path(cfg.runs_dir))}", soft_wrap=True)
     return 0
 
 
@@ -163,10 +163,10 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from studies.report import write_report
-    from studies.results import load_study
+    from studies.results import load_study, study_dir
 
     study = load_study(args.name, args.storage)
-    out = args.out or Path("runs") / args.name / "report"
+    out = args.out or study_dir(study) / "report"
     report = write_report(study, out, storage=args.storage)
     for name, caption in report.images.items():
         console.print(f"  {out / name}  [dim]{caption}[/]")

@@ -44,7 +44,8 @@ def _load(checkpoint: Path) -> Classifier:
     try:
         return load_model(checkpoint)
     except (OSError, ValueError) as exc:  # missing, damaged or foreign checkpoint
-        raise ResultError(str(exc)) from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ResultError(first_line) from None
 
 
 def to_onnx(model: Classifier, out: Path) -> None:

@@ -64,6 +64,15 @@ def trial_dir(trial: FrozenTrial) -> Path | None:
     return Path(checkpoint).parent
 
 
+def study_dir(study: optuna.Study) -> Path:
+    """The folder holding the study's trial folders (`runs/<study>` unless `runs_dir` moved it)."""
+    for trial in study.get_trials(deepcopy=False):
+        folder = trial_dir(trial)
+        if folder is not None:
+            return folder.parent
+    return Path("runs") / study.study_name
+
+
 def checkpoint_of(trial: FrozenTrial) -> Path:
     """The trial's best checkpoint, which must exist on this machine."""
     recorded = trial.user_attrs.get("checkpoint")

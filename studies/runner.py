@@ -57,6 +57,18 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoDivergenceTraceback) for f in optimize_log.filters):
+        optimize_log.addFilter(_NoDivergenceTraceback())
+
+
+class _NoDivergenceTraceback(logging.Filter):
+    """A diverged trial is an outcome, not a bug: Optuna's warning without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], NonFiniteObjective):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def train_run(

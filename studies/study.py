@@ -180,21 +180,20 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
     )
     for key, value in best.params.items():
         console.print(f"  {key}: {_fmt(value)}")
-    console.print(f"  checkpoint: {best.user_attrs.get('checkpoint', '-')}")
-    console.print(f"[bold]storage[/]   {outcome.storage}")
-    console.print(
-        f"[bold]dashboard[/] make dashboard   (python -m studies dashboard "
-        f"--storage {outcome.storage})"
-    )
-    console.print(
-        f"[bold]report[/]    python -m studies report {cfg.name} --storage {outcome.storage}"
-    )
+    url = outcome.storage
+    lines = [  # paths and commands are never wrapped, so they can be copied as they are
+        f"  checkpoint: {best.user_attrs.get('checkpoint', '-')}",
+        f"[bold]storage[/]   {url}",
+        f"[bold]dashboard[/] make dashboard   (python -m studies dashboard --storage {url})",
+        f"[bold]report[/]    python -m studies report {cfg.name} --storage {url}",
+        f"[bold]export[/]    python -m studies export {cfg.name} --format onnx --storage {url}",
+    ]
     if outcome.wandb_mode == "offline":
-        console.print(
-            f"[bold]wandb[/]     offline runs: {tracking.sync_command(Path(cfg.runs_dir))}"
-        )
+        lines.append(f"[bold]wandb[/]     offline: {tracking.sync_command(Path(cfg.runs_dir))}")
     elif outcome.wandb_mode == "online":
-        console.print(f"[bold]wandb[/]     project {cfg.wandb.project}, group {cfg.name}")
+        lines.append(f"[bold]wandb[/]     project {cfg.wandb.project}, group {cfg.name}")
+    for line in lines:
+        console.print(line, soft_wrap=True)
 
 
 def _fmt(value: Any) -> str:

@@ -20,8 +20,11 @@ CIFAR_TEST = (f"{CIFAR_DIR}/test_batch.bin",)
 
 def read_idx(path: Path) -> np.ndarray:
     """A gzipped IDX file of unsigned bytes as an array of its declared shape."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a gzipped IDX file: {exc}") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UBYTE:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
     ndim = data[3]

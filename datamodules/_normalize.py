@@ -92,38 +92,56 @@ class Standard(_Affine):
 
 class Pca(Normalizer):
     """Whitened principal-component scores of the flattened input: shape (N, D), the components
-    in order of decreasing variance; directions in which the training data does not vary score 0.
+    in order of decreasing variance. Directions in which the training data does not vary (all of
+    them beyond the N-th when N < D) score 0.
     """
 
     def fit(self, x: np.ndarray) -> Pca:
         super().fit(x)
         flat = x.reshape(len(x), -1).astype(np.float64)  # (N, D)
+        self.dim = flat.shape[1]
         self.mean = flat.mean(axis=0)  # (D,)
-        centred = flat - self.mean
-        cov = centred.T @ centred / max(len(flat) - 1, 1)  # (D, D)
-        var, vectors = np.linalg.eigh(cov)  # ascending
-        var, vectors = var[::-1].clip(min=0), vectors[:, ::-1]
-        kept = var > PCA_RTOL * max(var.max(), EPS)
-        self.components = vectors.T.copy()  # (D components, D)
-        self.std = np.where(kept, np.sqrt(var), 0.0)  # (D,)
-        self.inv_std = np.where(kept, 1 / np.where(kept, self.std, 1.0), 0.0)
+        var, components = _principal_axes(flat - self.mean)  # (k,), (k, D)
+        kept = var > PCA_RTOL * max(float(var.max(initial=0.0)), EPS)
+        self.components = components[kept]
+        self.std = np.sqrt(var[kept])
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        scores = (x.reshape(len(x), -1) - self.mean) @ self.components.T  # (N, D)
-        return super().transform(scores * self.inv_std)
+        scores = (x.reshape(len(x), -1) - self.mean) @ self.components.T / self.std  # (N, k)
+        return super().transform(_pad(scores, self.dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean, components, inv_std, _ = self._pca_tensors(x)
-        return (x.flatten(1) - mean) @ components.T * inv_std  # (B, *shape) -> (B, D)
+        mean, components, std = self._tensors(x, self.mean, self.components, self.std)
+        scores = (x.flatten(1) - mean) @ components.T / std  # (B, *shape) -> (B, k)
+        return torch.nn.functional.pad(scores, (0, self.dim - len(std)))  # -> (B, D)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
-        mean, components, _, std = self._pca_tensors(x)
-        flat = (x * std) @ components + mean  # (B, D)
+        mean, components, std = self._tensors(x, self.mean, self.components, self.std)
+        flat = (x[:, : len(std)] * std) @ components + mean  # (B, D) -> (B, D)
         return flat.reshape(len(x), *self.shape)  # -> (B, *shape)
 
-    def _pca_tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._tensors(like, self.mean, self.components, self.inv_std, self.std)
+
+def _principal_axes(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Variances (descending) and unit principal directions of centred data `(N, D)`.
+
+    Eigen-decomposes the smaller of the D×D covariance and the N×N Gram matrix: a few hundred
+    CIFAR images (D = 3072) then cost an N×N problem, not a 3072×3072 one.
+    """
+    n, d = centred.shape
+    ddof = max(n - 1, 1)
+    if n < d:
+        var, u = np.linalg.eigh(centred @ centred.T / ddof)  # ascending
+        var, u = var[::-1].clip(min=0), u[:, ::-1]
+        directions = centred.T @ u  # (D, N), columns of norm sqrt(var · ddof)
+        directions /= np.maximum(np.linalg.norm(directions, axis=0), EPS)
+        return var, directions.T
+    var, vectors = np.linalg.eigh(centred.T @ centred / ddof)
+    return var[::-1].clip(min=0), vectors[:, ::-1].T
+
+
+def _pad(scores: np.ndarray, dim: int) -> np.ndarray:
+    return np.pad(scores, ((0, 0), (0, dim - scores.shape[1])))
 
 
 NORMALIZERS: dict[str, type[Normalizer]] = {

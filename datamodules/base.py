@@ -102,8 +102,8 @@ class ArrayDataModule(L.LightningDataModule):
         self.seed = seed
         self.normalize = normalize
         self.train_size = train_size
-        self.augment = dict(augment or {})
         self.augment_spec: AugmentSpec = parse_augment(augment)
+        self.augment = dict(augment or {})
         self.augment_backend = check_backend(augment_backend)
         if self.nominal_shape is not None:
             check_fits_data(self.augment_spec, self.nominal_shape, self.dataset_name)
@@ -288,8 +288,10 @@ class ArrayDataModule(L.LightningDataModule):
 
 
 def _stratify_if_possible(y: np.ndarray, size: int) -> np.ndarray | None:
-    """Stratify a subsample when every class can get a sample; tiny sizes fall back to random."""
-    return y if size >= len(np.unique(y)) else None
+    """Stratify a subsample when every class can get a sample in both the kept and the dropped
+    part (scikit-learn refuses otherwise); tiny sizes fall back to a random subsample."""
+    classes = len(np.unique(y))
+    return y if min(size, len(y) - size) >= classes else None
 
 
 def _check_options(

@@ -11,12 +11,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
 
-from datamodules._augment import data_kind  # noqa: E402
-from datamodules.base import ArrayDataModule  # noqa: E402
+from datamodules._augment import data_kind
+from datamodules.base import ArrayDataModule
 
 # Shown when the user sets no augment.* option: a moderate dose of what fits each kind of data.
 DEMO_AUGMENT = {
@@ -52,7 +52,9 @@ def _images(x: torch.Tensor, augmented: list[torch.Tensor]) -> Figure:
         for c, image in enumerate(batch):
             ax = axes[r, c]
             pixels = image.permute(1, 2, 0).clamp(0, 1).numpy()  # (C, H, W) -> (H, W, C)
-            ax.imshow(pixels[..., 0] if pixels.shape[2] == 1 else pixels, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(
+                pixels[..., 0] if pixels.shape[2] == 1 else pixels, cmap="gray", vmin=0, vmax=1
+            )
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel("original" if r == 0 else f"draw {r}", fontsize=8)

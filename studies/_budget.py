@@ -125,7 +125,9 @@ def _died_here(trial: FrozenTrial) -> bool:
 
 def _fail_and_requeue(study: optuna.Study, dead: list[FrozenTrial]) -> None:
     """What heartbeats do for RDB storages, for a journal file: fail, then retry the params."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     for trial in dead:  # under the slot lock: no other worker fails it at the same time
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         retry(study, trial)

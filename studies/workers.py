@@ -141,7 +141,8 @@ def launch(cfg: StudyConfig, args: argparse.Namespace, console: Console) -> int:
     where = f"GPUs {', '.join(gpus)}" if gpus else f"CPU, {threads} thread(s) per process"
     console.print(
         f"[bold]study[/] {cfg.name}: {already} of {target} trials already finished in {url}; "
-        f"{n} worker(s) x {k} device(s) per trial ({where})"
+        f"{n} worker(s) x {k} device(s) per trial ({where})",
+        soft_wrap=True,
     )
     command = worker_command(args, url, target, mode, k)
     procs = []
@@ -177,7 +178,14 @@ def gpu_plan(cfg: StudyConfig, n: int, k: int) -> list[str] | None:
     """CUDA_VISIBLE_DEVICES of each worker (K GPUs each), or None when trials run on CPU."""
     import torch
 
-    if cfg.trainer.accelerator in ("cpu", "mps") or not torch.cuda.is_available():
+    if cfg.trainer.accelerator in ("cpu", "mps"):
+        return None
+    if not torch.cuda.is_available():
+        if cfg.trainer.accelerator in ("gpu", "cuda"):
+            raise ScalingError(
+                f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible; "
+                "use trainer.accelerator=auto or cpu"
+            )
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = (

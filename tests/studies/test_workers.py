@@ -1,0 +1,139 @@
+"""Many workers on one storage, as real processes: exact trial counts, no locked database, and
+a killed worker's trial failed by its stopped heartbeat and retried with the same parameters."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from studies.__main__ import main
+from studies._budget import WORKER_ATTR, TrialBudget
+from studies.config import load_config
+from studies.runner import open_study
+from studies.storage import open_storage
+from tests.conftest import DEFAULT_CONFIG, REPO
+from tests.studies._budget_worker import STUDY
+
+TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.accelerator=cpu"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def as_sets(overrides: list[str]) -> list[str]:
+    return [f"--set={o}" for o in overrides]
+
+
+def test_two_workers_share_the_default_sqlite_storage(
+    in_tmp: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--workers", "2", "--trials", "3", "--wandb", "disabled", *as_sets(TINY)]
+    code = main(["run", str(DEFAULT_CONFIG), *args])
+    out = capfd.readouterr().out
+    assert code == 0, out
+    db = in_tmp / "runs" / "studies.db"  # the default storage, sqlite:///runs/studies.db
+    trials = optuna.load_study(study_name="cnn-digits", storage=f"sqlite:///{db}").trials
+    assert [t.state in FINISHED for t in trials] == [True] * 3  # none failed ("locked"), no 4th
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 3  # workers' own seeds
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert "w0 study cnn-digits" in out and "w1 study cnn-digits" in out
+    assert len(re.findall(r"cnn-digits: \d complete, \d pruned, 0 failed", out)) == 1
+    assert len(re.findall(r"best trial \d+:", out)) == 1  # the summary: the parent's alone
+
+
+def budget_run(url: str, workers: int, target: int, cwd: Path) -> list[FrozenTrial]:
+    storage = open_storage(url)
+    optuna.create_study(study_name=STUDY, storage=storage)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tests.studies._budget_worker", url, str(target)]
+    procs = [subprocess.Popen(command, cwd=cwd, env=env) for _ in range(workers)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * workers
+    return optuna.load_study(study_name=STUDY, storage=storage).trials
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_workers_finish_exactly_the_target_and_replace_a_failed_trial(
+    kind: str, tmp_path: Path
+) -> None:
+    trials = budget_run(f"{kind}:///{tmp_path / 'budget.db'}", 3, 5, tmp_path)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [1]
+    assert len(trials) == 6  # MaxTrialsCallback alone would let up to 2 more start
+
+
+def test_a_dead_local_workers_journal_trial_is_failed_and_requeued(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path / 'studies.log'}"
+    study = optuna.create_study(study_name=STUDY, storage=open_storage(url))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan = study.ask()
+    orphan.suggest_float("x", 0.0, 1.0)
+    orphan.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{gone.pid}")
+    with TrialBudget(study, url, 1) as budget:
+        assert budget.claim()  # the dead worker's trial no longer holds the only slot
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trials[0].params
+    assert trials[1].system_attrs["failed_trial"] == 0
+
+
+def kill_a_worker_mid_trial_then_run_another(url: str, cwd: Path) -> list[FrozenTrial]:
+    """SIGKILL a worker whose trial is running, then run the study to 2 finished trials."""
+    env = {**os.environ, "REGZOO_HEARTBEAT_S": "1", "REGZOO_GRACE_S": "2", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "studies", "run", str(DEFAULT_CONFIG), "--storage", url]
+    command += ["--trials", "2", "--wandb", "disabled", "--no-progress"]
+    cfg = load_config(DEFAULT_CONFIG)
+    study = open_study(cfg, url)  # before the worker, so this process can watch it
+    endless = ["trainer.max_epochs=100000", "early_stopping=null", "pruner.name=none"]
+    victim = subprocess.Popen(
+        [*command, *as_sets(endless)], cwd=cwd, env=env, stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while not any(len(t.params) == 4 for t in study.get_trials(states=(TrialState.RUNNING,))):
+        assert victim.poll() is None and time.monotonic() < deadline, "the trial never started"
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = subprocess.run(
+        [*command, *as_sets(TINY)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return study.trials
+
+
+def assert_retried_once(trials: list[FrozenTrial]) -> None:
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number)
+    assert retry.params == failed[0].params and retry.state in FINISHED
+    assert sum(t.state in FINISHED for t in trials) == 2
+    assert len(trials) == 3
+
+
+def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried_sqlite(in_tmp: Path) -> None:
+    assert_retried_once(kill_a_worker_mid_trial_then_run_another("sqlite:///studies.db", in_tmp))
+
+
+def test_scaling_mistakes_exit_2_with_one_line(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = ["run", str(DEFAULT_CONFIG), "--wandb", "disabled"]
+    assert main([*run, "--set", "trainer.devices=2"]) == 2
+    assert "--devices-per-trial 2" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*run, "--workers", "2", "--set", "trainer.accelerator=cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    monkeypatch.setenv("REGZOO_GRACE_S", "soon")
+    assert main([*run, "--storage", "sqlite:///s.db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "REGZOO_GRACE_S='soon'" in err and len(err.splitlines()) == 1

@@ -132,15 +132,20 @@ def candidate_values(param: Param) -> list[Any]:
 
 
 def _dry_build(cfg: StudyConfig, fail: Any) -> None:
-    """Build the datamodule and the model (no data loaded) with each candidate search value."""
+    """Build the datamodule and the model (no data loaded) with each candidate search value.
+
+    A failure names the search value being tried (`search.<key>=<value>`), or the section
+    (`model:`, `data:`) when the fixed values fail with every dimension at its first value.
+    """
     from studies.search import split_params
 
-    for params in _dry_params(cfg.search):
+    for varied, params in _dry_params(cfg.search):
         model_kw, data_kw, _ = split_params(cfg, params)
+        where = f"search.{varied}={params[varied]!r}: " if varied else ""
         try:
             dm = create_datamodule(cfg.data.name, seed=cfg.seed, **data_kw)
         except (ValueError, TypeError) as exc:
-            raise fail(f"data: {exc}{_with(params)}") from None
+            raise fail(f"{where or 'data: '}{exc}{_with(params)}") from None
         shape = dm.nominal_input_shape()
         if shape is None:
             continue
@@ -149,23 +154,26 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
                 cfg.model.name, input_shape=shape, num_classes=dm.nominal_classes, **model_kw
             )
         except (ValueError, TypeError) as exc:
-            raise fail(f"model: {exc}{_with(params)}") from None
+            raise fail(f"{where or 'model: '}{exc}{_with(params)}") from None
 
 
-def _dry_params(search: dict[str, Param]) -> list[dict[str, Any]]:
-    """Parameter sets that reach every candidate value once, each with its `when:` satisfied.
+def _dry_params(search: dict[str, Param]) -> list[tuple[str | None, dict[str, Any]]]:
+    """(varied key, parameters) that reach every candidate value once, `when:` satisfied.
 
-    The first set leaves conditional dimensions out, as a trial whose conditions fail does, so
-    the config's fixed values they would replace are built too.
+    The first set varies nothing and leaves conditional dimensions out, as a trial whose
+    conditions fail does, so the config's fixed values they would replace are built too.
     """
     first = {key: candidate_values(p)[0] for key, p in search.items()}
-    sets = [{key: value for key, value in first.items() if not search[key].when}]
+    base = {key: value for key, value in first.items() if not search[key].when}
+    sets: list[tuple[str | None, dict[str, Any]]] = [(None, base)]
+    seen = [base]
     for key, p in search.items():
         conditions = {k: v[0] if isinstance(v, list) else v for k, v in (p.when or {}).items()}
         for value in candidate_values(p):
             params = {**first, **conditions, key: value}
-            if params not in sets:
-                sets.append(params)
+            if params not in seen:
+                seen.append(params)
+                sets.append((key, params))
     return sets
 
 

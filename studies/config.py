@@ -134,6 +134,11 @@ class Param(Strict):
                 raise ValueError("log and step cannot be combined")
         elif not self.choice:
             raise ValueError("choice needs at least one value")
+        elif not all(c is None or isinstance(c, bool | int | float | str) for c in self.choice):
+            raise ValueError(
+                "choice values must be numbers, strings, booleans or null (Optuna stores them); "
+                f"got {self.choice!r}: to compare architectures, make them separate configs"
+            )
         elif self.log or self.step is not None:
             raise ValueError("log and step apply to float and int ranges, not choice")
         return self

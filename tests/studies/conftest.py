@@ -73,9 +73,7 @@ def mixed_study(tmp_path_factory: pytest.TempPathFactory) -> MixedStudy:
         study.enqueue_trial({"model.lr": lr})
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        code = main(
-            ["run", str(DEFAULT_CONFIG), "--trials", "2", "--storage", url, "--wandb", "offline"]
-            + ["--no-progress", *overrides]
-        )
+        run = ["run", str(DEFAULT_CONFIG), "--trials", "2", "--storage", url]
+        code = main([*run, "--wandb", "offline", "--no-progress", *overrides])
     assert code == 0, buffer.getvalue()
     return MixedStudy(name="mixed", url=url, runs=root / "runs", out=buffer.getvalue())

@@ -9,7 +9,10 @@ import optuna
 import pytest
 
 from studies.__main__ import main
+from studies.storage import open_storage
 from tests.conftest import DEFAULT_CONFIG
+from tests.studies.wandb_records import read_run
+from zoo import load_model
 
 TINY = [
     "--set",
@@ -22,16 +25,18 @@ TINY = [
 ]
 
 
+@pytest.mark.parametrize("scheme, file", [("sqlite", "studies.db"), ("journal", "studies.log")])
 def test_run_then_rerun_resumes_to_the_requested_trials(
-    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+    scheme: str, file: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{in_tmp / 'studies.db'}"
+    url = f"{scheme}:///{in_tmp / file}"
     assert main(["run", str(DEFAULT_CONFIG), "--trials", "2", "--storage", url, *TINY]) == 0
     out = capsys.readouterr().out
     assert "0 of 2 trials already finished" in out
     assert "best trial" in out and "dashboard" in out
-    study = optuna.load_study(study_name="cnn-digits", storage=url)
-    assert len(study.trials) == 2
+    study = optuna.load_study(study_name="cnn-digits", storage=open_storage(url))
+    first = study.trials  # a copy: `study.trials` reads the storage again
+    assert len(first) == 2
     best = study.best_trial
     assert Path(best.user_attrs["checkpoint"]).is_file()
     assert 0.0 <= best.user_attrs["test/acc"] <= 1.0
@@ -39,7 +44,36 @@ def test_run_then_rerun_resumes_to_the_requested_trials(
 
     assert main(["run", str(DEFAULT_CONFIG), "--trials", "3", "--storage", url, *TINY]) == 0
     assert "2 of 3 trials already finished" in capsys.readouterr().out
-    assert len(optuna.load_study(study_name="cnn-digits", storage=url).trials) == 3
+    resumed = optuna.load_study(study_name="cnn-digits", storage=open_storage(url))
+    assert [t.number for t in resumed.trials] == [0, 1, 2]
+    assert resumed.trials[:2] == first  # the first two are kept, not rerun
+
+
+def test_train_runs_the_fixed_values_once_with_the_same_outputs(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", str(DEFAULT_CONFIG), *TINY[:4], "--set", "model.regularization=l2"]
+    assert main([*args, "--set", "model.l2=0.001", "--wandb", "offline"]) == 0
+    out = capsys.readouterr().out
+    run_dir = in_tmp / "runs" / "cnn-digits" / "train"
+    model = load_model(run_dir / "best.ckpt")
+    assert (model.hparams["l2"], model.hparams["weight_decay"]) == (0.001, 0.0)
+    assert "val/loss" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert "test/acc=" in out and f"wandb sync {Path('runs') / 'wandb'}/offline-run-*" in out
+    (run,) = [read_run(d) for d in (in_tmp / "runs" / "wandb").glob("offline-run-*")]
+    assert (run.name, run.group, run.summary["state"]) == (
+        "cnn-digits-train",
+        "cnn-digits",
+        "complete",
+    )
+    assert not (in_tmp / "runs" / "studies.db").exists()  # no study, no storage
+
+
+def test_timeout_stops_starting_trials(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{in_tmp / 'studies.db'}"
+    args = ["run", str(DEFAULT_CONFIG), "--trials", "5", "--storage", url, *TINY]
+    assert main([*args, "--set", "timeout=0.01"]) == 0  # checked after each trial
+    assert len(optuna.load_study(study_name="cnn-digits", storage=url).trials) == 1
 
 
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(

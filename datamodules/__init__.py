@@ -17,6 +17,7 @@ from datamodules import (  # noqa: F401
     mnist,
     mnist1d,
     points,
+    wine,
 )
 from datamodules._augment import AUGMENT_KEYS
 from datamodules._download import DownloadError

@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
+from torch.profiler import record_function
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from datamodules._augment import (
@@ -172,7 +173,8 @@ class ArrayDataModule(L.LightningDataModule):
         """Augment training batches on their device (the `device` backend)."""
         if self._augmenter is not None and self.trainer is not None and self.trainer.training:
             x, y = batch
-            return self.augment_batch(x), y
+            with record_function("regzoo.augment"):  # a named block in torch.profiler traces
+                return self.augment_batch(x), y
         return batch
 
     # ---- augmentation ------------------------------------------------------------------------

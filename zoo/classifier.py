@@ -42,24 +42,31 @@ class Classifier(L.LightningModule):
     Args:
         input_shape: `(C, H, W)` for images, `(C, L)` for 1-D signals, `(D,)` for features.
         num_classes: Number of output classes.
-        optimizer: `sgd` (no momentum), `momentum` (heavy ball), `nesterov`, `rmsprop`, `adam`,
-            `adamw` (torch's AdamW; its decay is the decoupled one above).
-        momentum: Momentum factor ρ of `momentum` and `nesterov` (Δθₜ = ρΔθₜ₋₁ − ηgₜ), and
-            RMSProp's momentum when `optimizer="rmsprop"` (0 there unless set explicitly).
-        alpha: RMSProp's smoothing constant, h ← αh + (1 − α)g².
+        optimizer: `sgd` (θ ← θ − ηg); `momentum` (torch's SGD: v ← ρv + g, θ ← θ − ηv,
+            the lecture's Δθₜ = ρΔθₜ₋₁ − ηgₜ while η is constant); `nesterov` (the same with
+            θ ← θ − η(g + ρv)); `rmsprop` (h ← αh + (1 − α)g², θ ← θ − ηg/(√h + ε), no
+            momentum); `adam` (m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g²,
+            θ ← θ − η·m̂/(√v̂ + ε) with the bias-corrected m̂, v̂); `adamw` (torch's AdamW:
+            adam with the decoupled decay above).
+        momentum: ρ of `momentum` and `nesterov`.
+        alpha: RMSProp's smoothing constant α.
         scheduler: `none`; `step` (×`gamma` every `step_size` epochs); `cosine` (to `min_lr`
             over the trainer's `max_epochs`); `plateau` (×`gamma` after `plateau_patience`
             epochs without a lower `val/loss`); `piecewise` (lr `lr_values[i]` from epoch
-            `milestones[i-1]` on, `lr_values[0]` before the first milestone).
+            `milestones[i-1]` on, `lr_values[0]` before the first milestone; epochs count
+            from 0, and `lr` is not used). The lecture's 0.3 → 0.05 → 0.01 over 1000 epochs
+            is `milestones=(500, 900), lr_values=(0.3, 0.05, 0.01)`.
         init: `default` (PyTorch's own), `zeros`, `constant` (`init_value`), `normal`
             (N(0, `init_std`²)), `uniform` (U[−`init_range`, `init_range`]), `xavier`
-            (Glorot uniform), `kaiming` (He normal). Biases start at 0 except with `default`.
+            (Glorot uniform), `kaiming` (He normal, N(0, gain²/fan_in) with the gain of the
+            network's activation: √2 for ReLU-like units, 1 for `abs` and `identity`, 5/3 for
+            `tanh` and the rnn cells). Biases start at 0 except with `default`.
         grad_clip: Clip the gradients' global L2 norm to this value before each step (0: off).
     """
 
     model_name: ClassVar[str] = ""
     # TorchScript compiles properties unless told not to; `hp` reads hparams, which it cannot.
-    __jit_unused_properties__: list[str] = [
+    __jit_unused_properties__: list[str] = [  # noqa: RUF012  (declared so by Lightning)
         *L.LightningModule.__jit_unused_properties__,
         "hp",
     ]

@@ -137,8 +137,11 @@ def test_checkpoint_round_trip_gives_identical_outputs(trained: dict[str, Any]) 
 def test_onnx_output_equals_torch_output(trained: dict[str, Any], tmp_path: Path) -> None:
     model, x = trained["model"], trained["x"][:5]  # a batch size other than the example's
     path = tmp_path / "model.onnx"
-    model.to_onnx(
-        path, input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}}
+    model.to_onnx(  # the example input is model.example_input_array, a batch of 2
+        path,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"input": x.numpy()})

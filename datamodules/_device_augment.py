@@ -1,8 +1,9 @@
 """The `device` augmentation backend: whole batches at once, on whatever device they are on.
 
-Images and 1-D signals get one `affine_grid` + `grid_sample` warp per batch (rotation, zoom and
-shift together: one interpolation), flips by `torch.where`, noise by `randn_like`; point sets
-plain tensor arithmetic. The random draws come from torch's global generator, so
+Images and 1-D signals get one `affine_grid` + `grid_sample` warp per batch: rotation, zoom,
+shift and the flips are all affine maps, so they compose into one matrix per sample and one
+interpolation (a flip alone maps pixel centres onto pixel centres, so it stays exact). Noise is
+`randn_like`; point sets get plain tensor arithmetic. The random draws come from torch's global generator, so
 `seed_everything` makes a run repeatable.
 
 Why not kornia.augmentation: profiled on the benchmark (`python -m benchmarks.augmentation
@@ -59,12 +60,16 @@ class DeviceAugmenter:
 
     def _image(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
-        if spec.geometric:
-            x = random_affine(x, spec.rotation, spec.zoom, spec.shift, spec.shift)
-        if spec.flip in ("horizontal", "both"):
-            x = torch.where(_coins(x), x.flip(-1), x)
-        if spec.flip in ("vertical", "both"):
-            x = torch.where(_coins(x), x.flip(-2), x)
+        if spec.geometric or spec.flip != "none":
+            x = random_affine(
+                x,
+                spec.rotation,
+                spec.zoom,
+                spec.shift,
+                spec.shift,
+                flip_x=spec.flip in ("horizontal", "both"),
+                flip_y=spec.flip in ("vertical", "both"),
+            )
         if spec.noise:
             x = (x + spec.noise * torch.randn_like(x)).clamp_(0.0, 1.0)
         return x
@@ -92,33 +97,48 @@ class DeviceAugmenter:
 
 
 def random_affine(
-    x: torch.Tensor, degrees: float, zoom: float, shift_x: float, shift_y: float
+    x: torch.Tensor,
+    degrees: float,
+    zoom: float,
+    shift_x: float,
+    shift_y: float,
+    *,
+    flip_x: bool = False,
+    flip_y: bool = False,
 ) -> torch.Tensor:
-    """Rotate by U[-degrees, degrees], scale by U[1 - zoom, 1 + zoom] about the centre, and
-    shift by U[-shift, shift] of the width (height); one draw per sample; zeros fill the border.
+    """Rotate by U[-degrees, degrees], scale by U[1 - zoom, 1 + zoom] about the centre, shift by
+    U[-shift, shift] of the width (height), then mirror each allowed axis with probability 1/2;
+    one draw per sample; zeros fill the border. `x` is `(B, C, H, W)`.
     """
     b, _, h, w = x.shape
     angle = torch.deg2rad(_uniform(b, -degrees, degrees, x))  # (B,)
     scale = _uniform(b, 1 - zoom, 1 + zoom, x)  # (B,)
     # grid_sample's coordinates span [-1, 1] over each axis: a shift of f·width is 2f there.
     tx, ty = 2 * _uniform(b, -shift_x, shift_x, x), 2 * _uniform(b, -shift_y, shift_y, x)
-    # theta maps output to input coordinates: the inverse of shift ∘ scale ∘ rotate, with the
-    # rotation done in pixels (the aspect ratio h/w converts between the axes' units).
+    fx, fy = _signs(b, flip_x, x), _signs(b, flip_y, x)  # (B,) of ±1
+    # theta maps output to input coordinates: the inverse of flip ∘ shift ∘ scale ∘ rotate, with
+    # the rotation done in pixels (the aspect ratio h/w converts between the axes' units).
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [
-            torch.stack([cos, sin * h / w, -(cos * tx + sin * h / w * ty)], dim=1),
-            torch.stack([-sin * w / h, cos, -(-sin * w / h * tx + cos * ty)], dim=1),
+            cos * fx,
+            sin * (h / w) * fy,
+            -(cos * tx + sin * (h / w) * ty),
+            -sin * (w / h) * fx,
+            cos * fy,
+            -(-sin * (w / h) * tx + cos * ty),
         ],
         dim=1,
-    )  # (B, 2, 3)
+    ).view(b, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _coins(x: torch.Tensor) -> torch.Tensor:
-    """A fair coin per sample, shaped to broadcast over `x`."""
-    return (torch.rand(len(x), device=x.device) < 0.5).view(-1, *([1] * (x.dim() - 1)))
+def _signs(n: int, random: bool, like: torch.Tensor) -> torch.Tensor:
+    """±1 with a fair coin per sample when `random`, else +1."""
+    if not random:
+        return torch.ones(n, device=like.device, dtype=like.dtype)
+    return torch.randint(0, 2, (n,), device=like.device).to(like.dtype) * 2 - 1
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:

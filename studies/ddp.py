@@ -80,6 +80,8 @@ class TrialGroup:
         self.rank = env.global_rank()
         if not dist.is_initialized():
             # What Lightning's DDP strategy would do in its first fit; it then reuses the group.
+            if backend == "nccl":  # each rank's NCCL communicator on its own GPU
+                torch.cuda.set_device(env.local_rank())
             os.environ["MASTER_ADDR"] = env.main_address
             os.environ["MASTER_PORT"] = str(env.main_port)
             dist.init_process_group(backend, rank=self.rank, world_size=env.world_size())
@@ -89,6 +91,8 @@ class TrialGroup:
             "strategy": "ddp",
             "devices": devices_per_node(env),
             "num_nodes": nodes,
+            # Lightning would try SLURM first, which is wrong for a torchrun inside a SLURM job.
+            "plugins": [env],
         }
 
     def send(self, job: Job | None) -> None:

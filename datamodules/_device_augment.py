@@ -3,8 +3,8 @@
 Images and 1-D signals get one `affine_grid` + `grid_sample` warp per batch: rotation, zoom,
 shift and the flips are all affine maps, so they compose into one matrix per sample and one
 interpolation (a flip alone maps pixel centres onto pixel centres, so it stays exact). Noise is
-`randn_like`; point sets get plain tensor arithmetic. The random draws come from torch's global generator, so
-`seed_everything` makes a run repeatable.
+`randn_like`; point sets get plain tensor arithmetic. The random draws come from torch's global
+generator, so `seed_everything` makes a run repeatable.
 
 Why not kornia.augmentation: profiled on the benchmark (`python -m benchmarks.augmentation
 --profile`), its `RandomAffine` spent about 1.3 ms per batch of 64 8×8 digits in Python

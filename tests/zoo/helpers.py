@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 # The input kinds of DESIGN.md, small enough for seconds-long fits.
-KINDS: dict[str, tuple[int, ...]] = {"image": (1, 8, 8), "signal": (2, 12), "vector": (5,)}
+KINDS: dict[str, tuple[int, ...]] = {"image": (2, 8, 8), "signal": (2, 12), "vector": (5,)}
 # Per DESIGN.md: cnn and rnn need a spatial or step axis; everything else flattens anything.
 REFUSES: dict[str, set[str]] = {"cnn": {"vector"}, "rnn": {"vector"}}
 # Small versions of each model that still switch on its optional layers.

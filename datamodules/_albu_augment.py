@@ -4,12 +4,13 @@ Images use albumentations' own `Affine`, `HorizontalFlip`, `VerticalFlip` and `G
 1-D signals are a 1×L image to `Affine` (scaled and shifted along x only) and get unclipped
 noise: `GaussNoise` clips float images to [0, 1], which would wreck a standardized signal.
 Point sets, which albumentations has no target for, get a small transform of the same kind
-(`PointJitter`). All run inside one strict `Compose` whose generator each worker reseeds.
+(`PointJitter`). All run inside one strict `Compose` whose random stream each worker reseeds.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from typing import Any, cast
 
 import numpy as np
@@ -135,7 +136,20 @@ def build_transform(
             steps.append(GaussianJitter(std=spec.noise))
     else:
         steps.extend(_image_steps(spec))
-    return A.Compose(steps, p=spec.p, strict=True, seed=seed)
+    transform = A.Compose(steps, p=spec.p, strict=True)
+    reseed(transform, seed)
+    return transform
+
+
+def reseed(transform: A.Compose, seed: int) -> None:
+    """Give the pipeline and all its transforms one shared random stream started from `seed`.
+
+    Not `Compose(seed=...)` / `set_random_seed`: albumentations 2.0.8 seeds each transform's own
+    generator with the same seed, so the transforms draw identical numbers — `HorizontalFlip`
+    and `VerticalFlip` then always agree, and the pipeline's `p` coin equals the first
+    transform's. One shared generator makes the draws independent.
+    """
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 def _image_steps(spec: AugmentSpec) -> list[A.BasicTransform]:
@@ -216,4 +230,4 @@ def reseed_worker(worker_id: int) -> None:
     info = get_worker_info()
     assert info is not None
     if isinstance(info.dataset, AugmentedBatches):
-        info.dataset.transform.set_random_seed(info.seed % 2**32)
+        reseed(info.dataset.transform, info.seed % 2**32)

@@ -193,3 +193,25 @@ def test_shift_moves_small_images_by_fractions_of_a_pixel(backend: str) -> None:
     cols = torch.arange(8, dtype=torch.float32)
     cx = (out.sum(1) * cols).sum(1) / out.sum((1, 2))
     assert_uniform((cx - 3.5) / 8, 0.1, tol=0.015)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_flip_alone_is_an_exact_mirror(backend: str) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 1, (1, 9, 12))
+    out, _ = augmented(image, backend, flip="both")
+    original = torch.from_numpy(image).float()
+    mirrors = [original, original.flip(-1), original.flip(-2), original.flip(-1).flip(-2)]
+    hits = [min(range(4), key=lambda i: float((sample - mirrors[i]).abs().max())) for sample in out]
+    for sample, i in zip(out, hits, strict=True):
+        torch.testing.assert_close(sample, mirrors[i], atol=1e-5, rtol=0)
+    assert set(hits) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_draws_are_independent(backend: str) -> None:
+    # p picks the augmented half, the flip coin mirrors half of those: a quarter in all. Draws
+    # that shared one sequence (albumentations' per-transform seeding) would give a half.
+    out, _ = augmented(blob(8, 8, 1.5), backend, flip="horizontal", p=0.5)
+    _, cx, *_ = moments(out)
+    assert float((cx > SIDE / 2).float().mean()) == pytest.approx(0.25, abs=0.07)

@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     dash.add_argument("--storage", default=DEFAULT_STORAGE)
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080)
+
+    lecture = sub.add_parser("experiment", help="run a lecture experiment (NAME or all)")
+    lecture.add_argument("name", help="experiment name (see studies/experiments/), or all")
+    lecture.add_argument("--quick", action="store_true", help="short: few epochs, less data")
+    lecture.add_argument("--storage", help="default: sqlite:///runs/studies.db")
+    lecture.add_argument("--wandb", choices=("online", "offline", "disabled"))
     return p
 
 
@@ -197,6 +203,24 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
+    from studies.experiments import get_experiment, list_experiments, run_experiment
+
+    names = list_experiments() if args.name == "all" else [args.name]
+    try:
+        experiments = [get_experiment(name) for name in names]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    total = 0.0
+    for experiment in experiments:
+        result = run_experiment(
+            experiment, quick=args.quick, storage=args.storage, wandb=args.wandb, console=console
+        )
+        total += result.seconds
+    console.print(f"[bold]{len(experiments)} experiment(s)[/] in {total:.0f} s")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "run": cmd_run,
     "train": cmd_train,
@@ -204,6 +228,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "report": cmd_report,
     "export": cmd_export,
     "dashboard": cmd_dashboard,
+    "experiment": cmd_experiment,
 }
 
 

@@ -1,0 +1,102 @@
+"""Plotting helpers shared by the experiments: decision boundaries side by side and learning
+curves, drawn on `matplotlib.figure.Figure` objects (no pyplot state, no window)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from studies.experiments._records import ExperimentRun, TrialRecord
+
+PANEL = 2.3  # inches per small panel: figures stay small PNGs
+CLASS_COLORS = ("#2166ac", "#b2182b", "#1b7837", "#762a83", "#e08214")
+
+
+def color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def boundary(ax: Axes, arrays: dict[str, np.ndarray], *, which: str = "p_final") -> None:
+    """Shade the predicted class over the grid (the boundary drawn at p = 0.5 for two classes),
+    with training points filled and validation points as crosses."""
+    gx, gy, p = arrays["gx"], arrays["gy"], arrays[which]
+    if p.shape[-1] == 2:
+        ax.contourf(gx, gy, p[..., 1], levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
+        ax.contour(gx, gy, p[..., 1], levels=[0.5], colors="k", linewidths=1.0)
+    else:
+        cmap = ListedColormap(CLASS_COLORS[: p.shape[-1]])
+        ax.pcolormesh(gx, gy, p.argmax(-1), cmap=cmap, alpha=0.35, shading="auto")
+    for split, marker, size in (("train", "o", 9), ("val", "x", 22)):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        colors = [CLASS_COLORS[int(c) % len(CLASS_COLORS)] for c in y]
+        edge = "k" if marker == "o" else None
+        ax.scatter(
+            x[:, 0], x[:, 1], c=colors, s=size, marker=marker, linewidths=0.4, edgecolors=edge
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlim(gx[0], gx[-1])
+    ax.set_ylim(gy[0], gy[-1])
+    ax.set_aspect("equal")
+
+
+def curves(
+    ax: Axes,
+    records: Sequence[TrialRecord],
+    metric: str,
+    *,
+    title: str,
+    log: bool = True,
+    labels: Sequence[str] | None = None,
+) -> None:
+    """One line per trial of `metric` against the epoch, coloured by setting."""
+    for i, rec in enumerate(records):
+        label = labels[i] if labels is not None else rec.label
+        values = rec.curves[metric]
+        ax.plot(rec.curves.epoch, values, color=color(i), lw=1.1, label=label)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+Panel = Callable[[Axes, list[TrialRecord]], None]
+
+
+def boundaries_and_curves(
+    run: ExperimentRun,
+    *,
+    which: str | Sequence[str] = "p_final",
+    captions: Sequence[str] | None = None,
+    extra: Sequence[Panel] = (),
+    log: bool = True,
+) -> Figure:
+    """The standard figure of a 2-D experiment: one decision boundary per setting on top; the
+    training and validation loss curves of every setting (and any `extra` panels) below.
+
+    `which` picks the boundary drawn (`p_final`: the last epoch, `p_best`: the epoch with the
+    lowest validation loss), for all settings or per setting.
+    """
+    records = [run.one(label) for label in run.labels]
+    n, m = len(records), 2 + len(extra)
+    fig = Figure(figsize=(max(PANEL * n, PANEL * 1.5 * m), PANEL * 2.2), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1.0, 1.1), squeeze=False)[:, 0]
+    picks = [which] * n if isinstance(which, str) else list(which)
+    for i, (ax, rec) in enumerate(zip(top.subplots(1, n, squeeze=False)[0], records, strict=True)):
+        boundary(ax, rec.arrays("boundary.npz"), which=picks[i])
+        ax.set_title(captions[i] if captions else rec.label, fontsize=8, color=color(i))
+    axes = bottom.subplots(1, m, squeeze=False)[0]
+    curves(axes[0], records, "train/loss", title="training loss", log=log)
+    curves(axes[1], records, "val/loss", title="validation loss", log=log)
+    axes[1].sharey(axes[0])
+    axes[1].legend(fontsize=7, loc="best")
+    for ax, panel in zip(axes[2:], extra, strict=True):
+        panel(ax, records)
+    fig.suptitle(run.experiment.title, fontsize=10)
+    return fig

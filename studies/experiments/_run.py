@@ -1,0 +1,236 @@
+"""Run an experiment as an Optuna study (grid sampler over its settings), then write its table
+and figure under `runs/experiments/NAME/`.
+
+Every setting is trained with the same seed(s), so the settings differ only in the factor under
+test: the same data split, the same batches and, where shapes agree, the same initial weights.
+Rerunning resumes: settings already finished in the storage are read back, not retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+
+from studies import tracking
+from studies.config import StudyConfig, validate_config
+from studies.experiments._records import ExperimentRun, TrialRecord, read_curves
+from studies.experiments._spec import Experiment, Row, Setting, trial_params
+from studies.experiments._tables import print_table, write_table
+from studies.runner import quiet_lightning, train_run
+from studies.storage import open_storage
+from studies.study import trial_line
+
+FIGURE_DPI = 80
+
+
+@dataclass
+class ExperimentResult:
+    """What `run_experiment` produced: the rows of its table and the files it wrote."""
+
+    name: str
+    rows: list[Row]
+    figure: Path
+    table: Path
+    run: ExperimentRun
+    seconds: float
+
+
+def run_experiment(
+    exp: Experiment,
+    *,
+    quick: bool = False,
+    storage: str | None = None,
+    wandb: str | None = None,
+    console: Console | None = None,
+) -> ExperimentResult:
+    """Train the settings not yet finished in the storage, then write the table and figure."""
+    threads = torch.get_num_threads()
+    # The networks are tiny: intra-op threads cost more in synchronisation than they save
+    # (5x slower on a busy 2-core machine), so each trial runs on one thread.
+    torch.set_num_threads(1)
+    try:
+        return _run(exp, quick, storage, wandb, console or Console())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    exp: Experiment, quick: bool, storage: str | None, wandb: str | None, console: Console
+) -> ExperimentResult:
+    quiet_lightning()
+    start = time.perf_counter()
+    settings, seeds = exp.chosen(quick=quick), exp.replicates(quick=quick)
+    configs = {s.label: _config(exp, s, quick) for s in settings}
+    head = next(iter(configs.values()))
+    url = storage or head.storage
+    mode = tracking.resolve_mode(wandb or head.wandb.mode)
+    out_dir = Path(head.runs_dir) / "experiments" / (exp.name + ("-quick" if quick else ""))
+    sampler = optuna.samplers.GridSampler(_grid(settings, exp.factor, seeds), seed=0)
+    study = optuna.create_study(
+        storage=open_storage(url),
+        study_name=exp.study_name(quick=quick),
+        direction=head.objective.direction,
+        sampler=sampler,
+        pruner=optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    console.print(f"[bold]experiment[/] {exp.name}: {exp.title} ({url})")
+    objective = _objective(exp, quick, settings, seeds, configs, out_dir, mode)
+    _train_missing(study, sampler, objective, exp.factor, configs, seeds, console)
+    run = ExperimentRun(exp, quick, out_dir, _records(study, settings, configs, seeds))
+    rows = exp.table(run)
+    figure = exp.figure(run, rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_dir / "figure.png", dpi=FIGURE_DPI)
+    table = write_table(rows, out_dir / "table")
+    print_table(rows, exp.title, console)
+    seconds = time.perf_counter() - start
+    console.print(f"figure: {out_dir / 'figure.png'}  table: {table}  ({seconds:.0f} s)")
+    if mode == "offline":
+        console.print(f"wandb offline runs: {tracking.sync_command(Path(head.runs_dir))}")
+    return ExperimentResult(exp.name, rows, out_dir / "figure.png", table, run, seconds)
+
+
+def _train_missing(
+    study: optuna.Study,
+    sampler: optuna.samplers.GridSampler,
+    objective: Any,
+    factor: str,
+    configs: dict[str, StudyConfig],
+    seeds: list[int],
+    console: Console,
+) -> None:
+    """Let the grid sampler visit the points not yet tried, then retry (enqueued) the points
+    it counts as visited without a usable trial: failed ones, or ones trained by an older
+    definition of the experiment."""
+    metric = next(iter(configs.values())).objective.metric
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        console.print(trial_line(trial, metric))
+
+    missing = _missing(study, factor, configs, seeds)
+    if missing and not sampler.is_exhausted(study):
+        study.optimize(objective, n_trials=len(missing), callbacks=[report], gc_after_trial=True)
+    for params in _missing(study, factor, configs, seeds):
+        study.enqueue_trial(params)
+        study.optimize(objective, n_trials=1, callbacks=[report], gc_after_trial=True)
+
+
+def _config(exp: Experiment, setting: Setting, quick: bool) -> StudyConfig:
+    source = f"experiment {exp.name!r}, setting {setting.label!r}"
+    return validate_config(exp.raw_config(setting, quick=quick), source=source)
+
+
+def _grid(settings: list[Setting], factor: str, seeds: list[int]) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {factor: [s.label for s in settings]}
+    if len(seeds) > 1:
+        grid["seed"] = seeds
+    return grid
+
+
+def _fingerprint(label: str, cfg: StudyConfig, seed: int) -> str:
+    """What a stored trial must match to stand for a setting: its label, whole config and seed,
+    so a trial trained before the experiment's definition changed is retrained, not reused."""
+    text = json.dumps([label, cfg.model_dump(mode="json"), seed], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _objective(
+    exp: Experiment,
+    quick: bool,
+    settings: list[Setting],
+    seeds: list[int],
+    configs: dict[str, StudyConfig],
+    out_dir: Path,
+    mode: str,
+) -> Any:
+    by_label = {s.label: s for s in settings}
+
+    def objective(trial: optuna.Trial) -> float:
+        label = str(trial.suggest_categorical(exp.factor, list(by_label)))
+        seed = seeds[0]
+        if len(seeds) > 1:
+            seed = int(trial.suggest_categorical("seed", seeds))
+        setting, cfg = by_label[label], configs[label]
+        probes = exp.probes(cfg)
+        run_dir = out_dir / f"trial-{trial.number}"
+        start = time.perf_counter()
+        result = train_run(
+            cfg,
+            trial_params(setting.keys(quick=quick)),
+            run_dir,
+            trial=trial,
+            wandb_mode=mode,
+            run_name=f"trial-{trial.number}-{label}",
+            callbacks=probes,
+            seed=seed,
+        )
+        attrs: dict[str, Any] = {
+            "fingerprint": _fingerprint(label, cfg, seed),
+            "run_dir": str(run_dir),
+            "epochs": result.epochs,
+            "seconds": round(time.perf_counter() - start, 3),
+            "checkpoint": str(result.checkpoint),
+            **result.test,
+        }
+        for probe in probes:
+            attrs.update(getattr(probe, "summary", dict)())
+        if result.nonfinite_at is not None:
+            attrs["diverged_at"] = result.nonfinite_at + 1
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if not math.isfinite(result.value):  # diverged: a finished point, the worst value
+            return math.inf if cfg.objective.direction == "minimize" else -math.inf
+        return result.value
+
+    return objective
+
+
+def _finished(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """The latest complete trial of each fingerprint."""
+    latest: dict[str, FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        key = t.user_attrs.get("fingerprint")
+        if isinstance(key, str):
+            latest[key] = t
+    return latest
+
+
+def _missing(
+    study: optuna.Study, factor: str, configs: dict[str, StudyConfig], seeds: list[int]
+) -> list[dict[str, Any]]:
+    """The grid points (as trial parameters) without a complete trial."""
+    done = _finished(study)
+    missing = []
+    for label, cfg in configs.items():
+        for seed in seeds:
+            if _fingerprint(label, cfg, seed) not in done:
+                params: dict[str, Any] = {factor: label}
+                if len(seeds) > 1:
+                    params["seed"] = seed
+                missing.append(params)
+    return missing
+
+
+def _records(
+    study: optuna.Study, settings: list[Setting], configs: dict[str, StudyConfig], seeds: list[int]
+) -> list[TrialRecord]:
+    done = _finished(study)
+    records = []
+    for s in settings:
+        for seed in seeds:
+            t = done[_fingerprint(s.label, configs[s.label], seed)]
+            run_dir = Path(t.user_attrs["run_dir"])
+            curves = read_curves(run_dir / "metrics.csv")
+            records.append(TrialRecord(s, seed, t.number, run_dir, dict(t.user_attrs), curves))
+    return records

@@ -31,12 +31,14 @@ def write_preview(dm: ArrayDataModule, out: Path, *, samples: int = 8, draws: in
     raw = dm.raw("train")
     assert dm.raw_shape is not None
     kind = data_kind(dm.raw_shape)
-    if kind == "points":
-        fig = _points(raw, dm.splits["train"][1], dm.augment_raw(raw))
-    else:
-        x = raw[:samples]
-        augmented = [dm.augment_raw(x) for _ in range(draws)]
-        fig = _images(x, augmented) if kind == "image" else _signals(x, augmented)
+    with torch.random.fork_rng():  # the same picture for the same seed, global state untouched
+        torch.manual_seed(dm.seed)
+        if kind == "points":
+            fig = _points(raw, dm.splits["train"][1], dm.augment_raw(raw))
+        else:
+            x = raw[:samples]
+            augmented = [dm.augment_raw(x) for _ in range(draws)]
+            fig = _images(x, augmented) if kind == "image" else _signals(x, augmented)
     options = ", ".join(f"{k}={v}" for k, v in dm.augment.items())
     fig.suptitle(f"{dm.dataset_name}: {options} ({dm.augment_backend})", fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ Every option is a strength: each augmented sample draws its own random value up 
 Augmentation acts on the raw input, before `normalize`, as in torchvision's pipelines.
 Geometric transforms fill uncovered pixels with 0 (black).
 
-1-D signals `(C, L)` are shifted and zoomed along L. Point sets `(D,)` are jittered:
+1-D signals `(C, L)` are shifted and zoomed along L. Point sets and feature vectors `(D,)` are
+jittered:
 `zoom` scales a point about the centre of the training data's bounding box, `shift` moves it by
 up to `shift` times the box's width per coordinate, `noise` adds gaussian jitter. Rotation and
 flip have no meaning for signals and points and are refused.

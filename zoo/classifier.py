@@ -16,6 +16,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo._layers import INITS, initialize, is_weight
@@ -115,9 +116,15 @@ class Classifier(L.LightningModule):
             gain_of=self.init_gain_of(),
         )
         self.example_input_array = torch.zeros(2, *self.input_shape)
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # Updated at each step and logged once per epoch: a per-step `self.log` and a metric's
+        # forward (which also computes the batch's own value) cost more than the whole step of
+        # a small model (benchmarks/overhead.py). NaN losses pass through for early stopping.
+        self.train_loss, self.val_loss, self.test_loss = (
+            MeanMetric(nan_strategy="disable") for _ in range(3)
+        )
+        self.train_acc, self.val_acc, self.test_acc = (
+            MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(3)
+        )
 
     @property
     def hp(self) -> Any:
@@ -160,11 +167,12 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         x, y = batch
-        logits = self(x)
+        logits = self(x)  # (B, num_classes)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        # One entry per sample weights the mean by batch size: torchmetrics 1.9 replaces
+        # `weight` by ones under nan_strategy="disable".
+        self.train_loss.update(loss.detach().expand(len(y)))  # () -> (B,)
+        self.train_acc.update(logits.detach(), y)
         if self.hp.l1 or self.hp.l2:
             penalty = self.penalty()
             self.log("train/penalty", penalty, on_step=False, on_epoch=True, batch_size=len(y))
@@ -172,24 +180,45 @@ class Classifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._evaluate(batch, self.val_loss, self.val_acc)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._evaluate(batch, self.test_loss, self.test_acc)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self(x).softmax(dim=-1)
 
     def _evaluate(
-        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, acc: MulticlassAccuracy
+        self, batch: tuple[torch.Tensor, torch.Tensor], loss: MeanMetric, acc: MulticlassAccuracy
     ) -> None:
         x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        acc(logits, y)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(y))
-        self.log(f"{stage}/acc", acc, prog_bar=stage == "val")
+        logits = self(x)  # (B, num_classes)
+        loss.update(F.cross_entropy(logits, y).expand(len(y)))  # () -> (B,), as in training_step
+        acc.update(logits, y)
+
+    # Epoch-level metrics, logged from the module's epoch-end hooks, so that callbacks see them
+    # from `on_validation_end` / the monitoring callbacks' `on_train_epoch_end` on. `compute`
+    # averages over every rank under DDP.
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train", self.train_loss, self.train_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_acc, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_loss, self.test_acc)
+
+    def _log_epoch(
+        self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy, *, prog_bar: bool = False
+    ) -> None:
+        if not loss.update_called:  # an epoch without batches (e.g. limit_val_batches=0)
+            return
+        self.log(f"{stage}/loss", loss.compute(), prog_bar=prog_bar)
+        self.log(f"{stage}/acc", acc.compute(), prog_bar=prog_bar)
+        loss.reset()
+        acc.reset()
 
     # ---- optimization ----------------------------------------------------------------------
 

@@ -30,14 +30,22 @@ CONFIG = REPO / "studies" / "configs" / "default.yaml"
 TARGET = 1.6
 
 
-def measure(*, trials: int, workers: int = 1, devices_per_trial: int = 1) -> dict[str, float]:
-    """Run the default study to `trials` finished trials; its throughput figures."""
+def measure(
+    *, trials: int, workers: int = 1, devices_per_trial: int = 1, threads: int | None = None
+) -> dict[str, float]:
+    """Run the default study to `trials` finished trials; its throughput figures.
+
+    `threads` fixes a single process's torch threads (OMP_NUM_THREADS); workers get theirs from
+    `--workers` (cores / workers each).
+    """
     with tempfile.TemporaryDirectory(prefix="regzoo-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'studies.db'}"
         command = [sys.executable, "-m", "studies", "run", str(CONFIG), "--storage", url]
         command += ["--trials", str(trials), "--workers", str(workers), "--wandb", "disabled"]
         command += ["--devices-per-trial", str(devices_per_trial), "--no-progress"]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         start = time.perf_counter()
         subprocess.run(command, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
@@ -56,9 +64,15 @@ def measure(*, trials: int, workers: int = 1, devices_per_trial: int = 1) -> dic
 
 
 def run(*, trials: int = 20, ddp_trials: int = 6) -> dict[str, dict[str, float]]:
-    """The figures: 1 worker, 2 workers, DDP on 2 CPU processes, and the 2-worker speed-up."""
+    """The figures: 1 worker, 2 workers, DDP on 2 CPU processes, and the 2-worker speed-up.
+
+    "1 worker, 1 thread" separates the gain of a second process from the cost of torch's two
+    intra-op threads on tiny tensors (large on a busy machine, where one thread waits for the
+    other).
+    """
     figures = {
         "1 worker": measure(trials=trials),
+        "1 worker, 1 thread": measure(trials=trials, threads=1),
         "2 workers": measure(trials=trials, workers=2),
         "1 worker, DDP x2": measure(trials=ddp_trials, devices_per_trial=2),
     }
@@ -80,12 +94,12 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
         f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'run':<18} {'trials':>6} {'trials/min':>10} {'epochs/min':>10} {'wall s':>7}")
+    print(f"{'run':<20} {'trials':>6} {'trials/min':>10} {'epochs/min':>10} {'wall s':>7}")
     for name, f in figures.items():
         if name == "speed-up":
             continue
         print(
-            f"{name:<18} {f['trials']:>6.0f} {f['trials/min']:>10.1f} {f['epochs/min']:>10.1f} "
+            f"{name:<20} {f['trials']:>6.0f} {f['trials/min']:>10.1f} {f['epochs/min']:>10.1f} "
             f"{f['wall s']:>7.1f}"
         )
     speed = figures["speed-up"]

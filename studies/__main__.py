@@ -6,6 +6,7 @@ A user's mistake (bad config, bad storage URL, unknown study) prints one line an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -175,10 +176,10 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     out = args.out or study_dir(study) / "report"
     report = write_report(study, out, storage=args.storage)
     for name, caption in report.images.items():
-        console.print(f"  {out / name}  [dim]{caption}[/]")
+        console.print(f"  {out / name}  [dim]{caption}[/]", soft_wrap=True)
     for caption, reason in report.skipped.items():
-        console.print(f"  [yellow]not drawn[/] {caption}: {reason}")
-    console.print(f"[bold]report[/] {out / 'index.html'}  ({out / 'summary.md'})")
+        console.print(f"  [yellow]not drawn[/] {caption}: {reason}", soft_wrap=True)
+    console.print(f"[bold]report[/] {out / 'index.html'}  ({out / 'summary.md'})", soft_wrap=True)
     return 0
 
 
@@ -186,7 +187,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from studies.export import export_best
 
     out = export_best(args.name, fmt=args.fmt, storage=args.storage, out=args.out)
-    console.print(f"[bold]exported[/] {args.fmt}: {out}")
+    console.print(f"[bold]exported[/] {args.fmt}: {out}", soft_wrap=True)
     return 0
 
 
@@ -242,7 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        err.print("\ninterrupted: finished trials are stored; run the same command to resume")
+        from studies.workers import WORKER_ENV
+
+        if WORKER_ENV not in os.environ:  # a worker's parent says it once for all of them
+            err.print("\ninterrupted: finished trials are stored; run the same command to resume")
         return EXIT_INTERRUPTED
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,15 +60,32 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optimize_log = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _NoDivergenceTraceback) for f in optimize_log.filters):
-        optimize_log.addFilter(_NoDivergenceTraceback())
+    if not any(isinstance(f, _QuietTrialOutcomes) for f in optimize_log.filters):
+        optimize_log.addFilter(_QuietTrialOutcomes())
 
 
-class _NoDivergenceTraceback(logging.Filter):
-    """A diverged trial is an outcome, not a bug: Optuna's warning without the traceback."""
+class _QuietTrialOutcomes(logging.Filter):
+    """Optuna's warnings of failed trials, less what is not a bug.
+
+    A diverged trial is an outcome: its warning stays, without the traceback. An interrupted
+    trial is the user's Ctrl-C: both of its warnings go (the CLI prints one line instead).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._interrupted: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], NonFiniteObjective):
+        error = record.exc_info[1] if record.exc_info else None
+        number = re.match(r"Trial (\d+) failed with ", str(record.msg))
+        if isinstance(error, KeyboardInterrupt):
+            if number:
+                self._interrupted.add(number.group(1))
+            return False
+        if number and number.group(1) in self._interrupted:  # "...failed with value None."
+            self._interrupted.discard(number.group(1))
+            return False
+        if isinstance(error, NonFiniteObjective):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -142,7 +161,7 @@ def train_run(
     state = "failed"
     summary: dict[str, Any] = {}
     try:
-        _fit(trainer, model, dm)
+        _interruptible(trainer, trainer.fit, model, datamodule=dm)
         result = TrialResult(
             value=_score(checkpoint, trainer, cfg.objective.metric),
             test={},
@@ -153,7 +172,9 @@ def train_run(
             params=params,
         )
         if result.pruned_at is None and result.nonfinite_at is None and result.checkpoint.is_file():
-            metrics = trainer.test(
+            metrics = _interruptible(
+                trainer,
+                trainer.test,
                 model,
                 datamodule=dm,
                 ckpt_path=str(result.checkpoint),
@@ -176,13 +197,19 @@ def train_run(
         tracking.finish(wandb_logger, summary, state=state)
 
 
-def _fit(trainer: L.Trainer, model: L.LightningModule, dm: L.LightningDataModule) -> None:
-    """`trainer.fit`, with Ctrl-C surfacing as KeyboardInterrupt (Lightning turns it into exit)."""
+def _interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`trainer.fit` or `trainer.test`, with Ctrl-C surfacing as KeyboardInterrupt.
+
+    On Ctrl-C Lightning ignores SIGINT from then on and calls `sys.exit(1)`, in `test` as in
+    `fit`: a SystemExit would end the process with the trial left RUNNING. SIGINT gets back the
+    handler it had before the call.
+    """
+    handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(model, datamodule=dm)
+        return call(*args, **kwargs)
     except SystemExit as exc:
         if trainer.interrupted:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, handler or signal.default_int_handler)
             raise KeyboardInterrupt from exc
         raise
 
@@ -280,6 +307,9 @@ def make_objective(
             )
         except Exception as exc:  # recorded on the trial; Optuna marks it failed and goes on
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+        except KeyboardInterrupt:  # Optuna marks it failed, then the study stops
+            trial.set_user_attr("error", "interrupted (Ctrl-C / SIGINT)")
             raise
         finally:
             if progress is not None and task is not None:

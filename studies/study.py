@@ -14,6 +14,7 @@ from rich.table import Table
 
 from studies import tracking
 from studies._budget import TrialBudget
+from studies._signals import InterruptOnce
 from studies.config import StudyConfig
 from studies.runner import count_finished, make_objective, open_study, quiet_lightning, train_run
 
@@ -112,7 +113,7 @@ def _optimize(
         progress.update(done, completed=count_finished(study))
         console.print(trial_line(trial, cfg.objective.metric))
 
-    with progress, budget:
+    with InterruptOnce(), progress, budget:  # a 2nd Ctrl-C must not cut the 1st's record
         if not budget.claim():  # other workers finished the study meanwhile
             return
         study.optimize(

@@ -17,6 +17,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import optuna
 import optuna.visualization.matplotlib as ovm
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
@@ -64,17 +65,28 @@ def optuna_plots(study: optuna.Study, metric: str) -> dict[str, tuple[str, Calla
 
 
 def plot_intermediate_values(study: optuna.Study, metric: str) -> Any:
-    """Optuna's intermediate-values plot with each pruned trial dashed and labelled pruned."""
+    """Optuna's intermediate-values plot, coloured by state: pruned trials dashed, stopping early.
+
+    One legend entry per state rather than per trial, which stays readable with many trials.
+    """
     ax = ovm.plot_intermediate_values(study)
     state = {f"Trial{t.number}": t.state for t in study.get_trials(deepcopy=False)}
+    styles = {TrialState.COMPLETE: ("tab:blue", "-"), TrialState.PRUNED: ("tab:orange", "--")}
+    shown: set[TrialState] = set()
     for line in ax.get_lines():
-        if state.get(str(line.get_label())) == TrialState.PRUNED:
-            line.set_linestyle("--")
-            line.set_label(f"{line.get_label()} (pruned)")
+        trial_state = state.get(str(line.get_label()), TrialState.RUNNING)
+        colour, style = styles.get(trial_state, ("tab:gray", ":"))
+        line.set(color=colour, linestyle=style, marker="", alpha=0.8, label="_")
+        shown.add(trial_state)
+    handles = [
+        Line2D([], [], color=styles.get(s, ("tab:gray", ":"))[0], ls=styles.get(s, ("", ":"))[1])
+        for s in sorted(shown, key=lambda s: s.value)
+    ]
+    ax.legend(handles, [s.name.lower() for s in sorted(shown, key=lambda s: s.value)])
+    ax.set_title(f"{metric} after each epoch (pruned trials stop early)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    if ax.get_legend() is not None:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return ax
 
 

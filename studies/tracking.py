@@ -60,7 +60,9 @@ def make_logger(
         group=group,
         name=name,
         config=config,
-        save_dir=str(save_dir),
+        # Absolute: wandb's service process resolves a relative path against the directory it
+        # started in, and writes nothing when the process has changed directory since.
+        save_dir=str(save_dir.resolve()),
         mode=mode,
         job_type="trial",
         reinit="finish_previous",

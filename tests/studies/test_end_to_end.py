@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from studies.__main__ import main
+from studies.config import load_config
 from studies.storage import open_storage
 from tests.conftest import DEFAULT_CONFIG
 from tests.studies.wandb_records import read_run
@@ -100,3 +101,25 @@ def test_bad_config_exits_2_with_one_line_and_writes_nothing(
         .execute("select name from sqlite_master where name='studies'")
         .fetchall()
     )
+
+
+SHIPPED = sorted((DEFAULT_CONFIG.parent).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")  # mnist1d is generated once for every config
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_config_trains(config: Path, data_dir: Path, in_tmp: Path) -> None:
+    shrink = [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    ]
+    args = [a for s in [*shrink, f"data.data_dir={data_dir}"] for a in ("--set", s)]
+    assert main(["train", str(config), *args, "--wandb", "disabled"]) == 0
+    cfg = load_config(config)
+    model = load_model(in_tmp / "runs" / cfg.name / "train" / "best.ckpt")
+    assert model.model_name == cfg.model.name

@@ -18,26 +18,33 @@ class OptunaPruning(L.Callback):
     `optuna.TrialPruned` after `fit` returns.
     """
 
+    # Besides the objective: a loss gone NaN or infinite has diverged even while an accuracy
+    # objective stays finite (the argmax of NaN logits is still a class).
+    LOSSES = ("val/loss", "train/loss")
+
     def __init__(self, trial: optuna.trial.BaseTrial | None, monitor: str) -> None:
         self.trial = trial
         self.monitor = monitor
         self.pruned_at: int | None = None
         self.nonfinite_at: int | None = None
+        self.nonfinite_metric: str | None = None  # which metric, on the rank that owns the trial
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
-        decision = 0  # 0: go on, 1: pruned, 2: objective not finite
+        decision = 0  # 0: go on, 1: pruned, 2: objective or a loss not finite
         if self.trial is not None and trainer.is_global_zero:
-            metric = trainer.callback_metrics.get(self.monitor)
-            if metric is not None:
-                value = float(metric)
-                if not math.isfinite(value):
-                    decision = 2
-                else:
-                    self.trial.report(value, step=epoch)
-                    decision = int(self.trial.should_prune())
+            metrics = trainer.callback_metrics
+            watched = [m for m in (self.monitor, *self.LOSSES) if m in metrics]
+            self.nonfinite_metric = next(
+                (m for m in watched if not math.isfinite(float(metrics[m]))), None
+            )
+            if self.nonfinite_metric is not None:
+                decision = 2
+            elif self.monitor in metrics:
+                self.trial.report(float(metrics[self.monitor]), step=epoch)
+                decision = int(self.trial.should_prune())
         decision = trainer.strategy.broadcast(decision, src=0)
         if decision == 1:
             self.pruned_at = epoch

@@ -48,6 +48,7 @@ class TrialResult:
     checkpoint: Path
     pruned_at: int | None = None
     nonfinite_at: int | None = None
+    nonfinite_metric: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,6 +170,7 @@ def train_run(
             checkpoint=Path(checkpoint.best_model_path),
             pruned_at=pruning.pruned_at,
             nonfinite_at=pruning.nonfinite_at,
+            nonfinite_metric=pruning.nonfinite_metric,
             params=params,
         )
         if result.pruned_at is None and result.nonfinite_at is None and result.checkpoint.is_file():
@@ -314,11 +316,9 @@ def make_objective(
         finally:
             if progress is not None and task is not None:
                 progress.remove_task(task)
-        _record(trial, result, time.perf_counter() - start)
+        _record(trial, result, time.perf_counter() - start, cfg.objective.metric)
         if result.nonfinite_at is not None:
-            raise NonFiniteObjective(
-                f"{cfg.objective.metric} became non-finite at epoch {result.nonfinite_at}"
-            )
+            raise NonFiniteObjective(nonfinite_reason(result, cfg.objective.metric))
         if result.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at epoch {result.pruned_at}")
         return result.value
@@ -326,7 +326,7 @@ def make_objective(
     return objective
 
 
-def _record(trial: optuna.Trial, result: TrialResult, seconds: float) -> None:
+def _record(trial: optuna.Trial, result: TrialResult, seconds: float, objective: str) -> None:
     trial.set_user_attr("epochs", result.epochs)
     trial.set_user_attr("seconds", round(seconds, 3))
     trial.set_user_attr("checkpoint", str(result.checkpoint))
@@ -335,7 +335,14 @@ def _record(trial: optuna.Trial, result: TrialResult, seconds: float) -> None:
     if result.pruned_at is not None:
         trial.set_user_attr("pruned_at", result.pruned_at)
     if result.nonfinite_at is not None:
-        trial.set_user_attr("error", f"non-finite objective at epoch {result.nonfinite_at}")
+        trial.set_user_attr("error", nonfinite_reason(result, objective))
+
+
+def nonfinite_reason(result: TrialResult, objective: str) -> str:
+    """Why a diverged trial failed: the objective, or the loss, that became NaN or infinite."""
+    what = result.nonfinite_metric
+    what = "objective" if what in (None, objective) else what
+    return f"non-finite {what} at epoch {result.nonfinite_at}"
 
 
 def _epochs_of(cfg: StudyConfig, params: dict[str, Any]) -> int:

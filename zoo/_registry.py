@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -99,19 +99,35 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     The file is read with `weights_only=True`: a checkpoint cannot run code when it is loaded.
     """
     path = Path(path)
+    where = f"checkpoint {str(path)!r}"
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{where} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise ValueError(f"checkpoint {str(path)!r} cannot be read: {exc}") from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise ValueError(f"checkpoint {str(path)!r} is not a regzoo model checkpoint")
-    hparams = dict(ckpt["hyper_parameters"])
+        raise ValueError(
+            f"{where} cannot be read (truncated, damaged, or holding more than weights): "
+            f"{_brief(exc)}"
+        ) from exc
+    if not (
+        isinstance(ckpt, dict)
+        and isinstance(ckpt.get("state_dict"), Mapping)
+        and isinstance(ckpt.get("hyper_parameters"), Mapping)
+    ):
+        raise ValueError(f"{where} is not a regzoo model checkpoint")
     name = ckpt.get("regzoo_model")
     if not isinstance(name, str):
-        raise ValueError(f"checkpoint {str(path)!r} does not say which zoo model it holds")
-    model = create_model(name, **hparams)
-    model.load_state_dict(ckpt["state_dict"])
+        raise ValueError(f"{where} does not say which zoo model it holds")
+    try:  # a damaged or edited checkpoint: hparams or weights that do not fit together
+        model = create_model(name, **ckpt["hyper_parameters"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{where} does not rebuild its model: {_brief(exc)}") from exc
     model.eval()
     return model
+
+
+def _brief(exc: BaseException) -> str:
+    """An error on one line: its first two non-empty lines (torch's run to many), or its type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__

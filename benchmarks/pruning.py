@@ -1,0 +1,120 @@
+"""What pruning saves: the default study to 30 finished trials with each pruner, `none` (every
+trial trains until early stopping or max_epochs), `median` and `hyperband`.
+
+    .venv/bin/python -m benchmarks.pruning [--trials 30] [--quick]
+
+Each study runs as `python -m studies run studies/configs/default.yaml --set pruner.name=P`
+with W&B off and a fresh SQLite storage. Figures: training epochs run by all trials together
+(the trials' `epochs` attribute), wall time, and the best validation accuracy. The sampler and
+every trial's training are seeded, so epochs and accuracies repeat exactly from run to run;
+only the wall time is the machine's. Target: at least 2.5x fewer epochs than `none`, with the
+best validation accuracy within 0.5 points of its.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from benchmarks._common import REPO, Figure, StudyRun, finished, fmt, run_study_process
+
+CONFIG = REPO / "studies" / "configs" / "default.yaml"
+PRUNERS = ("none", "median", "hyperband")
+TARGET_EPOCHS, TARGET_POINTS = 2.5, 0.5
+QUICK_EPOCHS = 4  # max_epochs of the --quick studies
+_runs: dict[tuple[str, int, bool], StudyRun] = {}  # the memory benchmark reuses hyperband's
+
+
+def study(pruner: str, *, trials: int, quick: bool = False) -> StudyRun:
+    """The default study with `pruner`, run once per process for each setting."""
+    key = (pruner, trials, quick)
+    if key not in _runs:
+        args = ["--wandb", "disabled", "--set", f"pruner.name={pruner}"]
+        if quick:
+            args += ["--set", f"trainer.max_epochs={QUICK_EPOCHS}"]
+        _runs[key] = run_study_process(CONFIG, trials=trials, args=args)
+    return _runs[key]
+
+
+def summary(run: StudyRun) -> dict[str, Any]:
+    done = finished(run)
+    values = [t.value for t in done if t.value is not None]
+    return {
+        "trials": len(done),
+        "pruned": sum(t.state.name == "PRUNED" for t in done),
+        "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in done),
+        "wall": run.wall,
+        "best": max(values) if values else float("nan"),
+    }
+
+
+def measure(*, trials: int = 30, quick: bool = False) -> dict[str, dict[str, Any]]:
+    return {p: summary(study(p, trials=trials, quick=quick)) for p in PRUNERS}
+
+
+def figures(*, quick: bool = False) -> list[Figure]:
+    trials = 4 if quick else 30
+    result = measure(trials=trials, quick=quick)
+    none = result["none"]
+    sets = "--set pruner.name={none|median|hyperband} --wandb disabled"
+    cmd = f".venv/bin/python -m studies run studies/configs/default.yaml --trials {trials} {sets}"
+    rows = [
+        Figure(
+            "pruning",
+            f"`none`: epochs, wall time, best val/acc of {trials} trials",
+            f"{none['epochs']} epochs, {fmt(none['wall'], 's')}, {none['best']:.4f}",
+            command=cmd,
+        )
+    ]
+    for pruner in ("median", "hyperband"):
+        r = result[pruner]
+        saved = none["epochs"] / max(r["epochs"], 1)
+        points = 100 * (none["best"] - r["best"])
+        met = saved >= TARGET_EPOCHS and points <= TARGET_POINTS
+        rows += [
+            Figure(
+                "pruning",
+                f"`{pruner}`: training epochs of {trials} trials ({r['pruned']} pruned), "
+                "`none` / ours",
+                str(r["epochs"]),
+                str(none["epochs"]),
+                saved,
+                f"≥ {TARGET_EPOCHS}× and best val/acc within {TARGET_POINTS} points",
+                met,
+                cmd,
+            ),
+            Figure(
+                "pruning",
+                f"`{pruner}`: best val/acc (points below `none`: {points:+.2f})",
+                f"{r['best']:.4f}",
+                f"{none['best']:.4f}",
+                command=cmd,
+            ),
+            Figure(
+                "pruning",
+                f"`{pruner}`: wall time of the study, `none` / ours",
+                fmt(r["wall"], "s"),
+                fmt(none["wall"], "s"),
+                none["wall"] / r["wall"],
+                command=cmd,
+            ),
+        ]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help=f"max_epochs={QUICK_EPOCHS}")
+    args = parser.parse_args()
+    result = measure(trials=args.trials, quick=args.quick)
+    print(f"{'pruner':<10} {'trials':>6} {'pruned':>6} {'epochs':>6} {'wall s':>7} {'best':>7}")
+    for name, r in result.items():
+        print(
+            f"{name:<10} {r['trials']:>6} {r['pruned']:>6} {r['epochs']:>6} {r['wall']:>7.1f} "
+            f"{r['best']:>7.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

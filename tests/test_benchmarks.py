@@ -1,0 +1,129 @@
+"""benchmarks/: the table writer, alternating repeats, the study runner's sampling and stopping,
+and the CLI and GPU script end to end at tiny settings (no timing is asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from benchmarks._common import (
+    END,
+    HEADER,
+    START,
+    Figure,
+    alternate,
+    finished,
+    machine,
+    run_study_process,
+    write_table,
+)
+from benchmarks.memory import rss_per_trial
+from benchmarks.suite import SUITE
+from tests.conftest import DEFAULT_CONFIG, REPO
+
+TINY_ENV = {**os.environ, "REGZOO_BENCH_TINY": "1", "PYTHONPATH": str(REPO)}
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The table's rows (header and rule included), split into cells."""
+    table = text.split(START, 1)[1].split(END, 1)[0].strip().splitlines()
+    return [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in table]
+
+
+def figure(benchmark: str, name: str, ours: str = "1 s") -> Figure:
+    return Figure(benchmark, name, ours, "2 s", 0.5, "≤ 1×", True, "make bench", "m")
+
+
+def test_alternate_runs_each_side_in_abba_order() -> None:
+    calls: list[str] = []
+
+    def side(name: str, value: int) -> Callable[[], int]:
+        def run() -> int:
+            calls.append(name)
+            return value
+
+        return run
+
+    samples = alternate({"a": side("a", 1), "b": side("b", 2)}, 3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert samples == {"a": [1, 1, 1], "b": [2, 2, 2]}
+
+
+def test_machine_names_cpu_cores_torch_and_device() -> None:
+    import torch
+
+    text = machine()
+    assert f"torch {torch.__version__}" in text and "cores" in text
+    assert text.split(",")[0].strip()  # a CPU model
+
+
+def test_write_table_keeps_hand_text_and_rows_not_rerun(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    write_table(out, [figure("overhead", "a"), figure("pruning", "b | c")], order=list(SUITE))
+    out.write_text(out.read_text() + "\n## Findings\nwritten by hand\n")
+    write_table(out, [figure("overhead", "a2", ours="3 s")], order=list(SUITE))
+    text = out.read_text()
+    rows = table_rows(text)
+    assert rows[0] == HEADER and set(rows[1]) == {"---"}
+    assert [r[:3] for r in rows[2:]] == [["overhead", "a2", "3 s"], ["pruning", "b \\| c", "1 s"]]
+    assert all(len(r) == len(HEADER) for r in rows)
+    assert text.endswith("## Findings\nwritten by hand\n") and text.count(START) == 1
+
+
+def test_study_process_samples_memory_and_stops_on_request() -> None:
+    args = ["--wandb", "disabled", "--set", "trainer.max_epochs=1"]
+    run = run_study_process(
+        DEFAULT_CONFIG,
+        trials=200,
+        args=args,
+        stop=lambda trials: any(t.state.name == "COMPLETE" for t in trials),
+    )
+    done = finished(run)
+    assert 1 <= len(done) < 200  # interrupted long before its 200 trials
+    assert all(t.user_attrs["epochs"] == 1 for t in done)
+    assert run.rss and run.peak_rss >= max(rss for _, rss in run.rss) > 0
+    assert 1 <= len(rss_per_trial(run)) <= len(done)
+
+
+def test_cli_writes_the_table_at_tiny_settings(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    write_table(out, [figure("pruning", "kept")], order=list(SUITE))
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "throughput", "--out", str(out)]
+    subprocess.run(cmd, cwd=tmp_path, env=TINY_ENV, check=True, capture_output=True)
+    rows = table_rows(out.read_text())[2:]
+    assert [r[0] for r in rows] == ["pruning", "throughput", "throughput"]
+    for row in rows[1:]:
+        assert row[4].endswith("×") and float(row[4].rstrip("×")) > 0
+        assert row[7].startswith("`.venv/bin/python -m benchmarks.throughput")
+        assert "cores" in row[8] and row[8].endswith("(--quick)")
+
+
+def test_cli_refuses_an_unknown_benchmark_in_one_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "benchmarks", "--only", "speed", "--out", str(tmp_path / "B.md")]
+    proc = subprocess.run(cmd, env=TINY_ENV, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "speed" in proc.stderr
+    assert not (tmp_path / "B.md").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_gpu_script_runs_its_figures_on_cpu_at_tiny_settings(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.md"
+    env = {**TINY_ENV, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "cuda available" in proc.stdout
+    rows = table_rows(out.read_text())[2:]
+    assert {r[0] for r in rows} == {"overhead", "throughput"}
+    assert any(r[1].startswith("training samples/s at batch 64 on ") for r in rows)
+    assert any(r[5] == "≤ 1.10×" and r[6] in ("yes", "**no**") for r in rows)

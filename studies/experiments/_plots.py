@@ -3,17 +3,31 @@ curves, drawn on `matplotlib.figure.Figure` objects (no pyplot state, no window)
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from PIL import Image
 
 from studies.experiments._records import ExperimentRun, TrialRecord
 
 PANEL = 2.3  # inches per small panel: figures stay small PNGs
+DPI = 80
+PALETTE = 256  # colours kept in a saved PNG: a third of the bytes, no visible change
 CLASS_COLORS = ("#2166ac", "#b2182b", "#1b7837", "#762a83", "#e08214")
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Save `fig` as a palette PNG, small enough to commit beside the README."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(colors=PALETTE).save(path, optimize=True)
 
 
 def color(i: int) -> str:

@@ -23,14 +23,13 @@ from rich.console import Console
 
 from studies import tracking
 from studies.config import StudyConfig, validate_config
+from studies.experiments._plots import save_png
 from studies.experiments._records import ExperimentRun, TrialRecord, read_curves
 from studies.experiments._spec import Experiment, Row, Setting, trial_params
 from studies.experiments._tables import print_table, write_table
 from studies.runner import quiet_lightning, train_run
 from studies.storage import open_storage
 from studies.study import trial_line
-
-FIGURE_DPI = 80
 
 
 @dataclass
@@ -88,17 +87,23 @@ def _run(
     objective = _objective(exp, quick, settings, seeds, configs, out_dir, mode)
     _train_missing(study, sampler, objective, exp.factor, configs, seeds, console)
     run = ExperimentRun(exp, quick, out_dir, _records(study, settings, configs, seeds))
-    rows = exp.table(run)
-    figure = exp.figure(run, rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_dir / "figure.png", dpi=FIGURE_DPI)
-    table = write_table(rows, out_dir / "table")
-    print_table(rows, exp.title, console)
+    rows, figure, table = _write(run, console)
     seconds = time.perf_counter() - start
-    console.print(f"figure: {out_dir / 'figure.png'}  table: {table}  ({seconds:.0f} s)")
+    console.print(f"figure: {figure}  table: {table}  ({seconds:.0f} s)")
     if mode == "offline":
         console.print(f"wandb offline runs: {tracking.sync_command(Path(head.runs_dir))}")
-    return ExperimentResult(exp.name, rows, out_dir / "figure.png", table, run, seconds)
+    return ExperimentResult(exp.name, rows, figure, table, run, seconds)
+
+
+def _write(run: ExperimentRun, console: Console) -> tuple[list[Row], Path, Path]:
+    """The table (CSV and markdown, also printed) and the figure of the finished trials."""
+    rows = run.experiment.table(run)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    figure = run.out_dir / "figure.png"
+    save_png(run.experiment.figure(run, rows), figure)
+    table = write_table(rows, run.out_dir / "table")
+    print_table(rows, run.experiment.title, console)
+    return rows, figure, table
 
 
 def _train_missing(

@@ -123,9 +123,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from studies import tracking
+    from studies._preflight import check_runs_dir
     from studies.runner import quiet_lightning, train_run
 
     cfg = load_config(args.config, overrides=args.overrides)
+    check_runs_dir(cfg.runs_dir)
     quiet_lightning()
     mode = tracking.resolve_mode(args.wandb or cfg.wandb.mode)
     result = train_run(cfg, {}, cfg.study_dir / "train", wandb_mode=mode)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from studies import tracking
 from studies._budget import TrialBudget
+from studies._preflight import check_runs_dir
 from studies._signals import InterruptOnce
 from studies.config import StudyConfig
 from studies.runner import count_finished, make_objective, open_study, quiet_lightning, train_run
@@ -59,6 +60,7 @@ def run_study(
     """
     console = console or Console()
     quiet_lightning()
+    check_runs_dir(cfg.runs_dir)  # before the storage: a refused study leaves no trace
     url = storage or cfg.storage
     target = trials or cfg.trials
     mode = tracking.resolve_mode(wandb or cfg.wandb.mode)

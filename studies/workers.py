@@ -126,10 +126,12 @@ def _run_alone(cfg: StudyConfig, args: argparse.Namespace, console: Console) -> 
 def launch(cfg: StudyConfig, args: argparse.Namespace, console: Console) -> int:
     """Start the workers, wait for them, print the study's summary; 1 if a worker failed."""
     from studies import tracking
+    from studies._preflight import check_runs_dir
     from studies.runner import count_finished, open_study, quiet_lightning
     from studies.study import StudyOutcome, print_summary
 
     quiet_lightning()
+    check_runs_dir(cfg.runs_dir)  # once here, not in each worker
     url = args.storage or cfg.storage
     target = args.trials or cfg.trials
     n, k = args.workers, args.devices_per_trial or 1

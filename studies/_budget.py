@@ -46,7 +46,6 @@ class TrialBudget:
     def __init__(self, study: optuna.Study, url: str, target: int, *, poll_s: float = POLL_S):
         self.study, self.target, self.poll_s = study, target, poll_s
         self._lock = _lock_for(url, study.study_name)
-        self._heartbeat = not url.startswith("journal:")  # Optuna beats for RDB storages only
         self._held = False
         self._me = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -103,8 +102,10 @@ class TrialBudget:
             fail_stale_trials(self.study)  # RDB storages: dead workers' trials fail and re-queue
         trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         running = [t for t in trials if t.state == TrialState.RUNNING]
+        # A dead local worker's trial fails and re-queues now, heartbeats or not: left to the
+        # grace period, it stayed RUNNING (and its parameters untried) once the others finished.
         dead = [t for t in running if _died_here(t)]
-        if dead and not self._heartbeat:
+        if dead:
             _fail_and_requeue(self.study, dead)
         return len(trials) - len(running), len(running) - len(dead)
 
@@ -124,13 +125,21 @@ def _died_here(trial: FrozenTrial) -> bool:
 
 
 def _fail_and_requeue(study: optuna.Study, dead: list[FrozenTrial]) -> None:
-    """What heartbeats do for RDB storages, for a journal file: fail, then retry the params."""
+    """What a stale heartbeat does, without waiting for it: fail, then retry the params.
+
+    Only a trial this call fails is retried: an RDB worker's own stale-trial check (outside the
+    slot lock) may fail it at the same moment, and retries it itself, as Optuna does.
+    """
     with warnings.catch_warnings():  # "experimental" since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    for trial in dead:  # under the slot lock: no other worker fails it at the same time
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        retry(study, trial)
+    for trial in dead:
+        try:
+            failed = study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            failed = False
+        if failed:
+            retry(study, trial)
 
 
 def _lock_for(url: str, study_name: str) -> _Lock:

@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo._checks import MAX_SIZE, check_flag, check_size, is_sequence, is_size
 from zoo._layers import INITS, initialize, is_weight
 from zoo._registry import plain_hparam
 
@@ -314,10 +315,10 @@ def _make_optimizer(groups: list[dict[str, Any]], hp: Any) -> torch.optim.Optimi
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
-    if not 1 <= len(shape) <= 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+    if not 1 <= len(shape) <= 3 or not all(is_size(d) for d in shape):
         raise ValueError(
             f"input_shape={input_shape!r} is invalid; expected (D,), (C, L) or (C, H, W) "
-            "with positive integers"
+            f"with integers in [1, {MAX_SIZE}]"
         )
     return shape
 
@@ -328,8 +329,8 @@ def _check_training_args(args: dict[str, Any]) -> None:
     def bad(name: str, allowed: str) -> ValueError:
         return ValueError(f"{name}={args[name]!r} is invalid; allowed: {allowed}")
 
-    if not isinstance(args["num_classes"], int) or args["num_classes"] < 2:
-        raise bad("num_classes", "an integer >= 2")
+    check_size("num_classes", args["num_classes"], low=2)
+    check_flag("decay_bias", args["decay_bias"])
     if args["optimizer"] not in OPTIMIZERS:
         raise bad("optimizer", ", ".join(OPTIMIZERS))
     if args["scheduler"] not in SCHEDULERS:
@@ -348,16 +349,25 @@ def _check_training_args(args: dict[str, Any]) -> None:
     if not 0 <= args["momentum"] < 1 or not 0 < args["alpha"] < 1:
         raise bad("momentum" if not 0 <= args["momentum"] < 1 else "alpha", "a number in [0, 1)")
     betas = args["betas"]
-    if len(betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in betas):
+    if (
+        not is_sequence(betas)
+        or len(betas) != 2
+        or not all(_finite(b) and 0 <= b < 1 for b in betas)
+    ):
         raise bad("betas", "two numbers in [0, 1)")
     for name in ("step_size", "plateau_patience"):
         if not isinstance(args[name], int) or args[name] < 0 + (name == "step_size"):
             raise bad(name, "a positive integer" if name == "step_size" else "an integer >= 0")
     if args["scheduler"] == "piecewise":
-        ms, vals = list(args["milestones"]), list(args["lr_values"])
-        if not ms or ms != sorted(set(ms)) or not all(isinstance(m, int) and m > 0 for m in ms):
+        ms, vals = args["milestones"], args["lr_values"]
+        ints = is_sequence(ms) and all(isinstance(m, int) and m > 0 for m in ms)
+        if not ints or not ms or list(ms) != sorted(set(ms)):
             raise bad("milestones", "increasing positive epochs, at least one, for 'piecewise'")
-        if len(vals) != len(ms) + 1 or not all(_finite(v) and v > 0 for v in vals):
+        if (
+            not is_sequence(vals)
+            or len(vals) != len(ms) + 1
+            or not all(_finite(v) and v > 0 for v in vals)
+        ):
             raise bad("lr_values", f"{len(ms) + 1} positive learning rates (one per segment)")
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from zoo._checks import MAX_KERNEL, check_choice, check_flag, check_sizes, is_sequence, is_size
+from zoo._layers import ACTIVATIONS
 from zoo._layers import activation as make_activation
 from zoo._registry import register_model
 from zoo.classifier import Classifier
@@ -54,12 +56,15 @@ class CNN(Classifier):
         activation: str = "relu",
         **training: Any,
     ) -> None:
-        if len(input_shape) not in (2, 3):
+        shown = tuple(input_shape) if is_sequence(input_shape) else input_shape
+        if not is_sequence(input_shape) or len(input_shape) not in (2, 3):
             raise ValueError(
                 f"cnn needs an image (C, H, W) or a signal (C, L), got input_shape="
-                f"{tuple(input_shape)!r}; use 'fnn' or 'linear' for feature vectors"
+                f"{shown!r}; use 'fnn' or 'linear' for feature vectors"
             )
         _check_architecture(channels, kernel_size, pool, dropout, hidden)
+        check_flag("batchnorm", batchnorm)
+        check_choice("activation", activation, ACTIVATIONS)
         super().__init__(input_shape, num_classes, **training)
 
     def build_network(self) -> nn.Module:
@@ -94,12 +99,12 @@ class CNN(Classifier):
 def _check_architecture(
     channels: Sequence[int], kernel_size: int, pool: int, dropout: float, hidden: Sequence[int]
 ) -> None:
-    if not channels or not all(isinstance(c, int) and c > 0 for c in channels):
-        raise ValueError(f"channels={channels!r} is invalid; allowed: positive integers")
-    if not all(isinstance(h, int) and h > 0 for h in hidden):
-        raise ValueError(f"hidden={hidden!r} is invalid; allowed: positive integers (or empty)")
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size={kernel_size!r} is invalid; allowed: odd integers >= 1")
+    check_sizes("channels", channels, empty_ok=False)
+    check_sizes("hidden", hidden, empty_ok=True)
+    if not is_size(kernel_size, 1, MAX_KERNEL) or kernel_size % 2 == 0:
+        raise ValueError(
+            f"kernel_size={kernel_size!r} is invalid; allowed: odd integers in [1, {MAX_KERNEL}]"
+        )
     if not isinstance(pool, int) or pool < 1:
         raise ValueError(f"pool={pool!r} is invalid; allowed: integers >= 1 (1: no pooling)")
     if not isinstance(dropout, int | float) or not 0 <= dropout < 1:

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from zoo._checks import check_choice, check_sizes
 from zoo._layers import ACTIVATIONS
 from zoo._layers import activation as make_activation
 from zoo._registry import register_model
@@ -80,12 +81,8 @@ class FNN(Classifier):
 def _check_architecture(
     hidden: Sequence[int], activation: str, dropout: float, batchnorm: bool, bias: bool
 ) -> None:
-    if not isinstance(hidden, Sequence) or not all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
-    ):
-        raise ValueError(f"hidden={hidden!r} is invalid; allowed: positive integers (or empty)")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation!r} is invalid; allowed: {', '.join(ACTIVATIONS)}")
+    check_sizes("hidden", hidden, empty_ok=True)
+    check_choice("activation", activation, ACTIVATIONS)
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise ValueError(f"dropout={dropout!r} is invalid; allowed: a number in [0, 1)")
     for name, flag in (("batchnorm", batchnorm), ("bias", bias)):

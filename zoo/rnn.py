@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo._checks import MAX_LAYERS, check_choice, check_size, is_sequence
 from zoo._registry import register_model
 from zoo.classifier import Classifier
 
@@ -77,10 +78,11 @@ class RNN(Classifier):
         dropout: float = 0.0,
         **training: Any,
     ) -> None:
-        if len(input_shape) not in (2, 3):
+        shown = tuple(input_shape) if is_sequence(input_shape) else input_shape
+        if not is_sequence(input_shape) or len(input_shape) not in (2, 3):
             raise ValueError(
                 f"rnn needs a signal (C, L) or an image (C, H, W), got input_shape="
-                f"{tuple(input_shape)!r}; use 'fnn' or 'linear' for feature vectors, or pass "
+                f"{shown!r}; use 'fnn' or 'linear' for feature vectors, or pass "
                 "(1, D) to read the D features as a sequence"
             )
         _check_architecture(cell, hidden_size, num_layers, bidirectional, dropout)
@@ -115,11 +117,9 @@ class RNN(Classifier):
 def _check_architecture(
     cell: str, hidden_size: int, num_layers: int, bidirectional: bool, dropout: float
 ) -> None:
-    if cell not in CELLS:
-        raise ValueError(f"cell={cell!r} is invalid; allowed: {', '.join(CELLS)}")
-    for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r} is invalid; allowed: an integer >= 1")
+    check_choice("cell", cell, CELLS)
+    check_size("hidden_size", hidden_size)
+    check_size("num_layers", num_layers, high=MAX_LAYERS)
     if not isinstance(bidirectional, bool):
         raise ValueError(f"bidirectional={bidirectional!r} is invalid; allowed: True or False")
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:

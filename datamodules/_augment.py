@@ -76,7 +76,7 @@ def parse_augment(augment: Any) -> AugmentSpec:
         raise ValueError(
             f"augment={augment!r} is invalid; allowed: a mapping of {', '.join(AUGMENT_KEYS)}"
         )
-    unknown = sorted(set(augment) - set(AUGMENT_KEYS))
+    unknown = sorted(map(str, set(augment) - set(AUGMENT_KEYS)))  # keys of any type
     if unknown:
         raise ValueError(
             f"augment got unknown key(s) {', '.join(map(str, unknown))}; "

@@ -16,6 +16,12 @@ class DownloadError(RuntimeError):
     """A download failed or its checksum did not match; nothing was left at the destination."""
 
 
+def check_mirror(mirror: object) -> None:
+    """A dataset's `mirror` option: None (the usual URL) or a base URL."""
+    if mirror is not None and (not isinstance(mirror, str) or not mirror.strip()):
+        raise ValueError(f"mirror={mirror!r} is invalid; allowed: None or a base URL")
+
+
 def fetch(url: str, dest: Path, *, md5: str) -> Path:
     """Download `url` to `dest` unless `dest` exists; verify its MD5 before keeping it.
 

@@ -10,6 +10,7 @@ per batch, no per-sample Python) and augments training batches (`augment`, two b
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +33,10 @@ from datamodules._normalize import NORMALIZERS, Normalizer
 
 # The test split of data without an official one is fixed: it must not move with `seed`.
 TEST_SEED = 20240317
+# Bounds past which torch's samplers overflow, or a DataLoader would fork without end.
+MAX_INDEX = 2**31 - 1
+MAX_WORKERS = 1024
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -109,6 +114,8 @@ class ArrayDataModule(L.LightningDataModule):
         if self.nominal_shape is not None:
             check_fits_data(self.augment_spec, self.nominal_shape, self.dataset_name)
         self.num_workers = num_workers
+        if not isinstance(data_dir, str | os.PathLike):
+            raise ValueError(f"data_dir={data_dir!r} is invalid; allowed: a folder path")
         self.data_dir = Path(data_dir)
         self.normalizer: Normalizer | None = None
         self.raw_shape: tuple[int, ...] | None = None
@@ -299,21 +306,27 @@ def _stratify_if_possible(y: np.ndarray, size: int) -> np.ndarray | None:
 def _check_options(
     batch_size: Any, val_fraction: Any, normalize: Any, train_size: Any, num_workers: Any, seed: Any
 ) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1")
+    if not _is_int(batch_size, 1, MAX_INDEX):
+        raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer in [1, 2**31)")
     if (
         not isinstance(val_fraction, int | float)
         or not 0 < val_fraction < 1
         or math.isnan(val_fraction)
     ):
         raise ValueError(f"val_fraction={val_fraction!r} is invalid; allowed: a number in (0, 1)")
-    if normalize not in NORMALIZERS:
+    if not isinstance(normalize, str) or normalize not in NORMALIZERS:
         raise ValueError(f"normalize={normalize!r} is invalid; allowed: {', '.join(NORMALIZERS)}")
     if train_size is not None and (
         not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1
     ):
         raise ValueError(f"train_size={train_size!r} is invalid; allowed: an integer >= 1 or None")
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers={num_workers!r} is invalid; allowed: an integer >= 0")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed={seed!r} is invalid; allowed: an integer")
+    if not _is_int(num_workers, 0, MAX_WORKERS):
+        raise ValueError(
+            f"num_workers={num_workers!r} is invalid; allowed: an integer in [0, {MAX_WORKERS}]"
+        )
+    if not _is_int(seed, 0, MAX_SEED):  # numpy and scikit-learn take 32-bit seeds
+        raise ValueError(f"seed={seed!r} is invalid; allowed: an integer in [0, 2**32)")
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from datamodules._download import fetch
+from datamodules._download import check_mirror, fetch
 from datamodules._formats import CIFAR_TEST, CIFAR_TRAIN, read_cifar_binary
 from datamodules._registry import register_datamodule
 from datamodules.base import ArrayDataModule, Arrays
@@ -34,6 +34,7 @@ class Cifar10(ArrayDataModule):
     nominal_classes = 10
 
     def __init__(self, *, mirror: str | None = None, **options: Any) -> None:
+        check_mirror(mirror)
         self.mirror = mirror
         super().__init__(**options)
 

@@ -18,6 +18,7 @@ from PIL import Image
 from datamodules._registry import register_datamodule
 from datamodules.base import ArrayDataModule, Arrays
 
+MAX_SIDE = 4096  # a side beyond which a decoded image set is gigabytes per hundred images
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -34,6 +35,8 @@ class ImageFolder(ArrayDataModule):
         self, *, image_size: int | tuple[int, int] = 32, grayscale: bool = False, **options: Any
     ) -> None:
         self.size = _check_size(image_size)
+        if not isinstance(grayscale, bool):
+            raise ValueError(f"grayscale={grayscale!r} is invalid; allowed: True or False")
         self.image_size, self.grayscale = image_size, grayscale
         self.nominal_shape = (1 if grayscale else 3, *self.size)
         super().__init__(**options)
@@ -97,9 +100,10 @@ def _check_size(size: Any) -> tuple[int, int]:
         else ()
     )
     if len(pair) != 2 or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 4 for s in pair
+        isinstance(s, int) and not isinstance(s, bool) and 4 <= s <= MAX_SIDE for s in pair
     ):
         raise ValueError(
-            f"image_size={size!r} is invalid; allowed: an integer >= 4 or (height, width)"
+            f"image_size={size!r} is invalid; allowed: an integer in [4, {MAX_SIDE}] "
+            "or (height, width)"
         )
     return (int(pair[0]), int(pair[1]))

@@ -17,6 +17,7 @@ from datamodules._registry import register_datamodule
 from datamodules.base import ArrayDataModule, Arrays
 
 DATA_SEED = 1234
+MAX_POINTS = 10**7  # a point set that still fits in memory many times over
 
 
 class PointSet(ArrayDataModule):
@@ -49,6 +50,8 @@ class PointSet(ArrayDataModule):
 def _check_points(n_samples: object, noise: object) -> None:
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 20:
         raise ValueError(f"n_samples={n_samples!r} is invalid; allowed: an integer >= 20")
+    if n_samples > MAX_POINTS:
+        raise ValueError(f"n_samples={n_samples!r} is invalid; allowed: at most {MAX_POINTS}")
     if not isinstance(noise, int | float) or isinstance(noise, bool) or not 0 <= noise < math.inf:
         raise ValueError(f"noise={noise!r} is invalid; allowed: a number >= 0")
 

@@ -235,6 +235,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
 }
 
 
+def one_line(exc: BaseException) -> str:
+    """The error as one line of plain text: a config key may hold newlines, control characters
+    or rich markup (`[/x]`), which must neither break the line nor be read as markup."""
+    from rich.markup import escape
+
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(exc))
+    return escape(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -242,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, console)
     except (ConfigError, StorageError, ResultError, UsageError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         from studies.workers import WORKER_ENV

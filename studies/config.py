@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 DEFAULT_STORAGE = "sqlite:///runs/studies.db"
+MAX_SEED = 2**32 - 1
 AUGMENT_KEYS = ("rotation", "flip", "zoom", "shift", "noise", "p")
 
 
@@ -97,7 +98,7 @@ class Pruner(Strict):
 
 class Sampler(Strict):
     name: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
-    seed: int | None = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = 0  # numpy's 32-bit seeds
 
 
 class Wandb(Strict):
@@ -157,9 +158,20 @@ class StudyConfig(Strict):
     trials: Annotated[int, Field(ge=1, le=100_000)] = 20
     timeout: Annotated[float, Field(gt=0)] | None = None
     storage: str = DEFAULT_STORAGE
-    seed: int = 0
+    # Trial n trains with seed + n: room left below numpy's 2**32 for 100_000 trials.
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     wandb: Wandb = Wandb()
     runs_dir: str = "runs"
+
+    @model_validator(mode="after")
+    def _pruner_fits_the_epochs(self) -> StudyConfig:
+        if self.pruner.name == "hyperband" and self.pruner.min_resource > self.trainer.max_epochs:
+            raise ValueError(
+                f"pruner.min_resource={self.pruner.min_resource} is more than "
+                f"trainer.max_epochs={self.trainer.max_epochs}: Hyperband would never prune; "
+                "allowed: min_resource <= max_epochs"
+            )
+        return self
 
     @property
     def study_dir(self) -> Path:

@@ -160,13 +160,14 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
 def _dry_params(search: dict[str, Param]) -> list[tuple[str | None, dict[str, Any]]]:
     """(varied key, parameters) that reach every candidate value once, `when:` satisfied.
 
-    The first set varies nothing and leaves conditional dimensions out, as a trial whose
-    conditions fail does, so the config's fixed values they would replace are built too.
+    The first set is the fixed values alone, as `studies train` builds them; the second varies
+    nothing and leaves conditional dimensions out, as a trial whose conditions fail does, so the
+    config's fixed values they would replace are built too.
     """
     first = {key: candidate_values(p)[0] for key, p in search.items()}
     base = {key: value for key, value in first.items() if not search[key].when}
-    sets: list[tuple[str | None, dict[str, Any]]] = [(None, base)]
-    seen = [base]
+    sets: list[tuple[str | None, dict[str, Any]]] = [(None, {}), (None, base)]
+    seen = [{}, base]
     for key, p in search.items():
         conditions = {k: v[0] if isinstance(v, list) else v for k, v in (p.when or {}).items()}
         for value in candidate_values(p):

@@ -137,11 +137,19 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
     A failure names the search value being tried (`search.<key>=<value>`), or the section
     (`model:`, `data:`) when the fixed values fail with every dimension at its first value.
     """
+    from pydantic import ValidationError
+
+    from studies.config import TrainerSection
     from studies.search import split_params
 
     for varied, params in _dry_params(cfg.search):
-        model_kw, data_kw, _ = split_params(cfg, params)
+        model_kw, data_kw, trainer_kw = split_params(cfg, params)
         where = f"search.{varied}={params[varied]!r}: " if varied else ""
+        if varied and varied.startswith("trainer."):  # the fixed ones passed the schema
+            try:
+                TrainerSection.model_validate(trainer_kw)
+            except ValidationError as exc:
+                raise fail(f"{where}{exc.errors()[0]['msg']}") from None
         try:
             dm = create_datamodule(cfg.data.name, seed=cfg.seed, **data_kw)
         except (ValueError, TypeError) as exc:

@@ -48,11 +48,19 @@ class Named(BaseModel):
 class TrainerSection(Strict):
     max_epochs: Annotated[int, Field(ge=1, le=1_000_000)] = 40
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int | Literal["auto"] = 1
+    devices: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     limit_train_batches: Annotated[float, Field(gt=0)] | None = None
     limit_val_batches: Annotated[float, Field(gt=0)] | None = None
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
     deterministic: bool = False
+
+    @field_validator("limit_train_batches", "limit_val_batches")
+    @classmethod
+    def _fraction_or_count(cls, v: float | None) -> float | None:
+        # Lightning's rule, checked at Trainer(): every trial would fail on it.
+        if v is not None and v > 1 and v != int(v):
+            raise ValueError("must be a fraction in (0, 1] or a whole number of batches")
+        return v
 
 
 class Objective(Strict):

@@ -53,7 +53,7 @@ class Tally:
         _TRIALS[fault] += count
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # stateless: hypothesis tests share it safely
 def tally() -> Tally:
     return Tally()
 

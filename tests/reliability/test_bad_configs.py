@@ -95,7 +95,8 @@ TOO_LARGE: dict[str, st.SearchStrategy[Any]] = {
 
 def wrong_type(key: str) -> st.SearchStrategy[Any]:
     if key in INTS:
-        return st.one_of(WORD, OTHER_TYPES, st.floats(0.1, 9.9), NON_FINITE)
+        fractions = st.floats(0.1, 9.9).filter(lambda x: x != int(x))  # 1.0 is an int to YAML
+        return st.one_of(WORD, OTHER_TYPES, fractions, NON_FINITE)
     if key in FLOATS:
         return st.one_of(WORD, OTHER_TYPES, NON_FINITE)
     if key in FLAGS:

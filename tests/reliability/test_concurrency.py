@@ -18,7 +18,7 @@ from studies._budget import WORKER_ATTR
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY, Tally, as_sets, assert_nothing_lost, load
 
-WORKERS, TARGET = 4, 8
+WORKERS, TARGET = 4, 6
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,8 @@ def kill_one_worker_while_another_runs(url: str, cwd: Path) -> subprocess.Comple
 @pytest.mark.parametrize(
     "scheme",
     [
-        "sqlite",
+        # ~20 s each; test_workers.py's kill-and-rerun on SQLite stays in the default run
+        pytest.param("sqlite", marks=pytest.mark.slow),
         pytest.param("journal", marks=pytest.mark.slow),
         pytest.param("postgresql", marks=[pytest.mark.slow, pytest.mark.postgres]),
     ],

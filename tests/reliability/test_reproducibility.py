@@ -16,7 +16,7 @@ from studies.__main__ import main
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY, Tally, as_sets, load
 
-TRIALS = 3
+TRIALS = 2
 MEASURED = {"seconds", "worker", "checkpoint"}  # the clock, the pid, the run's own folder
 
 

@@ -171,16 +171,6 @@ class StudyConfig(Strict):
     wandb: Wandb = Wandb()
     runs_dir: str = "runs"
 
-    @model_validator(mode="after")
-    def _pruner_fits_the_epochs(self) -> StudyConfig:
-        if self.pruner.name == "hyperband" and self.pruner.min_resource > self.trainer.max_epochs:
-            raise ValueError(
-                f"pruner.min_resource={self.pruner.min_resource} is more than "
-                f"trainer.max_epochs={self.trainer.max_epochs}: Hyperband would never prune; "
-                "allowed: min_resource <= max_epochs"
-            )
-        return self
-
     @property
     def study_dir(self) -> Path:
         return Path(self.runs_dir) / self.name

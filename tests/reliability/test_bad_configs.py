@@ -83,7 +83,6 @@ TOO_LARGE: dict[str, st.SearchStrategy[Any]] = {
     "model.channels": HUGE.map(lambda n: [4, n]),
     "model.hidden": HUGE.map(lambda n: [n]),
     "model.kernel_size": HUGE.map(lambda n: n + 1 - n % 2),
-    "pruner.min_resource": st.integers(min_value=2),  # beyond trainer.max_epochs (1)
     "search.data.batch_size": HUGE.map(lambda n: {"int": [1, n]}),
     "search.model.dropout": st.floats(1.0, 1e308).map(lambda x: {"float": [0.0, x]}),
     # out of range rather than too large: Lightning reads a float > 1 as a count of batches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,11 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
+
+# Ctrl-C is under test (tests/reliability, benchmarks): a suite started in the background of a
+# non-interactive shell inherits SIGINT as ignored, and so would every study process it starts.
+# Python's own handler here gives in-process tests KeyboardInterrupt and their children SIG_DFL.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "studies" / "configs" / "default.yaml"

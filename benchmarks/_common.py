@@ -160,7 +160,9 @@ def run_study_process(
         cmd = study_command(config, url, trials=trials, args=args)
         env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
         started, start = time.time(), time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, preexec_fn=_sigint_default
+        )
         rss: list[tuple[float, int]] = []
         peak, last_check, interrupted = 0, start, False
         while proc.poll() is None:
@@ -184,6 +186,12 @@ def run_study_process(
             raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
         trials_done = _stored_trials(url, config)
     return StudyRun(trials_done, wall, rss, peak, started)
+
+
+def _sigint_default() -> None:
+    """In the child: take SIGINT back from SIG_IGN (inherited from a background launch), so
+    the study can be stopped with Ctrl-C's signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stored_trials(url: str, config: Path) -> list[Any]:

@@ -25,13 +25,13 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from datamodules import datamodule_options
+from datamodules import datamodule_options, list_datamodules
 from studies.__main__ import main
 from studies.config import AUGMENT_KEYS, StudyConfig, TrainerSection
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import Tally, cli_env
 from tests.reliability.test_runs_dir import no_study_in
-from zoo import model_hparams
+from zoo import list_models, model_hparams
 
 BASE: dict[str, Any] = {
     **yaml.safe_load(DEFAULT_CONFIG.read_text()),
@@ -62,8 +62,8 @@ CHOICES = {
     "pruner.name": ("median", "hyperband", "none"),
     "sampler.name": ("tpe", "random", "grid", "cmaes"),
     "wandb.mode": ("online", "offline", "disabled"),
-    "model.name": ("cnn", "fnn", "linear", "rnn"),
-    "data.name": ("digits",),  # another dataset's name may be valid: only the unicode ones
+    "model.name": tuple(list_models()),  # any registered name might build: none of them
+    "data.name": tuple(list_datamodules()),  # (an online dataset would start a download)
     "model.optimizer": ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"),
     "model.activation": ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "abs", "identity"),
     "model.scheduler": ("none", "step", "cosine", "plateau", "piecewise"),
@@ -160,7 +160,7 @@ def unknown_search_key(draw: st.DrawFn) -> dict[str, Any]:
     raw = copy.deepcopy(BASE)
     section = draw(st.sampled_from(["model", "data", "trainer", "data.augment", "", "x"]))
     known = {**ALLOWED_KEYS, "": set(), "x": set()}[section]
-    name = draw(UNICODE.filter(lambda k: k not in known))
+    name = draw(UNICODE.filter(lambda k: k not in known and "." not in k))
     raw["search"][f"{section}.{name}" if section else name] = {"float": [0.0, 0.5]}
     return raw
 

@@ -70,7 +70,8 @@ def test_sigint_at_each_stage_fails_that_trial_and_each_rerun_resumes(
     tmp_path: Path, tally: Tally
 ) -> None:
     """One study, interrupted at each stage in turn and rerun after each: nothing is lost."""
-    cfg = load_config(DEFAULT_CONFIG, overrides=[*TINY, f"runs_dir={tmp_path / 'runs'}"])
+    overrides = [*TINY, f"runs_dir={tmp_path / 'runs'}", "pruner.name=none"]  # reach each stage
+    cfg = load_config(DEFAULT_CONFIG, overrides=overrides)
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     quiet: dict[str, Any] = {"show_progress": False, "wandb": "disabled", "console": _silent()}
     for number, stage in enumerate(STAGES):

@@ -98,27 +98,15 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from studies.study import print_summary, run_study
-
     cfg = load_config(args.config, overrides=args.overrides)
-    from studies.workers import ScalingError, run_scaled, wants_scaling
+    from studies.workers import ScalingError, run_alone, run_scaled, wants_scaling
 
     if wants_scaling(args, cfg):  # --workers, --devices-per-trial, torchrun/SLURM, or a worker
         try:
             return run_scaled(cfg, args, console)
         except ScalingError as exc:
             raise UsageError(str(exc)) from None
-    outcome = run_study(
-        cfg,
-        storage=args.storage,
-        trials=args.trials,
-        timeout=args.timeout,
-        wandb=args.wandb,
-        console=console,
-        show_progress=not args.no_progress,
-    )
-    print_summary(outcome, cfg, console)
-    return 0
+    return run_alone(cfg, args, console)
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:

@@ -103,11 +103,12 @@ def run_scaled(cfg: StudyConfig, args: argparse.Namespace, console: Console) -> 
         )
         return 0
     if args.workers == 1 and (args.devices_per_trial or 1) == 1:  # alone here, not on the server
-        return _run_alone(own_sampler_seed(cfg, None), args, console)
+        return run_alone(own_sampler_seed(cfg, None), args, console)
     return launch(cfg, args, console)
 
 
-def _run_alone(cfg: StudyConfig, args: argparse.Namespace, console: Console) -> int:
+def run_alone(cfg: StudyConfig, args: argparse.Namespace, console: Console) -> int:
+    """`run` as one process: the study, then its summary."""
     from studies.study import print_summary, run_study
 
     outcome = run_study(

@@ -176,8 +176,7 @@ def run_study_process(
                 last_check = now
                 timed_out = timed_out or stop(_stored_trials(url, config))
             if timed_out:  # Ctrl-C: the study finishes its bookkeeping and exits
-                proc.send_signal(signal.SIGINT)
-                proc.wait()
+                _interrupt(proc)
                 interrupted = True
                 break
             time.sleep(poll_s)
@@ -192,6 +191,17 @@ def _sigint_default() -> None:
     """In the child: take SIGINT back from SIG_IGN (inherited from a background launch), so
     the study can be stopped with Ctrl-C's signal."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _interrupt(proc: subprocess.Popen[bytes], grace_s: float = 60) -> None:
+    """SIGINT, as Ctrl-C; SIGTERM, then SIGKILL, if the study has not exited after `grace_s`."""
+    for send in (lambda: proc.send_signal(signal.SIGINT), proc.terminate, proc.kill):
+        send()
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _stored_trials(url: str, config: Path) -> list[Any]:

@@ -57,7 +57,7 @@ def time_to_goal(*, budget_s: float, quick: bool = False) -> dict[str, Any]:
 
 
 def figures(*, quick: bool = False) -> list[Figure]:
-    budget = 60.0 if quick else 300.0
+    budget = 60.0 if quick else 240.0
     run = make_study(quick=quick)
     best = best_trial(run)
     test_acc = best.user_attrs.get("test/acc", float("nan")) if best is not None else float("nan")
@@ -103,7 +103,7 @@ def command_of(quick: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds for the mnist1d run")
+    parser.add_argument("--budget", type=float, default=240.0, help="seconds for the mnist1d run")
     args = parser.parse_args()
     run = make_study(quick=args.quick)
     best = best_trial(run)

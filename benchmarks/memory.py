@@ -38,7 +38,7 @@ def rss_per_trial(run: StudyRun) -> list[int]:
 
 def measure(*, trials: int = 30, quick: bool = False) -> dict[str, Any]:
     # The default config's own pruner: the pruning benchmark's run when both run in one process.
-    run = pruning.study("hyperband", trials=trials, quick=quick)
+    run = pruning.study("median", trials=trials, quick=quick)
     per_trial = rss_per_trial(run)
     fitted = per_trial[WARM_UP:] if len(per_trial) > WARM_UP + 1 else per_trial
     slope = statistics.linear_regression(range(len(fitted)), fitted).slope if len(fitted) > 1 else 0

@@ -39,10 +39,12 @@ def study(pruner: str, *, trials: int, quick: bool = False) -> StudyRun:
 def summary(run: StudyRun) -> dict[str, Any]:
     done = finished(run)
     values = [t.value for t in done if t.value is not None]
+    pruned = [t for t in done if t.state.name == "PRUNED"]
     return {
         "trials": len(done),
-        "pruned": sum(t.state.name == "PRUNED" for t in done),
+        "pruned": len(pruned),
         "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in done),
+        "pruned epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in pruned),
         "wall": run.wall,
         "best": max(values) if values else float("nan"),
     }
@@ -74,8 +76,8 @@ def figures(*, quick: bool = False) -> list[Figure]:
         rows += [
             Figure(
                 "pruning",
-                f"`{pruner}`: training epochs of {trials} trials ({r['pruned']} pruned), "
-                "`none` / ours",
+                f"`{pruner}`: training epochs of {trials} trials, `none` / ours; "
+                f"{r['pruned']} pruned trials ran {r['pruned epochs']} of them",
                 str(r["epochs"]),
                 str(none["epochs"]),
                 saved,
@@ -112,7 +114,7 @@ def main() -> None:
     for name, r in result.items():
         print(
             f"{name:<10} {r['trials']:>6} {r['pruned']:>6} {r['epochs']:>6} {r['wall']:>7.1f} "
-            f"{r['best']:>7.4f}"
+            f"{r['best']:>7.4f}  (pruned trials: {r['pruned epochs']} epochs)"
         )
 
 

@@ -37,7 +37,7 @@ def augmentation_figures(*, quick: bool = False) -> list[Figure]:
 
 
 def workers_figures(*, quick: bool = False) -> list[Figure]:
-    trials, ddp_trials, repeats = (4, 2, 1) if quick else (16, 6, 2)
+    trials, ddp_trials, repeats = (4, 2, 1) if quick else (10, 4, 2)
     runs = {n: partial(workers.measure, trials=trials, workers=n) for n in (1, 2)}
     samples = alternate(runs, repeats)
     rate = {n: median([r["trials/min"] for r in rs]) for n, rs in samples.items()}

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -31,18 +32,24 @@ TARGET = 1.6
 
 
 def measure(
-    *, trials: int, workers: int = 1, devices_per_trial: int = 1, threads: int | None = None
+    *,
+    trials: int,
+    workers: int = 1,
+    devices_per_trial: int = 1,
+    threads: int | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, float]:
     """Run the default study to `trials` finished trials; its throughput figures.
 
     `threads` fixes a single process's torch threads (OMP_NUM_THREADS); workers get theirs from
-    `--workers` (cores / workers each).
+    `--workers` (cores / workers each). `overrides` are `--set` items (e.g. `pruner.name=none`).
     """
     with tempfile.TemporaryDirectory(prefix="regzoo-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'studies.db'}"
         command = [sys.executable, "-m", "studies", "run", str(CONFIG), "--storage", url]
         command += ["--trials", str(trials), "--workers", str(workers), "--wandb", "disabled"]
         command += ["--devices-per-trial", str(devices_per_trial), "--no-progress"]
+        command += [arg for item in overrides for arg in ("--set", item)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         if threads is not None:
             env["OMP_NUM_THREADS"] = str(threads)

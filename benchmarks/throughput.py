@@ -5,7 +5,7 @@ there is one), at batch sizes 64 to 4096.
     .venv/bin/python -m benchmarks.throughput [--samples N] [--batch-sizes 64 256 ...]
     REGZOO_BENCH_TINY=1 .venv/bin/python -m benchmarks.throughput    # seconds: a smoke test
 
-The data are the digits repeated to `--samples` training samples (8192 on CPU, 131072 on a GPU;
+The data are the digits repeated to `--samples` training samples (16384 on CPU, 131072 on a GPU;
 normalized as the default study does), so even a 4096 batch leaves several steps per epoch.
 Training batches only; the sides alternate, each fit's first epoch is a warm-up, medians over
 the rest. The ratio is regzoo's throughput over the hand-written loop's: where per-step costs
@@ -84,8 +84,8 @@ def settings(quick: bool) -> Settings:
     if quick:
         return Settings(samples=4096, batch_sizes=(64, 4096), repeats=1, epochs=1)
     # A GPU takes a 4096 batch in a few milliseconds: more samples keep an epoch measurable.
-    samples = 131072 if torch.cuda.is_available() else 8192
-    return Settings(samples=samples, batch_sizes=BATCH_SIZES, repeats=2, epochs=2)
+    samples = 131072 if torch.cuda.is_available() else 16384
+    return Settings(samples=samples, batch_sizes=BATCH_SIZES, repeats=3, epochs=2)
 
 
 def figures(*, quick: bool = False) -> list[Figure]:

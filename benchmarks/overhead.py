@@ -2,7 +2,7 @@
 `Classifier`, the datamodule, a Lightning Trainer) against a hand-written PyTorch loop over the
 same tensors, the same network and the same optimizer.
 
-    .venv/bin/python -m benchmarks.overhead [--repeats 5] [--epochs 3] [--profile]
+    .venv/bin/python -m benchmarks.overhead [--repeats 6] [--epochs 4] [--profile | --breakdown]
 
 An epoch is the training batches and one pass over the validation split, with the training
 loss and accuracy accumulated, as both sides do in a study. Each fit's first epoch is a warm-up
@@ -32,9 +32,11 @@ from benchmarks._common import TINY, Figure, alternate, command, fmt, median
 from datamodules import create_datamodule
 from datamodules.base import ArrayDataModule
 from zoo import Classifier, create_model
+from zoo.cnn import CNN
 
 TARGET = 1.10
 BATCH_SIZE = 64
+MODEL: dict[str, Any] = {"channels": (16, 32), "hidden": (64,)}  # the default study's cnn
 Clock = tuple[float, float]  # (wall, CPU) seconds
 
 
@@ -74,13 +76,7 @@ def setup(
         else create_datamodule("digits", batch_size=BATCH_SIZE, normalize="standard")
     )
     dm.setup()  # loading and splitting are not part of an epoch
-    model = create_model(
-        "cnn",
-        input_shape=dm.input_shape,
-        num_classes=dm.num_classes,
-        channels=(16, 32),
-        hidden=(64,),
-    )
+    model = create_model("cnn", input_shape=dm.input_shape, num_classes=dm.num_classes, **MODEL)
     return dm, model
 
 
@@ -117,12 +113,14 @@ def regzoo_epochs(
     bare: bool = False,
     validate: bool = True,
     make_dm: Callable[[], ArrayDataModule] | None = None,
+    make_model: Callable[[ArrayDataModule], Classifier] | None = None,
     profiler: Any = None,
 ) -> list[Clock]:
     """Fit for 1 + `epochs` epochs through regzoo (with `bare`, the network in a bare
     LightningModule; without `validate`, training batches only); the times of all but the
     first."""
     dm, classifier = setup(make_dm)
+    classifier = make_model(dm) if make_model else classifier
     model: L.LightningModule = BareModule(classifier.net) if bare else classifier
     timer = EpochTimer()
     callbacks: list[L.Callback] = [timer]
@@ -245,6 +243,70 @@ def figures(*, quick: bool = False) -> list[Figure]:
     return rows
 
 
+class _NoMetrics(CNN):
+    """The Classifier without its metrics: loss only, nothing logged."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], i: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], i: int) -> None:
+        x, y = batch
+        F.cross_entropy(self(x), y)
+
+    def on_train_epoch_end(self) -> None: ...
+
+    def on_validation_epoch_end(self) -> None: ...
+
+
+class _OneGroup(_NoMetrics):
+    """... and one optimizer parameter group instead of decayed and undecayed weights."""
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class _NoHooks(_OneGroup):
+    """... and none of the Classifier's per-step hooks (Lightning skips hooks not overridden)."""
+
+    on_before_optimizer_step = L.LightningModule.on_before_optimizer_step
+    configure_gradient_clipping = L.LightningModule.configure_gradient_clipping
+
+
+def breakdown(*, repeats: int = 6, epochs: int = 4) -> None:
+    """Take the Classifier's parts away one at a time, down to a bare LightningModule: what
+    each costs per epoch, all sides alternating in this process."""
+
+    def fit(cls: type[Classifier] | None = None, bare: bool = False) -> Callable[[], list[Clock]]:
+        def make_model(dm: ArrayDataModule) -> Classifier:
+            L.seed_everything(0, verbose=False)
+            assert cls is not None
+            return cls(
+                input_shape=dm.input_shape,
+                num_classes=dm.num_classes,
+                **MODEL,
+            )
+
+        return lambda: regzoo_epochs(epochs, bare=bare, make_model=make_model if cls else None)
+
+    runs = {
+        "hand-written": lambda: hand_epochs(epochs),
+        "regzoo": fit(),
+        "- torchmetrics": fit(_NoMetrics),
+        "- 2nd param group": fit(_OneGroup),
+        "- hook overrides": fit(_NoHooks),
+        "bare LightningModule": fit(bare=True),
+    }
+    for run in runs.values():  # warm-up
+        run()
+    samples = alternate(runs, repeats)
+    hand = median([t[0] for run in samples["hand-written"] for t in run])
+    print(f"{'side':<22} {'wall ms':>8} {'× hand':>7}")
+    for name, runs_ in samples.items():
+        wall = median([t[0] for run in runs_ for t in run])
+        print(f"{name:<22} {1e3 * wall:8.1f} {wall / hand:7.2f}")
+
+
 def profile(epochs: int = 5) -> None:
     """cProfile over a regzoo fit: own time grouped by package, then the top functions."""
     import cProfile
@@ -280,11 +342,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per fit")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="cProfile a regzoo fit instead")
+    parser.add_argument("--breakdown", action="store_true", help="what each part costs instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.profile:
         profile()
+        return
+    if args.breakdown:
+        breakdown(repeats=args.repeats, epochs=args.epochs)
         return
     result = measure(repeats=args.repeats, epochs=args.epochs)
     hand = result["hand-written"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from datamodules import create_datamodule, datamodule_options, list_datamodules
+from datamodules import AUGMENT_KEYS, create_datamodule, datamodule_options, list_datamodules
 from studies.config import is_number
 from studies.search import REGULARIZATION, REGULARIZATIONS
 from zoo import create_model, list_models, model_hparams
@@ -17,7 +17,7 @@ MODEL_SET_BY_DATA = {"input_shape", "num_classes"}
 
 
 def check_references(cfg: StudyConfig, *, source: str) -> None:
-    from studies.config import AUGMENT_KEYS, ConfigError, TrainerSection
+    from studies.config import ConfigError, TrainerSection
 
     def fail(msg: str) -> ConfigError:
         return ConfigError(f"{source}: {msg}")

@@ -23,7 +23,6 @@ from pydantic import (
 
 DEFAULT_STORAGE = "sqlite:///runs/studies.db"
 MAX_SEED = 2**32 - 1
-AUGMENT_KEYS = ("rotation", "flip", "zoom", "shift", "noise", "p")
 
 
 class ConfigError(ValueError):

@@ -25,9 +25,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from datamodules import datamodule_options, list_datamodules
+from datamodules import AUGMENT_KEYS, datamodule_options, list_datamodules
 from studies.__main__ import main
-from studies.config import AUGMENT_KEYS, StudyConfig, TrainerSection
+from studies.config import StudyConfig, TrainerSection
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import Tally, cli_env
 from tests.reliability.test_runs_dir import no_study_in

@@ -74,10 +74,18 @@ def curves(
         ax.plot(rec.curves.epoch, values, color=color(i), lw=1.1, label=label)
     if log:
         ax.set_yscale("log")
+    epoch_axis(ax, title)
+
+
+def epoch_axis(ax: Axes, title: str, *, grid: bool = True, legend: bool = False) -> None:
+    """The look every per-epoch panel shares: small title, "epoch" on x, light grid."""
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("epoch", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
+    if grid:
+        ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
 
 
 Panel = Callable[[Axes, list[TrialRecord]], None]

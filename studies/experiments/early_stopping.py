@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from studies.experiments._course import GLYPH, course_config
-from studies.experiments._plots import boundaries_and_curves, color
+from studies.experiments._plots import boundaries_and_curves, color, epoch_axis
 from studies.experiments._probes import BoundaryProbe
 from studies.experiments._records import ExperimentRun, TrialRecord
 from studies.experiments._spec import Experiment, Row, Setting
@@ -69,11 +69,7 @@ def stop_panel(ax: Axes, records: list[TrialRecord], rows: list[Row]) -> None:
     ax.axvline(best, color=color(1), ls="--", lw=1.0, label=f"best epoch {best}")
     ax.axvline(stop, color=color(1), ls=":", lw=1.0, label=f"stopped at {stop}")
     ax.set_yscale("log")
-    ax.set_title("validation loss, full run", fontsize=9)
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    epoch_axis(ax, "validation loss, full run", legend=True)
 
 
 def figure(run: ExperimentRun, rows: list[Row]) -> Figure:

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from studies.config import StudyConfig
 from studies.experiments._course import QUICK, course_config, loss_table
-from studies.experiments._plots import boundaries_and_curves, color
+from studies.experiments._plots import boundaries_and_curves, color, epoch_axis
 from studies.experiments._probes import BoundaryProbe, WeightProbe
 from studies.experiments._records import ExperimentRun, TrialRecord
 from studies.experiments._spec import Experiment, Row, Setting
@@ -52,10 +52,7 @@ def moved_panel(ax: Axes, records: list[TrialRecord]) -> None:
         moved = rec.arrays("weights.npz")["moved"][:, 0]  # (epochs + 1,) first layer
         ax.plot(np.arange(len(moved)), moved, color=color(i), lw=1.1)
     ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_title("hidden weights: ‖W₁ − W₁(0)‖", fontsize=9)
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
+    epoch_axis(ax, "hidden weights: ‖W₁ − W₁(0)‖")
 
 
 def figure(run: ExperimentRun, rows: list[Row]) -> Figure:

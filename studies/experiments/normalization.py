@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from studies.config import StudyConfig
 from studies.experiments._course import FULL_BATCH, QUICK, course_config
-from studies.experiments._plots import PANEL, color, curves
+from studies.experiments._plots import PANEL, color, curves, epoch_axis
 from studies.experiments._probes import GradNormProbe
 from studies.experiments._records import ExperimentRun
 from studies.experiments._spec import Experiment, Row, Setting
@@ -56,11 +56,7 @@ def figure(run: ExperimentRun, rows: list[Row]) -> Figure:
         norms = np.load(rec.file("grad_norms.npy"))
         grads.plot(np.arange(1, len(norms) + 1), norms, color=color(i), lw=1.1, label=rec.label)
     grads.set_yscale("log")
-    grads.set_title("gradient norm (per epoch)", fontsize=9)
-    grads.set_xlabel("epoch", fontsize=8)
-    grads.tick_params(labelsize=7)
-    grads.grid(alpha=0.3)
-    grads.legend(fontsize=7)
+    epoch_axis(grads, "gradient norm (per epoch)", legend=True)
     fig.suptitle(EXPERIMENT.title, fontsize=10)
     return fig
 

@@ -17,7 +17,7 @@ from studies.experiments._course import (
     course_config,
     loss_table,
 )
-from studies.experiments._plots import boundaries_and_curves, color
+from studies.experiments._plots import boundaries_and_curves, color, epoch_axis
 from studies.experiments._probes import BoundaryProbe, LrProbe
 from studies.experiments._records import ExperimentRun, TrialRecord
 from studies.experiments._spec import Experiment, Row, Setting
@@ -70,10 +70,7 @@ def lr_panel(ax: Axes, records: list[TrialRecord]) -> None:
         lr = np.load(rec.file("lr.npy"))
         ax.plot(np.arange(1, len(lr) + 1), lr, color=color(i), lw=1.1)
     ax.set_yscale("log")
-    ax.set_title("learning rate", fontsize=9)
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
+    epoch_axis(ax, "learning rate")
 
 
 def figure(run: ExperimentRun, rows: list[Row]) -> Figure:

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from studies.config import StudyConfig
 from studies.experiments._course import QUICK, course_config
-from studies.experiments._plots import boundaries_and_curves
+from studies.experiments._plots import boundaries_and_curves, epoch_axis
 from studies.experiments._probes import BoundaryProbe, TrajectoryProbe
 from studies.experiments._records import ExperimentRun, TrialRecord
 from studies.experiments._spec import Experiment, Row, Setting
@@ -65,11 +65,7 @@ def distance_panel(ax: Axes, run: ExperimentRun) -> None:
         relative = distances(run, opt)[1:]
         ax.plot(np.arange(1, len(relative) + 1), relative, color=f"C{2 * i}", label=opt)
     ax.set_yscale("log")
-    ax.set_title("‖θ_L2 − θ_decay‖ / ‖θ_L2‖", fontsize=9)
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    epoch_axis(ax, "‖θ_L2 − θ_decay‖ / ‖θ_L2‖", legend=True)
 
 
 def figure(run: ExperimentRun, rows: list[Row]) -> Figure:

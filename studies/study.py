@@ -14,6 +14,7 @@ from rich.table import Table
 
 from studies import tracking
 from studies._budget import TrialBudget
+from studies._gc import CollectAfterTrial
 from studies._preflight import check_runs_dir
 from studies._signals import InterruptOnce
 from studies.config import StudyConfig
@@ -123,8 +124,12 @@ def _optimize(
             n_trials=None,
             timeout=timeout,
             catch=(Exception,),
-            gc_after_trial=True,
-            callbacks=[_StopOnFailures(MAX_CONSECUTIVE_FAILURES), report, budget],
+            callbacks=[
+                CollectAfterTrial(),
+                _StopOnFailures(MAX_CONSECUTIVE_FAILURES),
+                report,
+                budget,
+            ],
         )
 
 

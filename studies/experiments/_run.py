@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from studies import tracking
+from studies._gc import CollectAfterTrial
 from studies.config import StudyConfig, validate_config
 from studies.experiments._plots import save_png
 from studies.experiments._records import ExperimentRun, TrialRecord, read_curves
@@ -123,12 +125,13 @@ def _train_missing(
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         console.print(trial_line(trial, metric))
 
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [CollectAfterTrial(), report]
     missing = _missing(study, factor, configs, seeds)
     if missing and not sampler.is_exhausted(study):
-        study.optimize(objective, n_trials=len(missing), callbacks=[report], gc_after_trial=True)
+        study.optimize(objective, n_trials=len(missing), callbacks=callbacks)
     for params in _missing(study, factor, configs, seeds):
         study.enqueue_trial(params)
-        study.optimize(objective, n_trials=1, callbacks=[report], gc_after_trial=True)
+        study.optimize(objective, n_trials=1, callbacks=callbacks)
 
 
 def _config(exp: Experiment, setting: Setting, quick: bool) -> StudyConfig:

@@ -1,6 +1,7 @@
 """Study throughput with more worker processes, and with DDP trials: the default study on CPU.
 
     .venv/bin/python -m benchmarks.workers [--trials 20] [--ddp-trials 6]
+    .venv/bin/python -m benchmarks.workers --profile [--trials 20]   # where the time goes (py-spy)
 
 Runs `python -m studies run studies/configs/default.yaml` (W&B off, a fresh SQLite storage in a
 temporary folder) with 1 worker, with 2 workers, and with 1 worker whose trials train with DDP on
@@ -15,10 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,11 +42,13 @@ def measure(
     devices_per_trial: int = 1,
     threads: int | None = None,
     overrides: Sequence[str] = (),
+    profile_to: Path | None = None,
 ) -> dict[str, float]:
     """Run the default study to `trials` finished trials; its throughput figures.
 
     `threads` fixes a single process's torch threads (OMP_NUM_THREADS); workers get theirs from
     `--workers` (cores / workers each). `overrides` are `--set` items (e.g. `pruner.name=none`).
+    `profile_to`: run it under py-spy, writing raw stacks there (see `profile`).
     """
     with tempfile.TemporaryDirectory(prefix="regzoo-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'studies.db'}"
@@ -53,8 +59,19 @@ def measure(
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         if threads is not None:
             env["OMP_NUM_THREADS"] = str(threads)
+        if profile_to is not None:  # every process's Python stacks, waiting ones included
+            spy = [str(_py_spy()), "record", "--subprocesses", "--idle", "--threads"]
+            spy += ["--format", "raw", "--rate", str(PROFILE_RATE), "-o", str(profile_to), "--"]
+            command = spy + command
         start = time.perf_counter()
-        subprocess.run(command, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            command,
+            cwd=tmp,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if profile_to is not None else None,
+        )
         wall = time.perf_counter() - start
         study = optuna.load_study(study_name="cnn-digits", storage=url)
         done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -91,11 +108,109 @@ def run(*, trials: int = 20, ddp_trials: int = 6) -> dict[str, dict[str, float]]
     return figures
 
 
+PROFILE_RATE = 100  # samples per second and thread
+
+# What a trial-running process's main thread was doing: the activity of the innermost frame
+# whose file matches (py-spy's frames are "function (path:line)", root first; paths are
+# relative to sys.path), so an import inside a fit counts as an import, a forward as compute.
+ACTIVITIES = (
+    ("imports", ("<frozen importlib",)),
+    ("waiting for a trial slot", ("studies/_budget.py",)),
+    ("sampling (TPE)", ("optuna/samplers/",)),
+    ("pruning decision", ("optuna/pruners/",)),
+    ("storage (SQLite)", ("optuna/storages/", "sqlalchemy/", "sqlite3/")),
+    ("forward, backward, optimizer step", ("torch/nn/", "torch/autograd/", "torch/optim/")),
+    ("torchmetrics", ("torchmetrics/",)),
+    ("data loading", ("torch/utils/data/",)),
+    ("Lightning: loop, hooks, checkpoint, logging", ("lightning/", "lightning_fabric/")),
+    ("regzoo: trial set-up, callbacks, records", ("studies/", "zoo/", "datamodules/")),
+)
+OTHER = "other"
+FRAME_FILE = re.compile(r"\((.*):\d+\)$")
+
+
+def classify(stack: str) -> str:
+    """The activity of a `;`-joined stack, root first."""
+    for frame in reversed(stack.split(";")):
+        found = FRAME_FILE.search(frame)
+        path = found.group(1) if found else frame
+        for name, marks in ACTIVITIES:
+            if path.startswith(marks):
+                return name
+    return OTHER
+
+
+def read_profile(path: Path) -> dict[str, float]:
+    """Seconds of main-thread time per activity, summed over the processes that ran trials.
+
+    A raw line is `process PID:"cmd";thread (TID);frame;...;frame COUNT`, with the parents'
+    `process PID:"cmd";` before it for a subprocess. Only main threads
+    count, and only processes that trained (the `--workers` parent waits for its children).
+    """
+    per_process: dict[str, Counter[str]] = {}
+    trained: set[str] = set()
+    line = re.compile(
+        r'^(?:process \d+:"[^"\n]*";)*process (\d+):"[^"\n]*";thread \((\d+)\)[^;]*;(.*) (\d+)$',
+        re.M,
+    )
+    for match in line.finditer(path.read_text(errors="replace")):
+        pid, tid, stack, count = match.group(1), match.group(2), match.group(3), match.group(4)
+        if tid != pid:  # a Linux main thread's id is its process's
+            continue
+        if "Trainer.fit (" in stack:  # not the parent, which imports Lightning too
+            trained.add(pid)
+        per_process.setdefault(pid, Counter())[classify(stack)] += int(count)
+    seconds: Counter[str] = Counter()
+    for pid in trained:
+        seconds.update(per_process[pid])
+    return {name: n / PROFILE_RATE for name, n in seconds.items()}
+
+
+def profile(*, trials: int = 20, overrides: Sequence[str] = ()) -> None:
+    """1 worker and 2 workers under py-spy: main-thread seconds per finished trial, summed
+    over the workers, by activity. Equal columns would mean a perfect 2x; the rows that grow
+    are what the second worker costs."""
+    runs = {}
+    kept = Path(tempfile.mkdtemp(prefix="regzoo-spy-"))  # the raw stacks stay, for a closer look
+    for workers in (1, 2):
+        out = kept / f"workers-{workers}.txt"
+        figures = measure(trials=trials, workers=workers, overrides=overrides, profile_to=out)
+        runs[workers] = (figures, read_profile(out))
+    names = [name for name, _ in ACTIVITIES] + [OTHER]
+    print(f"main-thread seconds per finished trial ({trials} trials), summed over workers")
+    print(f"{'activity':<42} {'1 worker':>9} {'2 workers':>9} {'ratio':>6}")
+    totals = {w: sum(spent.values()) / f["trials"] for w, (f, spent) in runs.items()}
+    for name in names:
+        one, two = (runs[w][1].get(name, 0.0) / runs[w][0]["trials"] for w in (1, 2))
+        if one or two:
+            ratio = f"{two / one:.2f}" if one else "-"
+            print(f"{name:<42} {one:>9.3f} {two:>9.3f} {ratio:>6}")
+    print(f"{'total':<42} {totals[1]:>9.3f} {totals[2]:>9.3f} {totals[2] / totals[1]:>6.2f}")
+    for w, (f, _) in runs.items():
+        print(
+            f"{w} worker(s): {f['trials/min']:.1f} trials/min, {f['epochs/min']:.0f} epochs/min "
+            f"(under py-spy, {PROFILE_RATE} samples/s)"
+        )
+    print(f"raw stacks (py-spy --format raw): {kept}")
+
+
+def _py_spy() -> Path:
+    found = shutil.which("py-spy") or Path(sys.executable).with_name("py-spy")
+    if not Path(found).exists():
+        raise SystemExit("py-spy is not installed: pip install py-spy (in the dev extra)")
+    return Path(found)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--ddp-trials", type=int, default=6)
+    parser.add_argument("--profile", action="store_true", help="py-spy 1 and 2 workers instead")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V")
     args = parser.parse_args()
+    if args.profile:
+        profile(trials=args.trials, overrides=args.overrides)
+        return
     figures = run(trials=args.trials, ddp_trials=args.ddp_trials)
     print(
         f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "

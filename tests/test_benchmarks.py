@@ -4,6 +4,7 @@ and the CLI and GPU script end to end at tiny settings (no timing is asserted)."
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from benchmarks._common import (
 )
 from benchmarks.memory import rss_per_trial
 from benchmarks.suite import SUITE
+from benchmarks.workers import measure, read_profile
 from tests.conftest import DEFAULT_CONFIG, REPO
 
 TINY_ENV = {**os.environ, "REGZOO_BENCH_TINY": "1", "PYTHONPATH": str(REPO)}
@@ -89,6 +91,23 @@ def test_study_process_samples_memory_and_stops_on_request() -> None:
     assert all(t.user_attrs["epochs"] == 1 for t in done)
     assert run.rss and run.peak_rss >= max(rss for _, rss in run.rss) > 0
     assert 1 <= len(rss_per_trial(run)) <= len(done)
+
+
+HAS_PY_SPY = shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists()
+
+
+@pytest.mark.skipif(not HAS_PY_SPY, reason="py-spy (the dev extra) is not installed")
+def test_workers_profile_puts_a_real_studys_main_thread_time_into_activities(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "spy.txt"
+    figures = measure(trials=2, overrides=["trainer.max_epochs=2"], profile_to=out)
+    spent = read_profile(out)
+    assert figures["trials"] == 2
+    assert spent["forward, backward, optimizer step"] > 0
+    assert spent["imports"] > 0
+    # one process's main thread, sampled waiting or not: about the command's wall time
+    assert 0.3 * figures["wall s"] < sum(spent.values()) <= figures["wall s"] + 1
 
 
 def test_cli_writes_the_table_at_tiny_settings(tmp_path: Path) -> None:

@@ -4,16 +4,15 @@ BENCHMARKS.md rows; the augmentation and workers modules are read through small 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from benchmarks import augmentation, end_to_end, memory, overhead, pruning, throughput, workers
-from benchmarks._common import TINY, Figure, alternate, command, fmt, median
+from benchmarks._common import TINY, Figure, command, fmt, median
 
 FigureFn = Callable[..., list[Figure]]
 
 
 def augmentation_figures(*, quick: bool = False) -> list[Figure]:
-    repeats, epochs = (1, 1) if quick or TINY else (5, 3)
+    repeats, epochs = (1, 1) if quick or TINY else (9, 4)
     result = augmentation.measure_augmentation(repeats=repeats, epochs=epochs)
     cmd = command("benchmarks.augmentation", f"--repeats {repeats} --epochs {epochs}")
     rows = []
@@ -39,17 +38,21 @@ def augmentation_figures(*, quick: bool = False) -> list[Figure]:
 def workers_figures(*, quick: bool = False) -> list[Figure]:
     """2 workers vs 1 on the default study, and on the same study without pruning: pruning
     decides against the trials finished so far, fewer of them while two run at once, so the
-    two runs' trials differ in length; unpruned trials all run to early stopping."""
-    trials, ddp_trials, repeats = (4, 2, 1) if quick else (20, 4, 2)
+    two runs' trials differ in length; unpruned trials all run to early stopping.
+
+    Each side runs once per sampler seed, in 1-2, 2-1, 1-2 order, medians reported: 2 workers
+    draw their own parameters (one seed each), so one seed compares one draw with another.
+    """
+    trials, ddp_trials, seeds = (4, 2, (0,)) if quick else (20, 4, (0, 1, 2))
     cmd = command("benchmarks", "--only workers") + (" --quick" if quick else "")
     rows: list[Figure] = []
     rate_1 = 0.0
     for label, overrides in (("default study", ()), ("no pruning", ("pruner.name=none",))):
-        runs = {
-            n: partial(workers.measure, trials=trials, workers=n, overrides=overrides)
-            for n in (1, 2)
-        }
-        samples = alternate(runs, repeats)
+        samples: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+        for i, seed in enumerate(seeds):
+            for n in (1, 2) if i % 2 == 0 else (2, 1):
+                sets = (*overrides, f"sampler.seed={seed}")
+                samples[n].append(workers.measure(trials=trials, workers=n, overrides=sets))
         rate = {n: median([r["trials/min"] for r in rs]) for n, rs in samples.items()}
         epochs = {n: median([r["epochs/min"] for r in rs]) for n, rs in samples.items()}
         per_trial = {n: epochs[n] / rate[n] for n in rate}
@@ -58,8 +61,9 @@ def workers_figures(*, quick: bool = False) -> list[Figure]:
         rows += [
             Figure(
                 "workers",
-                f"2 workers vs 1, {label}: finished trials/min ({trials} trials, {repeats}× each; "
-                f"{per_trial[2]:.1f} vs {per_trial[1]:.1f} epochs per trial)",
+                f"2 workers vs 1, {label}: finished trials/min ({trials} trials, sampler seeds "
+                f"{', '.join(map(str, seeds))}; {per_trial[2]:.1f} vs {per_trial[1]:.1f} "
+                "epochs per trial)",
                 fmt(rate[2], "/min"),
                 fmt(rate[1], "/min"),
                 speed,

@@ -150,7 +150,7 @@ def read_profile(path: Path) -> dict[str, float]:
     per_process: dict[str, Counter[str]] = {}
     trained: set[str] = set()
     line = re.compile(
-        r'^(?:process \d+:"[^"\n]*";)*process (\d+):"[^"\n]*";thread \((\d+)\)[^;]*;(.*) (\d+)$',
+        r'^(?:process \d+:"[^"\n]*";)*process (\d+):"[^"\n]*";thread \((\d+)\)[^;\n]*;(.*) (\d+)$',
         re.M,
     )
     for match in line.finditer(path.read_text(errors="replace")):

@@ -112,7 +112,8 @@ PROFILE_RATE = 100  # samples per second and thread
 
 # What a trial-running process's main thread was doing: the activity of the innermost frame
 # whose file matches (py-spy's frames are "function (path:line)", root first; paths are
-# relative to sys.path), so an import inside a fit counts as an import, a forward as compute.
+# relative to sys.path), so a forward inside a fit counts as compute; anything under an
+# import counts as the import.
 ACTIVITIES = (
     ("imports", ("<frozen importlib",)),
     ("waiting for a trial slot", ("studies/_budget.py",)),
@@ -130,7 +131,10 @@ FRAME_FILE = re.compile(r"\((.*):\d+\)$")
 
 
 def classify(stack: str) -> str:
-    """The activity of a `;`-joined stack, root first."""
+    """The activity of a `;`-joined stack, root first. Code run by an import (a module's body)
+    counts as the import."""
+    if "<frozen importlib" in stack:
+        return "imports"
     for frame in reversed(stack.split(";")):
         found = FRAME_FILE.search(frame)
         path = found.group(1) if found else frame

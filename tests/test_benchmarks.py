@@ -93,6 +93,27 @@ def test_study_process_samples_memory_and_stops_on_request() -> None:
     assert 1 <= len(rss_per_trial(run)) <= len(done)
 
 
+def test_workers_profile_reads_the_main_threads_of_processes_that_trained(tmp_path: Path) -> None:
+    trainer = 'process 10:"";process 11:"python -m studies run";thread (11): MainThread'
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "\n".join(
+            [
+                'process 10:"";thread (10): MainThread 5',  # an empty stack
+                'process 10:"";thread (10): MainThread;wait_all (studies/workers.py:1) 300',
+                f"{trainer};<module> (studies/__main__.py:1);_find_and_load (<frozen "
+                "importlib._bootstrap>:1);<module> (lightning/pytorch/trainer/trainer.py:1) 40",
+                f"{trainer};Trainer.fit (lightning/pytorch/trainer/trainer.py:1);forward "
+                "(torch/nn/modules/conv.py:1) 60",
+                'process 10:"";process 11:"x";thread (12);run (studies/storage.py:1) 500',
+            ]
+        )
+        + "\n"
+    )
+    # the parent (10) only waited and its import of Lightning is no fit; thread 12 is no main
+    assert read_profile(raw) == {"imports": 0.4, "forward, backward, optimizer step": 0.6}
+
+
 HAS_PY_SPY = shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists()
 
 

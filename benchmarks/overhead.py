@@ -219,7 +219,7 @@ def measure(*, repeats: int = 5, epochs: int = 3) -> dict[str, dict[str, float]]
 
 
 def figures(*, quick: bool = False) -> list[Figure]:
-    repeats, epochs = (1, 1) if TINY else (2, 2) if quick else (6, 4)
+    repeats, epochs = (1, 1) if TINY else (2, 2) if quick else (12, 4)
     result = measure(repeats=repeats, epochs=epochs)
     hand = result["hand-written"]
     cmd = command("benchmarks.overhead", f"--repeats {repeats} --epochs {epochs}")

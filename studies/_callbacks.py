@@ -1,4 +1,4 @@
-"""Lightning callbacks a trial needs: Optuna pruning and live progress."""
+"""Lightning callbacks a trial needs: Optuna pruning, live progress, Ctrl-C at batch ends."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 import lightning as L
 import optuna
+
+from studies._signals import raise_if_swallowed
 
 
 class OptunaPruning(L.Callback):
@@ -69,3 +71,14 @@ class EpochProgress(L.Callback):
             if m in trainer.callback_metrics
         )
         self.progress.update(self.task, completed=trainer.current_epoch + 1, metrics=shown)
+
+
+class SwallowedInterrupt(L.Callback):
+    """Ends the fit at the next batch with a Ctrl-C that a finalizer swallowed (see
+    `studies._signals`): Lightning then shuts down as after any Ctrl-C."""
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        raise_if_swallowed()
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        raise_if_swallowed()

@@ -4,6 +4,12 @@ A terminal sends SIGINT to every process of its foreground group, and a `--worke
 passes the signal on to its workers as well, so a worker sees two in a row. A second
 KeyboardInterrupt would break the storage write that records the first one's trial as failed,
 and leave that trial RUNNING; inside `InterruptOnce` it is ignored.
+
+Python runs a signal handler wherever the main thread happens to be, a finalizer included (a
+`__del__` run by garbage collection: Lightning's `Profiler` has one, and the study collects
+after every trial), and an exception raised in a finalizer is printed as "Exception ignored"
+and dropped. The study then went on, and ignored every later Ctrl-C. So safe points (the end of
+each training and validation batch, the end of each trial) call `raise_if_swallowed()`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import signal
 import threading
 from types import FrameType, TracebackType
 from typing import Any
+
+_active: InterruptOnce | None = None
 
 
 class InterruptOnce:
@@ -23,13 +31,15 @@ class InterruptOnce:
 
     def __init__(self) -> None:
         self.interrupted = False
+        self.reraised = False
         self._previous: Any = None
 
     def __enter__(self) -> InterruptOnce:
         if threading.current_thread() is threading.main_thread():
             previous = signal.getsignal(signal.SIGINT)
             if previous is signal.default_int_handler:
-                self._previous = previous
+                global _active
+                self._previous, _active = previous, self
                 signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -37,10 +47,24 @@ class InterruptOnce:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._previous is not None:
+            global _active
             signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+            self._previous, _active = None, None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.interrupted:
             self.interrupted = True
             raise KeyboardInterrupt
+
+
+def raise_if_swallowed() -> None:
+    """Raise the KeyboardInterrupt of a Ctrl-C that never arrived: one raised where it was
+    dropped (a finalizer) or caught. Once per Ctrl-C; a no-op outside `InterruptOnce`.
+
+    An interrupt that did arrive unwinds the trial and the study, past every safe point, so a
+    safe point that runs after one finds it swallowed.
+    """
+    guard = _active
+    if guard is not None and guard.interrupted and not guard.reraised:
+        guard.reraised = True
+        raise KeyboardInterrupt

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from datamodules import create_datamodule
 from studies import tracking
-from studies._callbacks import EpochProgress, OptunaPruning
+from studies._callbacks import EpochProgress, OptunaPruning, SwallowedInterrupt
 from studies.config import StudyConfig
 from studies.search import grid_space, split_params, suggest
 from studies.storage import open_storage
@@ -126,7 +126,8 @@ def train_run(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    all_callbacks: list[L.Callback] = [checkpoint, pruning, *(callbacks or [])]
+    all_callbacks: list[L.Callback] = [checkpoint, pruning, SwallowedInterrupt()]
+    all_callbacks += callbacks or []
     if cfg.early_stopping is not None:
         es = cfg.early_stopping
         all_callbacks.append(

@@ -16,7 +16,7 @@ from studies import tracking
 from studies._budget import TrialBudget
 from studies._gc import CollectAfterTrial
 from studies._preflight import check_runs_dir
-from studies._signals import InterruptOnce
+from studies._signals import InterruptOnce, raise_if_swallowed
 from studies.config import StudyConfig
 from studies.runner import count_finished, make_objective, open_study, quiet_lightning, train_run
 
@@ -129,6 +129,7 @@ def _optimize(
                 _StopOnFailures(MAX_CONSECUTIVE_FAILURES),
                 report,
                 budget,
+                lambda study, trial: raise_if_swallowed(),  # after the trial is recorded
             ],
         )
 

@@ -12,6 +12,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,51 @@ def test_sigint_at_each_stage_fails_that_trial_and_each_rerun_resumes(
     assert trials[: len(STAGES)] == interrupted
     assert_nothing_lost(trials, 2, tmp_path / "runs")
     tally.trials("SIGINT (Ctrl-C) during a trial", len(trials))
+
+
+class SendsSigintWhenFinalized:
+    """Sends this process a real SIGINT from its `__del__`, so the handler runs inside a
+    finalizer, as when garbage collection finalizes Lightning's `Profiler`."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs at the next bytecode boundary: still in here
+            pass
+
+
+class SigintInFinalizerAt(SigintAt):
+    def _hit(self, stage: str) -> None:
+        if stage == self.stage and not self.sent:
+            self.sent = True
+            SendsSigintWhenFinalized()  # dropped at once: its __del__ runs here
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._hit("on_test_end")
+
+
+@pytest.mark.parametrize(
+    ("stage", "state"),
+    [("on_train_batch_start", TrialState.FAIL), ("on_test_end", TrialState.COMPLETE)],
+)
+def test_a_sigint_dropped_in_a_finalizer_still_stops_the_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str, state: TrialState
+) -> None:
+    """Python drops ("Exception ignored") a KeyboardInterrupt raised in a finalizer; the study
+    used to go on and ignore every later Ctrl-C. It stops at the next batch or after the trial."""
+    dropped: list[type[BaseException] | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: dropped.append(info.exc_type))
+    overrides = [*TINY, f"runs_dir={tmp_path / 'runs'}", "pruner.name=none"]
+    cfg = load_config(DEFAULT_CONFIG, overrides=overrides)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    quiet: dict[str, Any] = {"show_progress": False, "wandb": "disabled", "console": _silent()}
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, storage=url, trials=3, train=train_with(SigintInFinalizerAt(stage)), **quiet)
+    assert dropped == [KeyboardInterrupt]  # the finalizer did swallow it
+    trials = load(url).trials
+    assert [t.state for t in trials] == [state]  # the first trial was the last
+    if state == TrialState.FAIL:
+        assert trials[0].user_attrs["error"] == "interrupted (Ctrl-C / SIGINT)"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again
 
 
 def _silent() -> Console:

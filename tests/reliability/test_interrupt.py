@@ -118,7 +118,7 @@ class SigintInFinalizerAt(SigintAt):
     [("on_train_batch_start", TrialState.FAIL), ("on_test_end", TrialState.COMPLETE)],
 )
 def test_a_sigint_dropped_in_a_finalizer_still_stops_the_study(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str, state: TrialState
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tally: Tally, stage: str, state: TrialState
 ) -> None:
     """Python drops ("Exception ignored") a KeyboardInterrupt raised in a finalizer; the study
     used to go on and ignore every later Ctrl-C. It stops at the next batch or after the trial."""
@@ -131,6 +131,7 @@ def test_a_sigint_dropped_in_a_finalizer_still_stops_the_study(
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, storage=url, trials=3, train=train_with(SigintInFinalizerAt(stage)), **quiet)
     assert dropped == [KeyboardInterrupt]  # the finalizer did swallow it
+    tally.inject("SIGINT swallowed by a finalizer")
     trials = load(url).trials
     assert [t.state for t in trials] == [state]  # the first trial was the last
     if state == TrialState.FAIL:

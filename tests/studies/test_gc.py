@@ -1,4 +1,5 @@
-"""Garbage collection between trials: cycles go, and only the first trial's survivors freeze."""
+"""Garbage collection between trials: cycles go, and only the first trial's survivors freeze,
+once per process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import optuna
 import pytest
 
+import studies._gc
 from studies._gc import CollectAfterTrial
 
 
@@ -32,9 +34,10 @@ def cycle() -> weakref.ref[Node]:
 
 
 def test_each_call_frees_the_trials_cycles_and_only_the_first_freezes(
-    finished: tuple[optuna.Study, optuna.trial.FrozenTrial],
+    finished: tuple[optuna.Study, optuna.trial.FrozenTrial], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gc.unfreeze()
+    monkeypatch.setattr(studies._gc, "_frozen", False)  # as in a fresh process
     collect = CollectAfterTrial()
     gc.disable()  # no automatic collection between the cycle's creation and the callback
     try:
@@ -49,6 +52,8 @@ def test_each_call_frees_the_trials_cycles_and_only_the_first_freezes(
         collect(*finished)
         assert later() is None  # made after the freeze: still collected
         assert gc.get_freeze_count() == frozen  # and the survivor was not frozen
+        CollectAfterTrial()(*finished)  # another study in the same process
+        assert gc.get_freeze_count() == frozen
         del survivor
     finally:
         gc.enable()

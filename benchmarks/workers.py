@@ -179,7 +179,10 @@ def profile(*, trials: int = 20, overrides: Sequence[str] = ()) -> None:
     for workers in (1, 2):
         out = kept / f"workers-{workers}.txt"
         figures = measure(trials=trials, workers=workers, overrides=overrides, profile_to=out)
-        runs[workers] = (figures, read_profile(out))
+        spent = read_profile(out)
+        if not spent:  # e.g. ptrace refused: py-spy then samples nothing
+            raise SystemExit(f"py-spy recorded no process that trained ({out}); can it attach?")
+        runs[workers] = (figures, spent)
     names = [name for name, _ in ACTIVITIES] + [OTHER]
     print(f"main-thread seconds per finished trial ({trials} trials), summed over workers")
     print(f"{'activity':<42} {'1 worker':>9} {'2 workers':>9} {'ratio':>6}")
@@ -198,11 +201,17 @@ def profile(*, trials: int = 20, overrides: Sequence[str] = ()) -> None:
     print(f"raw stacks (py-spy --format raw): {kept}")
 
 
+def py_spy() -> Path | None:
+    """The py-spy executable (the dev extra installs it beside this Python), or None."""
+    found = Path(shutil.which("py-spy") or Path(sys.executable).with_name("py-spy"))
+    return found if found.exists() else None
+
+
 def _py_spy() -> Path:
-    found = shutil.which("py-spy") or Path(sys.executable).with_name("py-spy")
-    if not Path(found).exists():
+    found = py_spy()
+    if found is None:
         raise SystemExit("py-spy is not installed: pip install py-spy (in the dev extra)")
-    return Path(found)
+    return found
 
 
 def main() -> None:

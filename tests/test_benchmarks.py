@@ -4,7 +4,6 @@ and the CLI and GPU script end to end at tiny settings (no timing is asserted)."
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from benchmarks._common import (
 )
 from benchmarks.memory import rss_per_trial
 from benchmarks.suite import SUITE
-from benchmarks.workers import measure, read_profile
+from benchmarks.workers import measure, py_spy, read_profile
 from tests.conftest import DEFAULT_CONFIG, REPO
 
 TINY_ENV = {**os.environ, "REGZOO_BENCH_TINY": "1", "PYTHONPATH": str(REPO)}
@@ -113,10 +112,7 @@ def test_workers_profile_reads_the_main_threads_of_processes_that_trained(tmp_pa
     assert read_profile(raw) == {"imports": 0.4, "forward, backward, optimizer step": 0.6}
 
 
-HAS_PY_SPY = shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists()
-
-
-@pytest.mark.skipif(not HAS_PY_SPY, reason="py-spy (the dev extra) is not installed")
+@pytest.mark.skipif(py_spy() is None, reason="py-spy (the dev extra) is not installed")
 def test_workers_profile_puts_a_real_studys_main_thread_time_into_activities(
     tmp_path: Path,
 ) -> None:

@@ -13,7 +13,8 @@ import argparse
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks._common import REPO, Figure, machine, write_table
@@ -37,7 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--only {' '.join(unknown)}: unknown; choose from {', '.join(SUITE)}", file=sys.stderr
         )
         return 2
-    _quiet()
+    with _quiet():
+        _measure(args)
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> None:
     names = [name for name in SUITE if not args.only or name in args.only]
     print(f"machine: {machine()}", flush=True)
     start = time.perf_counter()
@@ -54,15 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {row.figure}: {row.ours} (baseline {row.baseline}) {verdict}", flush=True)
         write_table(args.out, figures, order=list(SUITE))  # a crash later keeps what was measured
     print(f"all in {time.perf_counter() - start:.0f} s; table in {args.out}")
-    return 0
 
 
-def _quiet() -> None:
+@contextmanager
+def _quiet() -> Iterator[None]:
     """Lightning's banners and hints would bury the figures."""
-    from studies.runner import quiet_lightning
+    from regzoo.studies.results.console import quiet_training
 
-    quiet_lightning()
-    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+    with quiet_training(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+        yield
 
 
 if __name__ == "__main__":

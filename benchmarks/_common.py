@@ -123,7 +123,7 @@ def command(module: str, *args: str) -> str:
 
 @dataclass
 class StudyRun:
-    """A finished `python -m studies run` process: its trials and how it ran."""
+    """A finished `regzoo run` process: its trials and how it ran."""
 
     trials: list[Any]  # FrozenTrial, in number order
     wall: float  # seconds from process start to exit
@@ -135,7 +135,7 @@ class StudyRun:
 def study_command(
     config: Path, storage: str, *, trials: int | None, args: Sequence[str] = ()
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "studies", "run", str(config), "--storage", storage]
+    cmd = [sys.executable, "-m", "regzoo", "run", str(config), "--storage", storage]
     cmd += ["--no-progress", *(["--trials", str(trials)] if trials else []), *args]
     return cmd
 
@@ -207,7 +207,7 @@ def _interrupt(proc: subprocess.Popen[bytes], grace_s: float = 60) -> None:
 def _stored_trials(url: str, config: Path) -> list[Any]:
     import optuna
 
-    from studies.config import load_config
+    from regzoo.studies import load_config
 
     name = load_config(config).name
     try:

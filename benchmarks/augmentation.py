@@ -23,8 +23,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from datamodules import create_datamodule
-from zoo import create_model
+from regzoo.datamodules import create_datamodule
+from regzoo.zoo import create_model
 
 AUGMENT = {"rotation": 15, "flip": "horizontal", "zoom": 0.1, "shift": 0.1, "noise": 0.05, "p": 1.0}
 CONFIGS: dict[str, dict[str, Any]] = {

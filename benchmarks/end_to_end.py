@@ -3,7 +3,7 @@ the published CNN's 94% test accuracy.
 
     .venv/bin/python -m benchmarks.end_to_end [--quick] [--budget 300]
 
-`make study` (with .venv installed) is `python -m studies run studies/configs/default.yaml`: it
+`make study` (with .venv installed) is `regzoo run studies/configs/default.yaml`: it
 runs here as that command with its defaults (W&B offline without a login) and a fresh storage,
 timed from process start to exit; its best trial (by val/acc) gives the test accuracy. The
 MNIST-1D study (`studies/configs/cnn-mnist1d.yaml`, W&B off) runs until a finished trial's
@@ -73,9 +73,7 @@ def figures(*, quick: bool = False) -> list[Figure]:
     ]
     goal = time_to_goal(budget_s=budget, quick=quick)
     extra = " --set trainer.max_epochs=2" if quick else ""
-    cmd = (
-        f".venv/bin/python -m studies run studies/configs/cnn-mnist1d.yaml --wandb disabled{extra}"
-    )
+    cmd = f".venv/bin/regzoo run studies/configs/cnn-mnist1d.yaml --wandb disabled{extra}"
     if goal["seconds"] is not None:
         ours = f"{fmt(goal['seconds'], 's')} (trial {goal['trial']})"
     else:
@@ -94,7 +92,7 @@ def figures(*, quick: bool = False) -> list[Figure]:
 def command_of(quick: bool) -> str:
     if quick:
         return (
-            ".venv/bin/python -m studies run studies/configs/default.yaml --trials 3 "
+            ".venv/bin/regzoo run studies/configs/default.yaml --trials 3 "
             "--set trainer.max_epochs=3"
         )
     return "make study"

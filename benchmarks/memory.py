@@ -3,7 +3,7 @@ it grows with the number of trials.
 
     .venv/bin/python -m benchmarks.memory [--trials 30] [--quick]
 
-The study runs as the CLI runs it (`python -m studies run studies/configs/default.yaml`, W&B
+The study runs as the CLI runs it (`regzoo run studies/configs/default.yaml`, W&B
 off, a fresh SQLite storage); its resident memory is read from /proc every half second. The
 resident memory at each trial's end, against the trial's rank, gives a least-squares slope per
 trial; the first trials are left out of the fit, as they load what the process keeps for good

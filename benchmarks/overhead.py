@@ -29,10 +29,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from benchmarks._common import TINY, Figure, alternate, command, fmt, median
-from datamodules import create_datamodule
-from datamodules.base import ArrayDataModule
-from zoo import Classifier, create_model
-from zoo.cnn import CNN
+from regzoo.datamodules import create_datamodule
+from regzoo.datamodules.base import ArrayDataModule
+from regzoo.zoo import Classifier, create_model
+from regzoo.zoo.cnn import CNN
 
 TARGET = 1.10
 BATCH_SIZE = 64

@@ -3,7 +3,7 @@ trial trains until early stopping or max_epochs), `median` and `hyperband`.
 
     .venv/bin/python -m benchmarks.pruning [--trials 30] [--quick | --replay]
 
-Each study runs as `python -m studies run studies/configs/default.yaml --set pruner.name=P`
+Each study runs as `regzoo run studies/configs/default.yaml --set pruner.name=P`
 with W&B off and a fresh SQLite storage. Figures: training epochs run by all trials together
 (the trials' `epochs` attribute), wall time, and the best validation accuracy. The sampler and
 every trial's training are seeded, so epochs and accuracies repeat exactly from run to run;
@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks._common import REPO, Figure, StudyRun, finished, fmt, run_study_process
-from studies.config import load_config
+from regzoo.studies import load_config
 
 CONFIG = REPO / "studies" / "configs" / "default.yaml"
 PRUNERS = ("none", "median", "hyperband")
@@ -65,7 +65,7 @@ def figures(*, quick: bool = False) -> list[Figure]:
     result = measure(trials=trials, quick=quick)
     none = result["none"]
     sets = "--set pruner.name={none|median|hyperband} --wandb disabled"
-    cmd = f".venv/bin/python -m studies run studies/configs/default.yaml --trials {trials} {sets}"
+    cmd = f".venv/bin/regzoo run studies/configs/default.yaml --trials {trials} {sets}"
     rows = [
         Figure(
             "pruning",

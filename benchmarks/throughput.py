@@ -25,8 +25,8 @@ import torch
 
 from benchmarks._common import TINY, Figure, alternate, command, device_name, fmt, median
 from benchmarks.overhead import Clock, hand_epochs, regzoo_epochs
-from datamodules.base import ArrayDataModule, Arrays
-from datamodules.digits import Digits
+from regzoo.datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules.digits import Digits
 
 BATCH_SIZES = (64, 256, 1024, 4096)
 

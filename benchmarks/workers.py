@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.workers [--trials 20] [--ddp-trials 6]
     .venv/bin/python -m benchmarks.workers --profile [--trials 20]   # where the time goes (py-spy)
 
-Runs `python -m studies run studies/configs/default.yaml` (W&B off, a fresh SQLite storage in a
+Runs `regzoo run studies/configs/default.yaml` (W&B off, a fresh SQLite storage in a
 temporary folder) with 1 worker, with 2 workers, and with 1 worker whose trials train with DDP on
 2 CPU processes (gloo). The rate is finished trials per minute between the first trial's start
 and the last trial's end, read from the storage, so process start-up is left out; epochs per
@@ -52,7 +52,7 @@ def measure(
     """
     with tempfile.TemporaryDirectory(prefix="regzoo-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'studies.db'}"
-        command = [sys.executable, "-m", "studies", "run", str(CONFIG), "--storage", url]
+        command = [sys.executable, "-m", "regzoo", "run", str(CONFIG), "--storage", url]
         command += ["--trials", str(trials), "--workers", str(workers), "--wandb", "disabled"]
         command += ["--devices-per-trial", str(devices_per_trial), "--no-progress"]
         command += [arg for item in overrides for arg in ("--set", item)]

@@ -1,15 +1,15 @@
 """regzoo's datamodules: datasets, preprocessing and augmentation, built by name.
 
-from datamodules import create_datamodule
+from regzoo.datamodules import create_datamodule
 dm = create_datamodule("digits", batch_size=64, normalize="standard",
                        augment={"rotation": 10, "shift": 0.1}, augment_backend="device")
 dm.input_shape, dm.num_classes
 
-Preview augmentation: `python -m datamodules preview digits --set augment.rotation=20`.
+Preview augmentation: `python -m regzoo.datamodules preview digits --set augment.rotation=20`.
 """
 
 # Each import registers its datamodule(s).
-from datamodules import (  # noqa: F401
+from regzoo.datamodules import (  # noqa: F401
     cifar10,
     digits,
     glyph,
@@ -19,15 +19,15 @@ from datamodules import (  # noqa: F401
     points,
     wine,
 )
-from datamodules._augment import AUGMENT_KEYS
-from datamodules._download import DownloadError
-from datamodules._registry import (
+from regzoo.datamodules._augment import AUGMENT_KEYS
+from regzoo.datamodules._download import DownloadError
+from regzoo.datamodules._registry import (
     create_datamodule,
     datamodule_options,
     list_datamodules,
     register_datamodule,
 )
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 __all__ = [
     "AUGMENT_KEYS",

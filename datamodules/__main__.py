@@ -1,4 +1,4 @@
-"""`python -m datamodules preview NAME [--out PNG] [--set KEY=VALUE ...]`.
+"""`python -m regzoo.datamodules preview NAME [--out PNG] [--set KEY=VALUE ...]`.
 
 Writes a PNG of training samples next to augmented draws of them. `--set` takes any
 `create_datamodule` option (`normalize=standard`, `augment_backend=albumentations`) and each
@@ -17,16 +17,16 @@ from typing import Any
 
 import yaml
 
-from datamodules._augment import data_kind
-from datamodules._download import DownloadError
-from datamodules._registry import create_datamodule, datamodule_class
-from datamodules.preview import DEMO_AUGMENT, write_preview
+from regzoo.datamodules._augment import data_kind
+from regzoo.datamodules._download import DownloadError
+from regzoo.datamodules._registry import create_datamodule, datamodule_class
+from regzoo.datamodules.preview import DEMO_AUGMENT, write_preview
 
 EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m datamodules", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m regzoo.datamodules", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     preview = sub.add_parser("preview", help="PNG of original vs augmented training samples")
     preview.add_argument("name", help="dataset name, e.g. digits, mnist1d, moons")
@@ -67,6 +67,7 @@ def preview(name: str, overrides: Sequence[str], out: Path | None, samples: int)
         shape = datamodule_class(name).nominal_shape or (3, 1, 1)  # unknown: image folders
         options["augment"] = dict(DEMO_AUGMENT[data_kind(shape)])
     dm = create_datamodule(name, **options)
+    dm.prepare_data()  # no Trainer here to call it: fetch an online dataset's files
     return write_preview(dm, out or Path("runs") / f"preview-{name}.png", samples=samples)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from datamodules._augment import AugmentSpec, data_kind
-from datamodules._normalize import Normalizer
+from regzoo.datamodules._augment import AugmentSpec, data_kind
+from regzoo.datamodules._normalize import Normalizer
 
 # albumentations asks PyPI for a newer version on import unless told not to: no network here.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

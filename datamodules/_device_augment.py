@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from datamodules._augment import AugmentSpec, data_kind
+from regzoo.datamodules._augment import AugmentSpec, data_kind
 
 
 class DeviceAugmenter:

@@ -1,4 +1,8 @@
-"""Downloads into `data_dir`: checksum-verified, written atomically, never half-present."""
+"""Downloads into `data_dir`: checksum-verified, written atomically, never half-present.
+
+Only `prepare_data` downloads (Lightning runs it on one process per node); `load` reads the files
+through `downloaded`, which says what to do when one is missing instead of fetching it.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,16 @@ def check_mirror(mirror: object) -> None:
     """A dataset's `mirror` option: None (the usual URL) or a base URL."""
     if mirror is not None and (not isinstance(mirror, str) or not mirror.strip()):
         raise ValueError(f"mirror={mirror!r} is invalid; allowed: None or a base URL")
+
+
+def downloaded(path: Path) -> Path:
+    """`path`, a file that `prepare_data()` downloads; a clear error if it is not there yet."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: call prepare_data() first to download it (a Trainer does), "
+            "or place the file there yourself"
+        )
+    return path
 
 
 def fetch(url: str, dest: Path, *, md5: str) -> Path:

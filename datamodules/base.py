@@ -1,6 +1,7 @@
 """`ArrayDataModule`: the shared base of every regzoo datamodule.
 
-A subclass only loads arrays (`load`, downloading in `download` if it must); the base splits
+A subclass only loads arrays (`load`; an online dataset fetches its files in `download`, which
+only `prepare_data` calls, so under DDP one process per node downloads); the base splits
 them (seeded, stratified, the test split kept out of model selection), subsamples `train_size`,
 fits `normalize` on the training split, serves batches straight from tensors (one indexing call
 per batch, no per-sample Python) and augments training batches (`augment`, two backends; see
@@ -22,14 +23,15 @@ from sklearn.model_selection import train_test_split
 from torch.profiler import record_function
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from datamodules._augment import (
+from regzoo._checks import is_int, is_number
+from regzoo.datamodules._augment import (
     AugmentSpec,
     check_backend,
     check_fits_data,
     parse_augment,
 )
-from datamodules._device_augment import DeviceAugmenter
-from datamodules._normalize import NORMALIZERS, Normalizer
+from regzoo.datamodules._device_augment import DeviceAugmenter
+from regzoo.datamodules._normalize import NORMALIZERS, Normalizer
 
 # The test split of data without an official one is fixed: it must not move with `seed`.
 TEST_SEED = 20240317
@@ -127,28 +129,53 @@ class ArrayDataModule(L.LightningDataModule):
         self._raw_train: np.ndarray | None = None
 
     def download(self) -> None:
-        """Fetch the dataset's files into `data_dir` if they are missing (online datasets)."""
+        """Fetch the dataset's files into `data_dir` if they are missing (online datasets).
+
+        Called by `prepare_data` only: Lightning runs that on one process per node.
+        """
 
     def load(self) -> Arrays:
-        """Return the dataset as arrays; download first if needed (subclasses)."""
+        """Return the dataset as arrays (subclasses); never downloads: a missing file is an
+        error that says to call `prepare_data()` first."""
         raise NotImplementedError
 
     def nominal_input_shape(self) -> tuple[int, ...] | None:
-        """The input shape this module will produce, without loading data (None: unknown)."""
+        """The input shape this module will produce, without loading data (None: unknown).
+
+        `pca` scores are zero-padded to the flattened input's size D, so they are `(D,)` whatever
+        the fit finds.
+        """
         if self.nominal_shape is None:
             return None
         return (math.prod(self.nominal_shape),) if self.normalize == "pca" else self.nominal_shape
+
+    def nominal_num_classes(self) -> int | None:
+        """The number of classes, without loading data (None: unknown until loaded)."""
+        return self.nominal_classes if self.nominal_shape is not None else None
 
     # ---- shape, before training --------------------------------------------------------------
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one input after preprocessing, e.g. (1, 8, 8)."""
+        """Shape of one input after preprocessing, e.g. (1, 8, 8); `(D,)` under `pca`.
+
+        Read without any I/O when the dataset declares `nominal_shape` (every registered one
+        does), so every DDP process can build its model before `prepare_data` has downloaded
+        anything. Otherwise it is known once the data are loaded: reading it loads them (after
+        `prepare_data()` for an online dataset; it never downloads).
+        """
+        shape = self.nominal_input_shape()
+        if shape is not None:
+            return shape
         return tuple(self.splits["train"][0].shape[1:])
 
     @property
     def num_classes(self) -> int:
-        self.splits  # noqa: B018  (loads the data)
+        """Number of classes; without I/O where the dataset knows it, as `input_shape`."""
+        if self._num_classes is None:
+            self._num_classes = self.nominal_num_classes()
+        if self._num_classes is None:
+            self.splits  # noqa: B018  (loads the data)
         assert self._num_classes is not None
         return self._num_classes
 
@@ -162,6 +189,7 @@ class ArrayDataModule(L.LightningDataModule):
     # ---- Lightning hooks ---------------------------------------------------------------------
 
     def prepare_data(self) -> None:
+        """Download what `load` needs (online datasets); the only place anything downloads."""
         self.download()
 
     def setup(self, stage: str | None = None) -> None:
@@ -197,7 +225,7 @@ class ArrayDataModule(L.LightningDataModule):
         if self._augmenter is not None:
             return self._augmenter(x)
         if self._transform is not None:
-            from datamodules._albu_augment import augment_samples
+            from regzoo.datamodules._albu_augment import augment_samples
 
             return torch.from_numpy(augment_samples(self._transform, x.numpy()))
         return x
@@ -222,7 +250,7 @@ class ArrayDataModule(L.LightningDataModule):
                 spec, shape, centre=torch.from_numpy(centre), extent=torch.from_numpy(extent)
             )
         else:
-            from datamodules._albu_augment import build_transform
+            from regzoo.datamodules._albu_augment import build_transform
 
             self._transform = build_transform(
                 spec, shape, seed=self.seed, centre=centre, extent=extent
@@ -233,7 +261,7 @@ class ArrayDataModule(L.LightningDataModule):
         data: Dataset[tuple[torch.Tensor, torch.Tensor]] = TensorBatches(*self.splits[split])
         worker_init_fn = None
         if split == "train" and self._transform is not None:
-            from datamodules._albu_augment import AugmentedBatches, reseed_worker
+            from regzoo.datamodules._albu_augment import AugmentedBatches, reseed_worker
 
             assert self._raw_train is not None and self.normalizer is not None
             y = self.splits["train"][1]
@@ -282,7 +310,7 @@ class ArrayDataModule(L.LightningDataModule):
                 stratify=_stratify_if_possible(y_all[train_index], self.train_size),
             )
         self.split_indices = {"train": train_index, "val": val_index, "test": test_index}
-        self._num_classes = int(y_all.max()) + 1
+        self._num_classes = self._check_declared(tuple(x.shape[1:]), int(y_all.max()) + 1)
         self.raw_shape = tuple(x.shape[1:])
         x_train = x_all[train_index]
         self.normalizer = NORMALIZERS[self.normalize]().fit(x_train)
@@ -295,6 +323,25 @@ class ArrayDataModule(L.LightningDataModule):
             for split, idx in self.split_indices.items()
         }
 
+    def _check_declared(self, shape: tuple[int, ...], labels: int) -> int:
+        """The number of classes of loaded data with inputs of `shape` and labels below `labels`;
+        refused where it contradicts what `input_shape` and `num_classes` said before loading
+        (a model may have been built from them)."""
+        where = f"{self.dataset_name or type(self).__name__} (data_dir={str(self.data_dir)!r})"
+        if self.nominal_shape is not None and shape != tuple(self.nominal_shape):
+            raise ValueError(
+                f"{where}: loaded inputs of shape {shape}, expected {tuple(self.nominal_shape)}"
+            )
+        declared = self.nominal_num_classes()
+        if declared is None:
+            return labels
+        if labels > declared:
+            raise ValueError(
+                f"{where}: loaded labels up to {labels - 1}, expected {declared} classes "
+                f"(0 to {declared - 1})"
+            )
+        return declared
+
 
 def _stratify_if_possible(y: np.ndarray, size: int) -> np.ndarray | None:
     """Stratify a subsample when every class can get a sample in both the kept and the dropped
@@ -306,27 +353,17 @@ def _stratify_if_possible(y: np.ndarray, size: int) -> np.ndarray | None:
 def _check_options(
     batch_size: Any, val_fraction: Any, normalize: Any, train_size: Any, num_workers: Any, seed: Any
 ) -> None:
-    if not _is_int(batch_size, 1, MAX_INDEX):
+    if not is_int(batch_size, 1, MAX_INDEX):
         raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer in [1, 2**31)")
-    if (
-        not isinstance(val_fraction, int | float)
-        or not 0 < val_fraction < 1
-        or math.isnan(val_fraction)
-    ):
+    if not is_number(val_fraction) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction!r} is invalid; allowed: a number in (0, 1)")
     if not isinstance(normalize, str) or normalize not in NORMALIZERS:
         raise ValueError(f"normalize={normalize!r} is invalid; allowed: {', '.join(NORMALIZERS)}")
-    if train_size is not None and (
-        not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1
-    ):
+    if train_size is not None and not is_int(train_size, low=1):
         raise ValueError(f"train_size={train_size!r} is invalid; allowed: an integer >= 1 or None")
-    if not _is_int(num_workers, 0, MAX_WORKERS):
+    if not is_int(num_workers, 0, MAX_WORKERS):
         raise ValueError(
             f"num_workers={num_workers!r} is invalid; allowed: an integer in [0, {MAX_WORKERS}]"
         )
-    if not _is_int(seed, 0, MAX_SEED):  # numpy and scikit-learn take 32-bit seeds
+    if not is_int(seed, 0, MAX_SEED):  # numpy and scikit-learn take 32-bit seeds
         raise ValueError(f"seed={seed!r} is invalid; allowed: an integer in [0, 2**32)")
-
-
-def _is_int(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -2,7 +2,8 @@
 
 Read from the binary version (`cifar-10-binary.tar.gz`, fixed 3073-byte records), straight out
 of the archive: the python version is a pickle, and a downloaded pickle is never unpickled.
-Downloaded into `data_dir/cifar10/` when missing and checked against the published MD5.
+Downloaded into `data_dir/cifar10/` by `prepare_data()` when missing and checked against the
+published MD5. `input_shape` and `num_classes` are known without touching `data_dir`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from datamodules._download import check_mirror, fetch
-from datamodules._formats import CIFAR_TEST, CIFAR_TRAIN, read_cifar_binary
-from datamodules._registry import register_datamodule
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules._download import check_mirror, downloaded, fetch
+from regzoo.datamodules._formats import CIFAR_TEST, CIFAR_TRAIN, read_cifar_binary
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 URL = "https://www.cs.toronto.edu/~kriz"
 ARCHIVE = "cifar-10-binary.tar.gz"
@@ -46,8 +47,7 @@ class Cifar10(ArrayDataModule):
         fetch(f"{(self.mirror or URL).rstrip('/')}/{ARCHIVE}", self.archive, md5=MD5)
 
     def load(self) -> Arrays:
-        self.download()
-        x, y = read_cifar_binary(self.archive, CIFAR_TRAIN)
+        x, y = read_cifar_binary(downloaded(self.archive), CIFAR_TRAIN)
         x_test, y_test = read_cifar_binary(self.archive, CIFAR_TEST)
         scale = np.float32(1 / 255)
         return Arrays(x=x * scale, y=y, x_test=x_test * scale, y_test=y_test)

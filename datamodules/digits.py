@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sklearn.datasets import load_digits
 
-from datamodules._registry import register_datamodule
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 
 @register_datamodule("digits")

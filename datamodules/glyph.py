@@ -15,8 +15,8 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.path import Path
 from matplotlib.textpath import TextPath
 
-from datamodules._registry import register_datamodule
-from datamodules.points import PointSet
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.points import PointSet
 
 # The character fills this share of the square's side, so it never touches the border.
 FILL = 0.8

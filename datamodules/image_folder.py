@@ -4,7 +4,9 @@
     data_dir/train/cat/..., data_dir/test/cat/...              (an official test split)
 
 Every image is converted to RGB (or grey) and resized to `image_size` with bilinear
-resampling: the course's size normalization, since a network needs one input shape.
+resampling: the course's size normalization, since a network needs one input shape. So
+`input_shape` comes from `image_size` and `num_classes` from a listing of the class folders,
+without reading an image; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datamodules._registry import register_datamodule
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 MAX_SIDE = 4096  # a side beyond which a decoded image set is gigabytes per hundred images
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -40,9 +42,15 @@ class ImageFolder(ArrayDataModule):
         self.image_size, self.grayscale = image_size, grayscale
         self.nominal_shape = (1 if grayscale else 3, *self.size)
         super().__init__(**options)
-        classes = _classes(self._train_root())
-        if classes:
-            self.nominal_classes = len(classes)
+        classes = self.nominal_num_classes()
+        if classes is not None:  # read by a study config's dry check before anything is loaded
+            self.nominal_classes = classes
+
+    def nominal_num_classes(self) -> int | None:
+        """One class per sub-folder, from a listing of `data_dir`; None below 2 folders, so that
+        reading `num_classes` loads and says what is missing."""
+        classes = len(_classes(self._train_root()))
+        return classes if classes >= 2 else None
 
     def _train_root(self) -> Path:
         split_root = self.data_dir / "train"

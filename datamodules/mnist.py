@@ -1,8 +1,9 @@
 """MNIST and Fashion-MNIST: 28×28 grey images, 10 classes, official 60000/10000 split.
 
-The four gzipped IDX files are downloaded into `data_dir/<name>/` when missing, from the usual
-mirror or from `mirror` (any URL base urllib opens, `file://` included), and each is checked
-against its published MD5 before it is kept.
+The four gzipped IDX files are downloaded into `data_dir/<name>/` by `prepare_data()` when
+missing, from the usual mirror or from `mirror` (any URL base urllib opens, `file://` included),
+and each is checked against its published MD5 before it is kept. `input_shape` and `num_classes`
+are known without touching `data_dir`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datamodules._download import check_mirror, fetch
-from datamodules._formats import read_idx
-from datamodules._registry import register_datamodule
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules._download import check_mirror, downloaded, fetch
+from regzoo.datamodules._formats import read_idx
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -48,8 +49,9 @@ class IdxImages(ArrayDataModule):
             fetch(f"{base}/{name}", self.folder / name, md5=self.md5[name])
 
     def load(self) -> Arrays:
-        self.download()
-        x, y, x_test, y_test = (read_idx(self.folder / f) for f in (*FILES, *TEST_FILES))
+        x, y, x_test, y_test = (
+            read_idx(downloaded(self.folder / f)) for f in (*FILES, *TEST_FILES)
+        )
         for images, labels in ((x, y), (x_test, y_test)):
             if images.ndim != 3 or len(images) != len(labels):
                 raise ValueError(

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from mnist1d.data import get_dataset_args, make_dataset
 
-from datamodules._registry import register_datamodule
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 CACHE_NAME = "mnist1d-default.npz"
 

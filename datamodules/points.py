@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from sklearn.datasets import make_circles, make_moons
 
-from datamodules._registry import register_datamodule
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 DATA_SEED = 1234
 MAX_POINTS = 10**7  # a point set that still fits in memory many times over

@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from datamodules._augment import data_kind
-from datamodules.base import ArrayDataModule
+from regzoo.datamodules._augment import data_kind
+from regzoo.datamodules.base import ArrayDataModule
 
 # Shown when the user sets no augment.* option: a moderate dose of what fits each kind of data.
 DEMO_AUGMENT = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from sklearn.datasets import load_wine
 
-from datamodules._registry import register_datamodule
-from datamodules.base import ArrayDataModule, Arrays
+from regzoo.datamodules._registry import register_datamodule
+from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 
 @register_datamodule("wine")

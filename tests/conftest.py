@@ -50,3 +50,10 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     L.seed_everything(0, verbose=False)
+
+
+def trials_folder(study_dir: Path) -> Path:
+    """The one `<study id>/` folder under `runs_dir/<study>/` that holds a study's trial folders
+    (`regzoo train` runs sit beside it as `train-<n>/`)."""
+    [folder] = [p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith("train-")]
+    return folder

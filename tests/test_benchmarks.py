@@ -92,7 +92,7 @@ def test_study_process_samples_memory_and_stops_on_request() -> None:
 
 
 def test_workers_profile_reads_the_main_threads_of_processes_that_trained(tmp_path: Path) -> None:
-    trainer = 'process 10:"";process 11:"python -m studies run";thread (11): MainThread'
+    trainer = 'process 10:"";process 11:"regzoo run";thread (11): MainThread'
     raw = tmp_path / "raw.txt"
     raw.write_text(
         "\n".join(

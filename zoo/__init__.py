@@ -1,17 +1,23 @@
 """regzoo's model zoo: LightningModules for the course's networks, built by name.
 
-from zoo import create_model, list_models, load_model
+from regzoo.zoo import create_model, list_models, load_model
 model = create_model("cnn", input_shape=(1, 8, 8), num_classes=10, dropout=0.2)
 """
 
-from zoo import (
+from regzoo.zoo import (
     cnn,  # noqa: F401  (registers the model)
     fnn,  # noqa: F401  (registers the model)
     linear,  # noqa: F401  (registers the model)
     rnn,  # noqa: F401  (registers the model)
 )
-from zoo._registry import create_model, list_models, load_model, model_hparams, register_model
-from zoo.classifier import Classifier
+from regzoo.zoo._registry import (
+    create_model,
+    list_models,
+    load_model,
+    model_hparams,
+    register_model,
+)
+from regzoo.zoo.classifier import Classifier
 
 __all__ = [
     "Classifier",

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from regzoo._checks import is_int, is_number
+
 # Widths, channels, classes and input sizes: far beyond what a layer can be allocated with,
 # and below the sizes at which torch overflows its C integers instead of saying so.
 MAX_SIZE = 2**16
@@ -14,7 +16,7 @@ MAX_KERNEL = 1023
 
 
 def is_size(value: Any, low: int = 1, high: int = MAX_SIZE) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    return is_int(value, low, high)
 
 
 def check_size(name: str, value: Any, *, low: int = 1, high: int = MAX_SIZE) -> None:
@@ -29,6 +31,12 @@ def check_sizes(name: str, values: Any, *, empty_ok: bool) -> None:
             f"{name}={values!r} is invalid; allowed: a sequence of integers in [1, {MAX_SIZE}]"
             + (" (or empty)" if empty_ok else "")
         )
+
+
+def check_dropout(value: Any) -> None:
+    """Every model's `dropout`: a probability, so a bool (an int to Python) is refused too."""
+    if not is_number(value) or not 0 <= value < 1:
+        raise ValueError(f"dropout={value!r} is invalid; allowed: a number in [0, 1)")
 
 
 def check_flag(name: str, value: Any) -> None:

@@ -8,7 +8,6 @@ learning-rate schedules, L1/L2 penalties, decoupled weight decay and initializat
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -19,9 +18,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo._checks import MAX_SIZE, check_flag, check_size, is_sequence, is_size
-from zoo._layers import INITS, initialize, is_weight
-from zoo._registry import plain_hparam
+from regzoo._checks import is_int, is_number
+from regzoo.zoo._checks import MAX_SIZE, check_flag, check_size, is_sequence, is_size
+from regzoo.zoo._hparams import plain_hparam
+from regzoo.zoo._layers import INITS, initialize, is_weight
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "piecewise")
@@ -339,12 +339,12 @@ def _check_training_args(args: dict[str, Any]) -> None:
         raise bad("init", ", ".join(INITS))
     positive = ("lr", "eps", "alpha", "init_std", "init_range", "gamma")
     for name in positive:
-        if not _finite(args[name]) or args[name] <= 0:
+        if not is_number(args[name]) or args[name] <= 0:
             raise bad(name, "a finite number > 0")
     for name in ("weight_decay", "l1", "l2", "min_lr", "grad_clip", "momentum"):
-        if not _finite(args[name]) or args[name] < 0:
+        if not is_number(args[name]) or args[name] < 0:
             raise bad(name, "a finite number >= 0")
-    if not _finite(args["init_value"]):
+    if not is_number(args["init_value"]):
         raise bad("init_value", "a finite number")
     if not 0 <= args["momentum"] < 1 or not 0 < args["alpha"] < 1:
         raise bad("momentum" if not 0 <= args["momentum"] < 1 else "alpha", "a number in [0, 1)")
@@ -352,24 +352,20 @@ def _check_training_args(args: dict[str, Any]) -> None:
     if (
         not is_sequence(betas)
         or len(betas) != 2
-        or not all(_finite(b) and 0 <= b < 1 for b in betas)
+        or not all(is_number(b) and 0 <= b < 1 for b in betas)
     ):
         raise bad("betas", "two numbers in [0, 1)")
     for name in ("step_size", "plateau_patience"):
-        if not isinstance(args[name], int) or args[name] < 0 + (name == "step_size"):
+        if not is_int(args[name], low=1 if name == "step_size" else 0):
             raise bad(name, "a positive integer" if name == "step_size" else "an integer >= 0")
     if args["scheduler"] == "piecewise":
         ms, vals = args["milestones"], args["lr_values"]
-        ints = is_sequence(ms) and all(isinstance(m, int) and m > 0 for m in ms)
+        ints = is_sequence(ms) and all(is_int(m, low=1) for m in ms)
         if not ints or not ms or list(ms) != sorted(set(ms)):
             raise bad("milestones", "increasing positive epochs, at least one, for 'piecewise'")
         if (
             not is_sequence(vals)
             or len(vals) != len(ms) + 1
-            or not all(_finite(v) and v > 0 for v in vals)
+            or not all(is_number(v) and v > 0 for v in vals)
         ):
             raise bad("lr_values", f"{len(ms) + 1} positive learning rates (one per segment)")
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

@@ -11,11 +11,20 @@ from typing import Any
 
 from torch import nn
 
-from zoo._checks import MAX_KERNEL, check_choice, check_flag, check_sizes, is_sequence, is_size
-from zoo._layers import ACTIVATIONS
-from zoo._layers import activation as make_activation
-from zoo._registry import register_model
-from zoo.classifier import Classifier
+from regzoo._checks import is_int
+from regzoo.zoo._checks import (
+    MAX_KERNEL,
+    check_choice,
+    check_dropout,
+    check_flag,
+    check_sizes,
+    is_sequence,
+    is_size,
+)
+from regzoo.zoo._layers import ACTIVATIONS
+from regzoo.zoo._layers import activation as make_activation
+from regzoo.zoo._registry import register_model
+from regzoo.zoo.classifier import Classifier
 
 
 def conv_block(
@@ -105,10 +114,9 @@ def _check_architecture(
         raise ValueError(
             f"kernel_size={kernel_size!r} is invalid; allowed: odd integers in [1, {MAX_KERNEL}]"
         )
-    if not isinstance(pool, int) or pool < 1:
+    if not is_int(pool, low=1):
         raise ValueError(f"pool={pool!r} is invalid; allowed: integers >= 1 (1: no pooling)")
-    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout={dropout!r} is invalid; allowed: a number in [0, 1)")
+    check_dropout(dropout)
 
 
 def _prod(xs: Sequence[int]) -> int:

@@ -13,11 +13,11 @@ from typing import Any
 
 from torch import nn
 
-from zoo._checks import check_choice, check_sizes
-from zoo._layers import ACTIVATIONS
-from zoo._layers import activation as make_activation
-from zoo._registry import register_model
-from zoo.classifier import Classifier
+from regzoo.zoo._checks import check_choice, check_dropout, check_sizes
+from regzoo.zoo._layers import ACTIVATIONS
+from regzoo.zoo._layers import activation as make_activation
+from regzoo.zoo._registry import register_model
+from regzoo.zoo.classifier import Classifier
 
 
 def dense_block(
@@ -83,8 +83,7 @@ def _check_architecture(
 ) -> None:
     check_sizes("hidden", hidden, empty_ok=True)
     check_choice("activation", activation, ACTIVATIONS)
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout={dropout!r} is invalid; allowed: a number in [0, 1)")
+    check_dropout(dropout)
     for name, flag in (("batchnorm", batchnorm), ("bias", bias)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name}={flag!r} is invalid; allowed: True or False")

@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from zoo._registry import register_model
-from zoo.classifier import Classifier
+from regzoo.zoo._registry import register_model
+from regzoo.zoo.classifier import Classifier
 
 
 @register_model("linear")

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._checks import MAX_LAYERS, check_choice, check_size, is_sequence
-from zoo._registry import register_model
-from zoo.classifier import Classifier
+from regzoo.zoo._checks import MAX_LAYERS, check_choice, check_dropout, check_size, is_sequence
+from regzoo.zoo._registry import register_model
+from regzoo.zoo.classifier import Classifier
 
 CELLS: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -122,5 +122,4 @@ def _check_architecture(
     check_size("num_layers", num_layers, high=MAX_LAYERS)
     if not isinstance(bidirectional, bool):
         raise ValueError(f"bidirectional={bidirectional!r} is invalid; allowed: True or False")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout={dropout!r} is invalid; allowed: a number in [0, 1)")
+    check_dropout(dropout)

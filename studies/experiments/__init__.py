@@ -1,7 +1,7 @@
 """The course's experiments, each an Optuna study with a grid over the factor under test.
 
-python -m studies experiment dropout          # one experiment, in full
-python -m studies experiment all --quick      # every experiment, shortened (as the tests run)
+regzoo experiment dropout          # one experiment, in full
+regzoo experiment all --quick      # every experiment, shortened (as the tests run)
 
 Each writes `figure.png`, `table.md` and `table.csv` under `runs/experiments/NAME/`; its trials
 live in the study storage (`experiment-NAME`) and in W&B like any study's. One module per
@@ -10,7 +10,7 @@ experiment defines its settings, table and figure; adding one = one module + one
 
 from __future__ import annotations
 
-from studies.experiments import (
+from regzoo.studies.experiments import (
     augmentation,
     capacity,
     dropout,
@@ -23,8 +23,8 @@ from studies.experiments import (
     weight_decay_vs_l2,
     xor,
 )
-from studies.experiments._run import ExperimentResult, run_experiment
-from studies.experiments._spec import Experiment, Setting
+from regzoo.studies.experiments._run import ExperimentResult, run_experiment
+from regzoo.studies.experiments._spec import Experiment, Setting
 
 # The order `all` runs them in: the lecture's order.
 _MODULES = (

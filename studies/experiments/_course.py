@@ -14,11 +14,10 @@ from typing import Any
 import lightning as L
 from matplotlib.figure import Figure
 
-from studies.config import StudyConfig
-from studies.experiments._plots import boundaries_and_curves
-from studies.experiments._probes import BoundaryProbe
-from studies.experiments._records import ExperimentRun
-from studies.experiments._spec import Row
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.experiments._plots import boundaries_and_curves
+from regzoo.studies.experiments._probes import BoundaryProbe
+from regzoo.studies.experiments._spec import ExperimentRun, Row
 
 EPOCHS = 1000
 QUICK_EPOCHS = 100

@@ -13,7 +13,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from PIL import Image
 
-from studies.experiments._records import ExperimentRun, TrialRecord
+from regzoo.studies.experiments._spec import ExperimentRun, TrialRecord
 
 PANEL = 2.3  # inches per small panel: figures stay small PNGs
 DPI = 80

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +20,27 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from studies import tracking
-from studies._gc import CollectAfterTrial
-from studies.config import StudyConfig, validate_config
-from studies.experiments._plots import save_png
-from studies.experiments._records import ExperimentRun, TrialRecord, read_curves
-from studies.experiments._spec import Experiment, Row, Setting, trial_params
-from studies.experiments._tables import print_table, write_table
-from studies.runner import quiet_lightning, train_run
-from studies.storage import open_storage
-from studies.study import trial_line
+from regzoo.studies.config.load import validate_config
+from regzoo.studies.config.schema import Param, StudyConfig
+from regzoo.studies.config.search import suggest
+from regzoo.studies.experiments._plots import save_png
+from regzoo.studies.experiments._spec import (
+    Experiment,
+    ExperimentRun,
+    Row,
+    Setting,
+    TrialRecord,
+    read_curves,
+    trial_params,
+)
+from regzoo.studies.experiments._tables import print_table, write_table
+from regzoo.studies.loop.gc import collect_after_trials
+from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.loop.study import ensure_uid, study_uid
+from regzoo.studies.results import tracking
+from regzoo.studies.results.console import quiet_training, trial_line
+from regzoo.studies.trial.objective import run_trial
+from regzoo.studies.trial.train import NonFiniteObjective, TrialResult
 
 
 @dataclass
@@ -60,7 +69,8 @@ def run_experiment(
     # (5x slower on a busy 2-core machine), so each trial runs on one thread.
     torch.set_num_threads(1)
     try:
-        return _run(exp, quick, storage, wandb, console or Console())
+        with quiet_training():
+            return _run(exp, quick, storage, wandb, console or Console())
     finally:
         torch.set_num_threads(threads)
 
@@ -68,7 +78,6 @@ def run_experiment(
 def _run(
     exp: Experiment, quick: bool, storage: str | None, wandb: str | None, console: Console
 ) -> ExperimentResult:
-    quiet_lightning()
     start = time.perf_counter()
     settings, seeds = exp.chosen(quick=quick), exp.replicates(quick=quick)
     configs = {s.label: _config(exp, s, quick) for s in settings}
@@ -85,9 +94,10 @@ def _run(
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
+    ensure_uid(study, url)
     console.print(f"[bold]experiment[/] {exp.name}: {exp.title} ({url})")
-    objective = _objective(exp, quick, settings, seeds, configs, out_dir, mode)
-    _train_missing(study, sampler, objective, exp.factor, configs, seeds, console)
+    objective = _objective(exp, quick, settings, seeds, configs, out_dir / study_uid(study), mode)
+    _train_missing(study, objective, exp.factor, configs, seeds, console)
     run = ExperimentRun(exp, quick, out_dir, _records(study, settings, configs, seeds))
     rows, figure, table = _write(run, console)
     seconds = time.perf_counter() - start
@@ -110,28 +120,33 @@ def _write(run: ExperimentRun, console: Console) -> tuple[list[Row], Path, Path]
 
 def _train_missing(
     study: optuna.Study,
-    sampler: optuna.samplers.GridSampler,
     objective: Any,
     factor: str,
     configs: dict[str, StudyConfig],
     seeds: list[int],
     console: Console,
 ) -> None:
-    """Let the grid sampler visit the points not yet tried, then retry (enqueued) the points
-    it counts as visited without a usable trial: failed ones, or ones trained by an older
-    definition of the experiment."""
+    """Train the grid points without a finished trial: never tried, failed for another reason
+    than divergence, or trained by an older definition of the experiment. Each is enqueued, so
+    the points are exactly the missing ones (the grid sampler would pick among every point it
+    counts as unvisited, a diverged one included)."""
     metric = next(iter(configs.values())).objective.metric
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         console.print(trial_line(trial, metric))
 
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [CollectAfterTrial(), report]
     missing = _missing(study, factor, configs, seeds)
-    if missing and not sampler.is_exhausted(study):
-        study.optimize(objective, n_trials=len(missing), callbacks=callbacks)
-    for params in _missing(study, factor, configs, seeds):
+    if not missing:
+        return
+    for params in missing:
         study.enqueue_trial(params)
-        study.optimize(objective, n_trials=1, callbacks=callbacks)
+    with collect_after_trials() as collect:
+        study.optimize(
+            objective,
+            n_trials=len(missing),
+            callbacks=[collect, report],
+            catch=(NonFiniteObjective,),
+        )
 
 
 def _config(exp: Experiment, setting: Setting, quick: bool) -> StudyConfig:
@@ -159,57 +174,55 @@ def _objective(
     settings: list[Setting],
     seeds: list[int],
     configs: dict[str, StudyConfig],
-    out_dir: Path,
+    folder: Path,
     mode: str,
 ) -> Any:
+    """The studies' objective (`run_trial`) over the grid of settings and seeds: a setting's
+    label and seed are sampled with `suggest`, like any search dimension."""
     by_label = {s.label: s for s in settings}
+    space = {exp.factor: Param(choice=list(by_label))}
+    if len(seeds) > 1:
+        space["seed"] = Param(choice=list(seeds))
 
     def objective(trial: optuna.Trial) -> float:
-        label = str(trial.suggest_categorical(exp.factor, list(by_label)))
-        seed = seeds[0]
-        if len(seeds) > 1:
-            seed = int(trial.suggest_categorical("seed", seeds))
+        point = suggest(trial, space)
+        label, seed = str(point[exp.factor]), int(point.get("seed", seeds[0]))
         setting, cfg = by_label[label], configs[label]
         probes = exp.probes(cfg)
-        run_dir = out_dir / f"trial-{trial.number}"
-        start = time.perf_counter()
-        result = train_run(
+        run_dir = folder / f"trial-{trial.number}"
+
+        def attrs(result: TrialResult) -> dict[str, Any]:
+            extra: dict[str, Any] = {"fingerprint": _fingerprint(label, cfg, seed)}
+            extra["run_dir"] = str(run_dir)
+            for probe in probes:
+                extra.update(getattr(probe, "summary", dict)())
+            if result.nonfinite_at is not None:
+                extra["diverged_at"] = result.nonfinite_at + 1
+            return extra
+
+        return run_trial(
+            trial,
             cfg,
             trial_params(setting.keys(quick=quick)),
             run_dir,
-            trial=trial,
+            seed=seed,
             wandb_mode=mode,
             run_name=f"trial-{trial.number}-{label}",
             callbacks=probes,
-            seed=seed,
+            extra_attrs=attrs,
         )
-        attrs: dict[str, Any] = {
-            "fingerprint": _fingerprint(label, cfg, seed),
-            "run_dir": str(run_dir),
-            "epochs": result.epochs,
-            "seconds": round(time.perf_counter() - start, 3),
-            "checkpoint": str(result.checkpoint),
-            **result.test,
-        }
-        for probe in probes:
-            attrs.update(getattr(probe, "summary", dict)())
-        if result.nonfinite_at is not None:
-            attrs["diverged_at"] = result.nonfinite_at + 1
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        if not math.isfinite(result.value):  # diverged: a finished point, the worst value
-            return math.inf if cfg.objective.direction == "minimize" else -math.inf
-        return result.value
 
     return objective
 
 
 def _finished(study: optuna.Study) -> dict[str, FrozenTrial]:
-    """The latest complete trial of each fingerprint."""
+    """The latest finished trial of each fingerprint: complete, or failed by diverging (a
+    result the lecture's tables show, not an error to retry)."""
     latest: dict[str, FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         key = t.user_attrs.get("fingerprint")
-        if isinstance(key, str):
+        diverged = "diverged_at" in t.user_attrs
+        if isinstance(key, str) and (t.state == TrialState.COMPLETE or diverged):
             latest[key] = t
     return latest
 

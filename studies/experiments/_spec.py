@@ -1,20 +1,27 @@
 """What an experiment is, as data: a base study config, the settings of the factor under test,
-the probes each trial carries, and the table and figure made from the finished trials."""
+the probes each trial carries, and the table and figure made from the finished trials; and its
+finished trials as plain records (learning curves and probe outputs) that tables and figures
+read."""
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+import numpy as np
+
+from regzoo._dicts import set_dotted
+from regzoo.studies.results.metrics import read_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from studies.config import StudyConfig
-    from studies.experiments._records import ExperimentRun
+    from regzoo.studies.config.schema import StudyConfig
 
 Row = dict[str, Any]
 
@@ -42,7 +49,7 @@ class Experiment:
     """A lecture experiment: a grid study over `settings`, then a table and a figure.
 
     Args:
-        name: Name on the command line (`python -m studies experiment NAME`).
+        name: Name on the command line (`regzoo experiment NAME`).
         title: One line saying what is compared, shown above the figure.
         factor: Name of the Optuna grid dimension whose values are the settings' labels.
         base: Study config every setting starts from (the YAML schema, without `name`).
@@ -88,20 +95,8 @@ class Experiment:
         layers = [self.quick if quick else {}, setting.keys(quick=quick) if setting else {}]
         for layer in layers:
             for key, value in layer.items():
-                set_key(raw, key, copy.deepcopy(value))
+                set_dotted(raw, key.split("."), copy.deepcopy(value))
         return raw
-
-
-def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """`set_key(raw, "model.lr", 0.3)` sets raw["model"]["lr"], creating sections on the way."""
-    *path, leaf = dotted.split(".")
-    node = raw
-    for part in path:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[leaf] = value
 
 
 def trial_params(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,3 +106,116 @@ def trial_params(overrides: Mapping[str, Any]) -> dict[str, Any]:
         for key, value in overrides.items()
         if key.partition(".")[0] in ("model", "data", "trainer") and "." in key
     }
+
+
+@dataclass
+class Curves:
+    """Per-epoch metrics from a trial's `metrics.csv`; `epoch[i]` is 1-based."""
+
+    epoch: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.metrics:
+            raise KeyError(f"metric {name!r} was not logged; logged: {', '.join(self.metrics)}")
+        return self.metrics[name]
+
+    @property
+    def last_epoch(self) -> int:
+        return int(self.epoch[-1]) if len(self.epoch) else 0
+
+    def at(self, name: str, epoch: int) -> float:
+        """The metric's value at a 1-based epoch."""
+        return float(self[name][int(np.searchsorted(self.epoch, epoch))])
+
+    def best_epoch(self, name: str = "val/loss") -> int:
+        """The 1-based epoch with the lowest finite value of `name` (first one on ties)."""
+        values = np.where(np.isfinite(self[name]), self[name], np.inf)
+        return int(self.epoch[int(np.argmin(values))])
+
+    def first_below(self, name: str, threshold: float) -> int | None:
+        """The first 1-based epoch where `name` is at or below `threshold` (None: never)."""
+        hits = np.flatnonzero(self[name] <= threshold)
+        return int(self.epoch[hits[0]]) if len(hits) else None
+
+
+def read_curves(path: Path) -> Curves:
+    """Fold Lightning's CSVLogger rows (one per logging call) into one row per epoch."""
+    by_epoch = read_metrics(path)
+    epochs = sorted(e for e, v in by_epoch.items() if "train/loss" in v)
+    names = sorted({k for e in epochs for k in by_epoch[e] if not k.startswith("test/")})
+    metrics = {
+        name: np.array([by_epoch[e].get(name, math.nan) for e in epochs], dtype=np.float64)
+        for name in names
+    }
+    return Curves(epoch=np.array(epochs, dtype=np.int64) + 1, metrics=metrics)
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial: which setting and seed, its directory, attributes and curves."""
+
+    setting: Setting
+    seed: int
+    number: int
+    run_dir: Path
+    attrs: dict[str, Any]
+    curves: Curves
+
+    @property
+    def label(self) -> str:
+        return self.setting.label
+
+    def file(self, name: str) -> Path:
+        """A file a probe wrote into the trial's directory; a clear error when it is missing."""
+        path = self.run_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"trial {self.number} ({self.label}) has no {name} in {self.run_dir}; "
+                "rerun the experiment with a fresh storage or study"
+            )
+        return path
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        with np.load(self.file(name)) as data:
+            return {key: data[key] for key in data.files}
+
+    def losses(self) -> dict[str, float | int]:
+        """The usual columns of a row: the last epoch's losses and accuracies, the lowest
+        validation loss and its epoch."""
+        c, last = self.curves, self.curves.last_epoch
+        best = c.best_epoch("val/loss")
+        return {
+            "epochs": last,
+            "train_loss": c.at("train/loss", last),
+            "val_loss": c.at("val/loss", last),
+            "best_val_loss": c.at("val/loss", best),
+            "best_epoch": best,
+            "train_acc": c.at("train/acc", last),
+            "val_acc": c.at("val/acc", last),
+        }
+
+
+@dataclass
+class ExperimentRun:
+    """Everything a table or figure needs: the experiment, the mode and the finished trials."""
+
+    experiment: Experiment
+    quick: bool
+    out_dir: Path
+    records: list[TrialRecord] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return [s.label for s in self.experiment.chosen(quick=self.quick)]
+
+    def of(self, label: str) -> list[TrialRecord]:
+        """The trials of one setting, one per seed, in seed order."""
+        found = sorted((r for r in self.records if r.label == label), key=lambda r: r.seed)
+        if not found:
+            raise KeyError(f"experiment {self.experiment.name!r} has no trial for {label!r}")
+        return found
+
+    def one(self, label: str) -> TrialRecord:
+        """The trial of a single-seed setting."""
+        return self.of(label)[0]

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from studies.experiments._spec import Row
+from regzoo.studies.experiments._spec import Row
 
 
 def fmt(value: Any) -> str:

@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from studies.experiments._plots import PANEL, color, curves
-from studies.experiments._records import ExperimentRun
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.experiments._plots import PANEL, color, curves
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting
 
 P = 0.5  # each transform is applied to a sample with this probability
 TRANSFORMS: dict[str, dict[str, Any]] = {

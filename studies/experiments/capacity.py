@@ -9,10 +9,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from studies.experiments._course import QUICK, boundary_probe, course_config
-from studies.experiments._plots import PANEL, boundary
-from studies.experiments._records import ExperimentRun
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.experiments._course import QUICK, boundary_probe, course_config
+from regzoo.studies.experiments._plots import PANEL, boundary
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting
 
 LAYERS = (1, 2, 3)
 UNITS = (8, 16, 32, 64, 128)

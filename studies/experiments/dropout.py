@@ -3,14 +3,14 @@ stronger dropout fits the training set less and smooths the decision boundary.""
 
 from __future__ import annotations
 
-from studies.experiments._course import (
+from regzoo.studies.experiments._course import (
     QUICK,
     boundary_figure,
     boundary_probe,
     course_config,
     loss_table,
 )
-from studies.experiments._spec import Experiment, Setting
+from regzoo.studies.experiments._spec import Experiment, Setting
 
 RATES = (0.0, 0.1, 0.5, 0.9)
 

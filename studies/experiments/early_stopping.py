@@ -13,11 +13,10 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from studies.experiments._course import GLYPH, course_config
-from studies.experiments._plots import boundaries_and_curves, color, epoch_axis
-from studies.experiments._probes import BoundaryProbe
-from studies.experiments._records import ExperimentRun, TrialRecord
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.experiments._course import GLYPH, course_config
+from regzoo.studies.experiments._plots import boundaries_and_curves, color, epoch_axis
+from regzoo.studies.experiments._probes import BoundaryProbe
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting, TrialRecord
 
 PATIENCE = 100
 QUICK_PATIENCE = 30

@@ -11,12 +11,11 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from studies.config import StudyConfig
-from studies.experiments._course import QUICK, course_config, loss_table
-from studies.experiments._plots import boundaries_and_curves, color, epoch_axis
-from studies.experiments._probes import BoundaryProbe, WeightProbe
-from studies.experiments._records import ExperimentRun, TrialRecord
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.experiments._course import QUICK, course_config, loss_table
+from regzoo.studies.experiments._plots import boundaries_and_curves, color, epoch_axis
+from regzoo.studies.experiments._probes import BoundaryProbe, WeightProbe
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting, TrialRecord
 
 SETTINGS = [
     Setting("zeros", {"model.init": "zeros"}),

@@ -8,11 +8,10 @@ from typing import Any
 
 import lightning as L
 
-from studies.config import StudyConfig
-from studies.experiments._course import QUICK, boundary_figure, course_config, loss_table
-from studies.experiments._probes import BoundaryProbe, WeightProbe
-from studies.experiments._records import ExperimentRun
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.experiments._course import QUICK, boundary_figure, course_config, loss_table
+from regzoo.studies.experiments._probes import BoundaryProbe, WeightProbe
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting
 
 STRENGTHS = (0.0, 1e-4, 1e-3, 5e-3)
 

@@ -3,7 +3,7 @@ rate needs proportionally more epochs to reach the same fit."""
 
 from __future__ import annotations
 
-from studies.experiments._course import (
+from regzoo.studies.experiments._course import (
     EPOCHS,
     QUICK,
     QUICK_EPOCHS,
@@ -12,7 +12,7 @@ from studies.experiments._course import (
     course_config,
     loss_table,
 )
-from studies.experiments._spec import Experiment, Setting
+from regzoo.studies.experiments._spec import Experiment, Setting
 
 LONG = 5  # the last setting trains this many times longer
 

@@ -10,12 +10,11 @@ import lightning as L
 import numpy as np
 from matplotlib.figure import Figure
 
-from studies.config import StudyConfig
-from studies.experiments._course import FULL_BATCH, QUICK, course_config
-from studies.experiments._plots import PANEL, color, curves, epoch_axis
-from studies.experiments._probes import GradNormProbe
-from studies.experiments._records import ExperimentRun
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.experiments._course import FULL_BATCH, QUICK, course_config
+from regzoo.studies.experiments._plots import PANEL, color, curves, epoch_axis
+from regzoo.studies.experiments._probes import GradNormProbe
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting
 
 THRESHOLD = 0.2  # training loss the table counts epochs to
 METHODS = ("none", "minmax", "standard", "pca")

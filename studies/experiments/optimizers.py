@@ -9,18 +9,17 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from studies.config import StudyConfig
-from studies.experiments._course import (
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.experiments._course import (
     EPOCHS,
     QUICK,
     QUICK_EPOCHS,
     course_config,
     loss_table,
 )
-from studies.experiments._plots import boundaries_and_curves, color, epoch_axis
-from studies.experiments._probes import BoundaryProbe, LrProbe
-from studies.experiments._records import ExperimentRun, TrialRecord
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.experiments._plots import boundaries_and_curves, color, epoch_axis
+from regzoo.studies.experiments._probes import BoundaryProbe, LrProbe
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting, TrialRecord
 
 LR = 0.03
 THRESHOLD = 0.1  # training loss the table counts epochs to

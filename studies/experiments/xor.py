@@ -10,11 +10,10 @@ from typing import Any
 
 import lightning as L
 
-from studies.config import StudyConfig
-from studies.experiments._course import FULL_BATCH, QUICK, boundary_figure, course_config
-from studies.experiments._probes import BoundaryProbe, TruthTableProbe
-from studies.experiments._records import ExperimentRun
-from studies.experiments._spec import Experiment, Row, Setting
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.experiments._course import FULL_BATCH, QUICK, boundary_figure, course_config
+from regzoo.studies.experiments._probes import BoundaryProbe, TruthTableProbe
+from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting
 
 LR = 0.03
 XOR: dict[str, Any] = {"name": "xor", "n_samples": 1000, "noise": 0.0, "batch_size": FULL_BATCH}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules import ArrayDataModule, create_datamodule
+from regzoo.datamodules import ArrayDataModule, create_datamodule
 
 IDX_FILES = {
     "train-images-idx3-ubyte.gz": "x",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import ArrayDataModule, Arrays, create_datamodule
+from regzoo.datamodules import ArrayDataModule, Arrays, create_datamodule
 
 Make = Callable[..., ArrayDataModule]
 

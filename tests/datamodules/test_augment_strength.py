@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import ArrayDataModule, Arrays
+from regzoo.datamodules import ArrayDataModule, Arrays
 
 BACKENDS = ["device", "albumentations"]
 SIDE, N = 33, 400

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules import ArrayDataModule, list_datamodules
-from datamodules._augment import data_kind
+from regzoo.datamodules import ArrayDataModule, list_datamodules
+from regzoo.datamodules._augment import data_kind
 
 Make = Callable[..., ArrayDataModule]
 ALL = list_datamodules()

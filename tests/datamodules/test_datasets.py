@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from mnist1d.data import get_dataset_args, make_dataset
 
-from datamodules import ArrayDataModule, create_datamodule
-from datamodules.glyph import covers
+from regzoo.datamodules import ArrayDataModule, create_datamodule
+from regzoo.datamodules.glyph import covers
 from tests.datamodules.conftest import write_image_folder
 
 Make = Callable[..., ArrayDataModule]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datamodules import create_datamodule
+from regzoo.datamodules import create_datamodule
 
 
 def test_digits_shapes_and_disjoint_splits() -> None:

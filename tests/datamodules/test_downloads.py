@@ -1,22 +1,85 @@
-"""Online datasets: downloads are checksum-verified and atomic; the real file formats are read.
+"""Online datasets: downloads are checksum-verified and atomic, happen in `prepare_data` only
+(never when the shape or classes are read: under DDP every process reads them), and the real
+file formats are read.
 
 No network: files in the published formats are written by the tests and served from `file://`
-URLs or placed in `data_dir` beforehand.
+URLs, from a local HTTP server that counts requests, or placed in `data_dir` beforehand.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from datamodules import DownloadError, create_datamodule
-from datamodules._download import fetch
-from datamodules.mnist import Mnist
-from tests.datamodules.conftest import idx_arrays, write_cifar, write_idx_set
+from regzoo.datamodules import ArrayDataModule, DownloadError, cifar10, create_datamodule
+from regzoo.datamodules._download import fetch
+from regzoo.datamodules.mnist import FashionMnist, Mnist
+from tests.datamodules.conftest import idx_arrays, write_cifar, write_idx, write_idx_set
+
+# The online datasets and the number of files each downloads.
+ONLINE = {"mnist": 4, "fashion_mnist": 4, "cifar10": 1}
+
+
+class Mirror:
+    """A local HTTP mirror of the files in `folder` that counts the requests it answers."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.requests = folder, 0
+        handler = partial(self.Handler, self, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, mirror: Mirror, *args: Any, **kwargs: Any) -> None:
+            self.mirror = mirror
+            super().__init__(*args, **kwargs)
+
+        def send_head(self) -> Any:
+            self.mirror.requests += 1
+            return super().send_head()
+
+        def log_message(self, *args: Any) -> None:  # quiet test output
+            pass
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)  # 127.0.0.1 directly, never through a proxy
+    served = Mirror(tmp_path / "mirror")
+    served.folder.mkdir()
+    thread = threading.Thread(target=served.server.serve_forever, daemon=True)
+    thread.start()
+    yield served
+    served.server.shutdown()
+    served.server.server_close()
+    thread.join()
+
+
+def publish(name: str, mirror: Mirror, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny files of dataset `name` on the mirror, their checksums taken as the published ones."""
+    if name == "cifar10":
+        write_cifar(mirror.folder / cifar10.ARCHIVE)
+    else:
+        write_idx_set(mirror.folder, idx_arrays())
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in mirror.folder.iterdir()}
+    if name == "cifar10":
+        monkeypatch.setattr(cifar10, "MD5", md5[cifar10.ARCHIVE])
+    else:
+        monkeypatch.setattr({"mnist": Mnist, "fashion_mnist": FashionMnist}[name], "md5", md5)
+
+
+def no_loading(dm: ArrayDataModule) -> None:
+    raise AssertionError(f"{dm.dataset_name} loaded its data")
 
 
 def test_fetch_downloads_and_verifies(tmp_path: Path) -> None:
@@ -68,6 +131,7 @@ def test_mnist_downloads_from_a_mirror_with_matching_checksums(
     dm = create_datamodule(
         "mnist", data_dir=tmp_path / "data", mirror=(tmp_path / "mirror").as_uri()
     )
+    dm.prepare_data()
     loaded = dm.load()
     assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(published)
     np.testing.assert_array_equal(loaded.x, arrays["x"][:, None] / np.float32(255))
@@ -108,3 +172,72 @@ def test_cifar_binary_records_are_read_channel_first(tmp_path: Path) -> None:
     assert loaded.x_test is not None
     np.testing.assert_allclose(loaded.x_test * 255, written["x_test"], atol=1e-3)
     np.testing.assert_array_equal(loaded.y_test, written["y_test"])
+
+
+@pytest.mark.parametrize("normalize", ["none", "pca"])
+@pytest.mark.parametrize("name", sorted(ONLINE))
+def test_reading_shape_and_classes_downloads_and_reads_nothing(
+    tmp_path: Path,
+    mirror: Mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    normalize: str,
+) -> None:
+    publish(name, mirror, monkeypatch)
+    data_dir = tmp_path / "data"
+    dm = create_datamodule(name, data_dir=data_dir, mirror=mirror.url, normalize=normalize)
+    side = (3, 32, 32) if name == "cifar10" else (1, 28, 28)
+    expected = (int(np.prod(side)),) if normalize == "pca" else side
+    with monkeypatch.context() as patched:
+        patched.setattr(type(dm), "load", no_loading)
+        assert dm.input_shape == expected and dm.num_classes == 10
+    assert mirror.requests == 0 and not data_dir.exists()
+    dm.prepare_data()  # what Lightning runs on one process per node, before setup
+    assert mirror.requests == ONLINE[name]
+    assert len([p for p in data_dir.rglob("*") if p.is_file()]) == ONLINE[name]
+    dm.setup()  # reads the downloaded files, downloads nothing more
+    assert mirror.requests == ONLINE[name]
+    assert dm.input_shape == expected and dm.num_classes == 10
+    assert tuple(dm.splits["train"][0].shape[1:]) == expected
+
+
+@pytest.mark.parametrize("name", sorted(ONLINE))
+def test_loading_before_prepare_data_never_downloads(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    publish(name, mirror, monkeypatch)
+    dm = create_datamodule(name, data_dir=tmp_path / "data", mirror=mirror.url)
+    with pytest.raises(FileNotFoundError, match=r"is missing: call prepare_data\(\) first"):
+        dm.setup()
+    assert mirror.requests == 0 and not (tmp_path / "data").exists()
+
+
+def test_image_folder_reads_its_classes_from_the_folder_names_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("cat", "dog", "owl"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(b"not an image: never opened")
+    dm = create_datamodule("image_folder", data_dir=tmp_path, image_size=(6, 9), grayscale=True)
+    monkeypatch.setattr(type(dm), "load", no_loading)
+    assert dm.input_shape == (1, 6, 9) and dm.num_classes == 3
+
+
+def test_files_that_contradict_the_declared_shape_are_refused_at_setup(tmp_path: Path) -> None:
+    # A model built from `input_shape` before loading would not fit these 20×20 images.
+    arrays = idx_arrays()
+    arrays["x"], arrays["x_test"] = arrays["x"][:, :20, :20], arrays["x_test"][:, :20, :20]
+    write_idx_set(tmp_path / "mnist", arrays)
+    dm = create_datamodule("mnist", data_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"loaded inputs of shape \(1, 20, 20\), expected \(1, 28"):
+        dm.setup()
+
+
+def test_labels_beyond_the_declared_classes_are_refused_at_setup(tmp_path: Path) -> None:
+    arrays = idx_arrays()
+    write_idx_set(tmp_path / "mnist", arrays)
+    write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", arrays["y_test"] + 3)
+    dm = create_datamodule("mnist", data_dir=tmp_path)
+    assert dm.num_classes == 10
+    with pytest.raises(ValueError, match=r"loaded labels up to 12, expected 10 classes"):
+        dm.setup()

@@ -1,4 +1,4 @@
-"""`python -m datamodules preview NAME`: a PNG of original vs augmented samples."""
+"""`python -m regzoo.datamodules preview NAME`: a PNG of original vs augmented samples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from datamodules.__main__ import main, parse_overrides
+from regzoo.datamodules.__main__ import main, parse_overrides
 
 
 def test_overrides_reach_the_augment_mapping() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datamodules import ArrayDataModule, Arrays
+from regzoo.datamodules import ArrayDataModule, Arrays
 
 
 class Identical(ArrayDataModule):

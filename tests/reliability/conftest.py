@@ -22,8 +22,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies.runner import TrialResult, train_run
-from tests.conftest import DEFAULT_CONFIG, REPO
+from regzoo.studies.trial.train import TrialResult, train_run
+from tests.conftest import DEFAULT_CONFIG, REPO, trials_folder
 
 # Tiny trials: about a second each on one core.
 TINY = [
@@ -83,9 +83,9 @@ def as_sets(overrides: list[str]) -> list[str]:
 
 
 def run_command(url: str, trials: int, *extra: str) -> list[str]:
-    """`python -m studies run` on the default config, quiet, into `url`."""
+    """`regzoo run` on the default config, quiet, into `url`."""
     return [
-        sys.executable, "-m", "studies", "run", str(DEFAULT_CONFIG), "--storage", url,
+        sys.executable, "-m", "regzoo", "run", str(DEFAULT_CONFIG), "--storage", url,
         "--trials", str(trials), "--wandb", "disabled", "--no-progress", *extra,
     ]  # fmt: skip
 
@@ -96,7 +96,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def load(url: str, name: str = STUDY) -> optuna.Study:
-    from studies.storage import open_storage
+    from regzoo.studies.loop.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(url))
 
@@ -117,7 +117,7 @@ def wait_for(
 
 def running_trials(url: str) -> list[optuna.trial.FrozenTrial]:
     """The study's running trials that have sampled their parameters (training has begun)."""
-    from studies.storage import open_storage
+    from regzoo.studies.loop.storage import open_storage
 
     storage = open_storage(url)
     if STUDY not in optuna.get_all_study_names(storage=storage):
@@ -134,4 +134,6 @@ def assert_nothing_lost(trials: list[optuna.trial.FrozenTrial], target: int, run
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for t in trials:
         if t.state in FINISHED:
-            assert (runs / STUDY / f"trial-{t.number}" / "metrics.csv").is_file(), t.number
+            assert (trials_folder(runs / STUDY) / f"trial-{t.number}" / "metrics.csv").is_file(), (
+                t.number
+            )

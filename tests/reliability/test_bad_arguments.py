@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datamodules import create_datamodule, datamodule_options, list_datamodules
+from regzoo.datamodules import create_datamodule, datamodule_options, list_datamodules
+from regzoo.zoo import create_model, list_models, model_hparams
+from regzoo.zoo._layers import ACTIVATIONS, INITS
+from regzoo.zoo.classifier import OPTIMIZERS, SCHEDULERS
+from regzoo.zoo.rnn import CELLS
 from tests.reliability.conftest import Tally
-from zoo import create_model, list_models, model_hparams
-from zoo._layers import ACTIVATIONS, INITS
-from zoo.classifier import OPTIMIZERS, SCHEDULERS
-from zoo.rnn import CELLS
 
 HUGE = st.sampled_from([10**12, 2**63, 10**30, 10**100])
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])

@@ -4,7 +4,7 @@ and writes nothing (no study in the storage, no runs folder).
 Every generated config is the default study (shrunk) with one mistake that the config contract
 refuses: an unknown key at any level, a value of the wrong type, an empty or inverted search
 range, a NaN or infinite bound, a value too large for its key, unicode where a name belongs, or a
-file that is not a study config at all. `python -m studies run` is called in-process for speed;
+file that is not a study config at all. `regzoo run` is called in-process for speed;
 one subprocess proves the exit code from a shell. The tally counts the cases of each kind.
 """
 
@@ -25,13 +25,13 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from datamodules import AUGMENT_KEYS, datamodule_options, list_datamodules
-from studies.__main__ import main
-from studies.config import StudyConfig, TrainerSection
+from regzoo.datamodules import AUGMENT_KEYS, datamodule_options, list_datamodules
+from regzoo.studies.cli.main import main
+from regzoo.studies.config.schema import StudyConfig, TrainerSection
+from regzoo.zoo import list_models, model_hparams
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import Tally, cli_env
 from tests.reliability.test_runs_dir import no_study_in
-from zoo import list_models, model_hparams
 
 BASE: dict[str, Any] = {
     **yaml.safe_load(DEFAULT_CONFIG.read_text()),
@@ -218,7 +218,7 @@ KINDS: dict[str, st.SearchStrategy[Any]] = {
 
 
 def run_cli(config: Any, folder: Path, command: str = "run") -> tuple[int, str, str]:
-    """`python -m studies run|train` on `config` (a mapping or a file's text), in-process."""
+    """`regzoo run|train` on `config` (a mapping or a file's text), in-process."""
     path = folder / "study.yaml"
     if isinstance(config, dict):
         config["runs_dir"] = str(folder / "runs")
@@ -271,7 +271,7 @@ def test_a_malformed_config_from_the_shell_exits_2_with_one_line(
     raw["search"]["model.lr"] = {"float": [math.nan, 0.1], "lоg": True}  # a Cyrillic "о"
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
     done = subprocess.run(
-        [sys.executable, "-m", "studies", "run", str(tmp_path / "study.yaml"),
+        [sys.executable, "-m", "regzoo", "run", str(tmp_path / "study.yaml"),
          "--storage", f"sqlite:///{tmp_path / 'studies.db'}"],
         env=cli_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip

@@ -18,13 +18,13 @@ import optuna
 import pytest
 import torch
 
-from datamodules import create_datamodule
-from studies.__main__ import main
-from studies.config import load_config
-from studies.runner import train_run
+from regzoo.datamodules import create_datamodule
+from regzoo.studies import load_config
+from regzoo.studies.cli.main import main
+from regzoo.studies.trial.train import train_run
+from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY, Tally, cli_env
-from zoo import load_model
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_export_of_a_truncated_checkpoint_from_the_shell_exits_2_without_traceba
     bad.write_bytes(checkpoint.read_bytes()[:-100])
     url = study_with_best_checkpoint(tmp_path, bad)
     done = subprocess.run(
-        [sys.executable, "-m", "studies", "export", "damaged", "--format", "torchscript",
+        [sys.executable, "-m", "regzoo", "export", "damaged", "--format", "torchscript",
          "--storage", url],
         env=cli_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -1,6 +1,6 @@
 """Four workers on one study, for each storage: exactly the requested trials, none locked out.
 
-`python -m studies run --workers 4` starts four real worker processes on the storage; between
+`regzoo run --workers 4` starts four real worker processes on the storage; between
 them they must finish exactly the requested trials, with unique numbers, no failed trial (SQLite
 under four writers would say "database is locked" without WAL and a busy timeout) and nothing
 more started.
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from studies.__main__ import main
-from studies._budget import WORKER_ATTR
+from regzoo.studies.cli.main import main
+from regzoo.studies.loop.budget import WORKER_ATTR
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY, Tally, as_sets, assert_nothing_lost, load
 

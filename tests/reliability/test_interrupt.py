@@ -1,7 +1,7 @@
 """Ctrl-C: the running trial is recorded (failed), never left running; rerunning resumes.
 
 A real SIGINT each time: sent by a Lightning callback to its own process at one stage of a
-trial (in-process, every stage), or sent to a `python -m studies run` process while its trial
+trial (in-process, every stage), or sent to a `regzoo run` process while its trial
 is running in the storage (alone, and as a terminal would: to the whole process group of a
 `--workers 2` run, parent and workers at once).
 """
@@ -21,8 +21,7 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from studies.config import load_config
-from studies.study import run_study
+from regzoo.studies import load_config, run_study
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import (
     ENDLESS,

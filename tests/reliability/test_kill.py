@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL in the middle of a trial, while another worker goes on.
 
-Both are real `python -m studies run` workers of one study (as `--workers 2` starts them). The
+Both are real `regzoo run` workers of one study (as `--workers 2` starts them). The
 killed worker's trial stops beating (RDB storages; for a journal file, its process is seen to be
 gone) and the surviving worker fails it and retries its parameters; the study still reaches the
 requested finished trials, and no other trial is lost or run twice. tests/studies/test_workers.py
@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from studies.config import load_config
-from studies.runner import open_study
-from studies.workers import WORKER_ENV
+from regzoo.studies import load_config, open_study
+from regzoo.studies.scaling.role import WORKER_ENV
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import (
     ENDLESS,

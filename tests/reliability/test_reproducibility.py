@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from studies.__main__ import main
+from regzoo.studies.cli.main import main
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY, Tally, as_sets, load
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from studies.__main__ import main
+from regzoo.studies.cli.main import main
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY, Tally, as_sets
 
@@ -89,3 +89,32 @@ def test_a_bad_free_space_floor_is_one_line(
     assert main([*args, f"--set=runs_dir={tmp_path / 'runs'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{FULL}='lots'" in err, err
+
+
+def test_two_storages_with_a_study_of_the_same_name_keep_each_others_checkpoints(
+    in_tmp: Path,
+) -> None:
+    """Each study keeps its trials under its own id: a second storage's `cnn-digits` (and a
+    study deleted and created again in the first) writes beside, never over, the first's."""
+    import optuna
+
+    from regzoo import load_model
+    from regzoo.studies.loop.storage import open_storage
+
+    def run(url: str) -> optuna.trial.FrozenTrial:
+        args = ["run", str(DEFAULT_CONFIG), "--storage", url, "--trials", "1"]
+        assert main([*args, "--wandb", "disabled", "--no-progress", *as_sets(TINY)]) == 0
+        [trial] = optuna.load_study(study_name="cnn-digits", storage=open_storage(url)).trials
+        return trial
+
+    first_url = f"sqlite:///{in_tmp / 'a.db'}"
+    first = run(first_url)
+    checkpoint = Path(first.user_attrs["checkpoint"])
+    before = checkpoint.read_bytes()
+    second = run(f"sqlite:///{in_tmp / 'b.db'}")
+    optuna.delete_study(study_name="cnn-digits", storage=open_storage(first_url))
+    third = run(first_url)  # the same name in the same storage, a new study
+    folders = {Path(t.user_attrs["checkpoint"]).parent for t in (first, second, third)}
+    assert len(folders) == 3 and all(f.name == "trial-0" for f in folders)
+    assert checkpoint.read_bytes() == before  # the first trial's files untouched
+    load_model(checkpoint)

@@ -18,9 +18,7 @@ import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
-from studies.config import load_config
-from studies.runner import open_study
-from studies.study import run_study
+from regzoo.studies import load_config, open_study, run_study
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY, Tally, assert_nothing_lost, load, train_with
 

@@ -12,8 +12,8 @@ import time
 
 import optuna
 
-from studies._budget import TrialBudget
-from studies.storage import open_storage
+from regzoo.studies.loop.budget import TrialBudget
+from regzoo.studies.loop.storage import open_storage
 
 STUDY = "budget"
 PAUSE_S = 0.3

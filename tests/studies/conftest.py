@@ -15,9 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from studies.__main__ import main
-from studies.config import load_config
-from studies.runner import open_study
+from regzoo.studies import load_config, open_study
+from regzoo.studies.cli.main import main
 from tests.conftest import DEFAULT_CONFIG
 
 TINY = [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from studies.__main__ import main
-from studies.config import ConfigError, load_config
-from studies.search import split_params
+from regzoo.studies import ConfigError, load_config
+from regzoo.studies.cli.main import main
+from regzoo.studies.config.search import split_params
 from tests.conftest import DEFAULT_CONFIG, REPO
 
 SHIPPED = sorted((REPO / "studies" / "configs").glob("*.yaml"))

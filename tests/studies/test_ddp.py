@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies.__main__ import main
-from studies.config import load_config
-from studies.runner import open_study
-from studies.storage import open_storage
-from tests.conftest import DEFAULT_CONFIG, REPO
+from regzoo.studies import load_config, open_study
+from regzoo.studies.cli.main import main
+from regzoo.studies.loop.storage import open_storage
+from tests.conftest import DEFAULT_CONFIG, REPO, trials_folder
 
 TINY = [
     "trainer.accelerator=cpu",
@@ -30,11 +30,26 @@ HOPELESS = {"model.lr": 1e-4, "model.dropout": 0.5, "model.optimizer": "sgd"}
 
 
 def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """torchrun with 2 ranks; on a timeout (pytest-timeout's or our own) torchrun and both ranks
+    are killed, so that a hung group never outlives its test."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # finds tests.studies
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    return subprocess.run(
-        [*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    proc = subprocess.Popen(
+        [*command, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the ranks go with it
     )
+    try:
+        out, err = proc.communicate(timeout=300)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _records(out: Path, rank: int) -> list[dict[str, object]]:
@@ -77,7 +92,55 @@ def test_torchrun_ranks_train_rank_0s_trial_and_stop_together_when_pruned(in_tmp
     assert all(len(t.values) == 1 for t in trials)
     assert sorted(trials[0].intermediate_values) == [0, 1, 2]
     assert sorted(trials[1].intermediate_values) == [0]
-    assert sorted(p.name for p in (in_tmp / "runs" / cfg.name).iterdir()) == ["trial-0", "trial-1"]
+    assert sorted(p.name for p in trials_folder(in_tmp / "runs" / cfg.name).iterdir()) == [
+        "trial-0",
+        "trial-1",
+    ]
+
+
+# No time bound on the run itself: the trial's group keeps torch's 30-minute collective timeout,
+# so a rank 0 that never hears of rank 1's failure hangs and pytest-timeout fails the test.
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("rank", "error"),
+    [
+        # rank 0 waits for rank 1 in that batch's gradient all-reduce
+        (1, "RankFailed: rank 1: RuntimeError: CUDA out of memory (injected on rank 1)"),
+        # rank 0's own error is recorded as in a single process; rank 1 stops waiting for it
+        (0, "RuntimeError: CUDA out of memory (injected on rank 0)"),
+    ],
+    ids=["follower", "rank-0"],
+)
+def test_a_rank_failing_alone_fails_the_trial_and_the_study_goes_on(
+    in_tmp: Path, rank: int, error: str
+) -> None:
+    overrides = [*TINY, "early_stopping=null"]
+    url = f"journal:///{in_tmp / 'studies.log'}"
+    cfg = load_config(DEFAULT_CONFIG, overrides=overrides)
+    study = open_study(cfg, url)
+    for _ in range(2):
+        study.enqueue_trial({**GOOD, "model.weight_decay": 1e-3})
+    out = in_tmp / "probe"
+    out.mkdir()
+
+    # One rank alone runs out of memory at the first batch of trial 0's 2nd epoch; one finished
+    # trial is asked for, so the study must go on to trial 1.
+    done = _torchrun(
+        "-m", "tests.studies._ddp_probe", str(DEFAULT_CONFIG), url, str(out),
+        f"--fail={rank}:trial-0:1", "trials=1", *overrides, cwd=in_tmp,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    trials = optuna.load_study(study_name=cfg.name, storage=open_storage(url)).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["error"] == error
+    # Both ranks trained trial 1 together, to its end.
+    rank0, rank1 = _records(out, 0), _records(out, 1)
+    assert [r["trial"] for r in rank0] == [r["trial"] for r in rank1] == ["trial-1"]
+    assert rank0[0]["world_size"] == rank1[0]["world_size"] == 2
+    assert rank0[0]["hparams"] == rank1[0]["hparams"]
+    assert rank0[0]["epochs"] == rank1[0]["epochs"] == 3
+    assert len(trials[1].values) == 1 and Path(trials[1].user_attrs["checkpoint"]).is_file()
 
 
 @pytest.mark.slow  # ~35 s: the parent, torchrun and two ranks each import torch and Lightning

@@ -8,12 +8,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from studies.__main__ import main
-from studies.config import load_config
-from studies.storage import open_storage
-from tests.conftest import DEFAULT_CONFIG
+from regzoo.studies import load_config
+from regzoo.studies.cli.main import main
+from regzoo.studies.loop.storage import open_storage
+from regzoo.zoo import load_model
+from tests.conftest import DEFAULT_CONFIG, trials_folder
 from tests.studies.wandb_records import read_run
-from zoo import load_model
 
 TINY = [
     "--set",
@@ -41,7 +41,9 @@ def test_run_then_rerun_resumes_to_the_requested_trials(
     best = study.best_trial
     assert Path(best.user_attrs["checkpoint"]).is_file()
     assert 0.0 <= best.user_attrs["test/acc"] <= 1.0
-    assert (in_tmp / "runs" / "cnn-digits" / f"trial-{best.number}" / "metrics.csv").is_file()
+    assert (
+        trials_folder(in_tmp / "runs" / "cnn-digits") / f"trial-{best.number}" / "metrics.csv"
+    ).is_file()
 
     assert main(["run", str(DEFAULT_CONFIG), "--trials", "3", "--storage", url, *TINY]) == 0
     assert "2 of 3 trials already finished" in capsys.readouterr().out
@@ -56,7 +58,7 @@ def test_train_runs_the_fixed_values_once_with_the_same_outputs(
     args = ["train", str(DEFAULT_CONFIG), *TINY[:4], "--set", "model.regularization=l2"]
     assert main([*args, "--set", "model.l2=0.001", "--wandb", "offline"]) == 0
     out = capsys.readouterr().out
-    run_dir = in_tmp / "runs" / "cnn-digits" / "train"
+    run_dir = in_tmp / "runs" / "cnn-digits" / "train-1"
     model = load_model(run_dir / "best.ckpt")
     assert (model.hparams["l2"], model.hparams["weight_decay"]) == (0.001, 0.0)
     assert "val/loss" in (run_dir / "metrics.csv").read_text().splitlines()[0]
@@ -122,5 +124,5 @@ def test_every_shipped_config_trains(config: Path, data_dir: Path, in_tmp: Path)
     args = [a for s in [*shrink, f"data.data_dir={data_dir}"] for a in ("--set", s)]
     assert main(["train", str(config), *args, "--wandb", "disabled"]) == 0
     cfg = load_config(config)
-    model = load_model(in_tmp / "runs" / cfg.name / "train" / "best.ckpt")
+    model = load_model(in_tmp / "runs" / cfg.name / "train-1" / "best.ckpt")
     assert model.model_name == cfg.model.name

@@ -13,10 +13,10 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from studies.__main__ import main
-from studies.config import validate_config
-from studies.experiments import EXPERIMENTS, get_experiment, list_experiments, run_experiment
-from studies.experiments._spec import Row
+from regzoo.studies import validate_config
+from regzoo.studies.cli.main import main
+from regzoo.studies.experiments import EXPERIMENTS, get_experiment, list_experiments, run_experiment
+from regzoo.studies.experiments._spec import Row
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -111,7 +111,7 @@ def test_adam_beats_sgd_and_the_piecewise_schedule_follows_its_definition(
         0.01
     )
     out_dir = in_tmp / "runs" / "experiments" / "optimizers-quick"
-    lrs = [np.load(p) for p in out_dir.glob("trial-*/lr.npy")]
+    lrs = [np.load(p) for p in out_dir.glob("*/trial-*/lr.npy")]
     [schedule] = [lr for lr in lrs if lr[0] == pytest.approx(0.3)]  # the others start at 0.03
     expected = np.array([0.3] * 50 + [0.05] * 40 + [0.01] * 10)  # quick: 100 epochs
     np.testing.assert_allclose(schedule, expected, rtol=1e-6)
@@ -182,3 +182,55 @@ def test_more_capacity_fits_the_training_set_closer_and_overfits_more(storage: s
     assert big["params"] > 100 * small["params"]
     assert big["train_loss"] < small["train_loss"]
     assert big["val_loss"] - big["train_loss"] > small["val_loss"] - small["train_loss"]
+
+
+def test_a_diverged_setting_is_a_failed_trial_with_its_reason_and_a_rerun_keeps_it(
+    storage: str,
+) -> None:
+    """Experiments run the studies' objective: a diverged setting fails with `error` (as a
+    study's trial does), not a COMPLETE trial worth ±inf; it still has its row, and a rerun
+    trains nothing again."""
+    import matplotlib.pyplot as plt
+
+    from regzoo.studies.experiments._course import QUICK, course_config, loss_table
+    from regzoo.studies.experiments._spec import Experiment, Setting
+    from regzoo.studies.loop.storage import open_storage
+
+    exp = Experiment(
+        name="diverges",
+        title="one setting that diverges",
+        factor="lr",
+        base=course_config(optimizer="sgd", lr=0.05),
+        settings=[
+            Setting("lr=0.05", {"trainer.max_epochs": 3}),
+            Setting(
+                "exploding",
+                {
+                    "model.lr": 1e9,
+                    "model.init": "normal",
+                    "model.init_std": 1e30,
+                    "trainer.max_epochs": 3,
+                },
+            ),
+        ],
+        table=loss_table("lr"),
+        figure=lambda run, rows: plt.figure(),
+        quick=QUICK,
+    )
+
+    def run() -> list[optuna.trial.FrozenTrial]:
+        rows = run_experiment(
+            exp, quick=True, storage=storage, wandb="disabled", console=Console(quiet=True)
+        ).rows
+        assert [row["lr"] for row in rows] == ["lr=0.05", "exploding"]
+        study_name = exp.study_name(quick=True)
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage)).trials
+
+    first = run()
+    by_label = {t.params["lr"]: t for t in first}
+    assert by_label["lr=0.05"].state == TrialState.COMPLETE
+    exploded = by_label["exploding"]
+    assert exploded.state == TrialState.FAIL and exploded.value is None
+    assert exploded.user_attrs["error"].startswith("non-finite")
+    assert exploded.user_attrs["diverged_at"] >= 1
+    assert len(run()) == len(first) == 2  # nothing retrained

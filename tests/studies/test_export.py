@@ -9,9 +9,10 @@ import optuna
 import pytest
 import torch
 
-from studies.__main__ import main
+from regzoo.studies.cli.main import main
+from regzoo.zoo import load_model
+from tests.conftest import trials_folder
 from tests.studies.conftest import MixedStudy
-from zoo import load_model
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_torchscript_and_ckpt_default_paths_beside_the_trials(
 ) -> None:
     model, x = best_model
     number = mixed_study.study().best_trial.number
-    folder = mixed_study.runs / "mixed" / "export"
+    folder = trials_folder(mixed_study.runs / "mixed") / "export"
     assert main(["export", "mixed", "--format", "torchscript", *_at(mixed_study)]) == 0
     scripted = torch.jit.load(str(folder / f"mixed-trial-{number}.pt"))
     torch.testing.assert_close(scripted(x), model(x))

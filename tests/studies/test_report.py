@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from studies.__main__ import main
-from tests.conftest import REPO
+from regzoo.studies.cli.main import main
+from tests.conftest import REPO, trials_folder
 from tests.studies.conftest import MixedStudy
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +31,7 @@ def test_report_writes_plots_summary_and_page(
     mixed_study: MixedStudy, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["report", mixed_study.name, "--storage", mixed_study.url]) == 0
-    out = mixed_study.runs / "mixed" / "report"  # beside the trial folders
+    out = trials_folder(mixed_study.runs / "mixed") / "report"  # beside the trial folders
     for name in PLOTS:
         assert (out / name).read_bytes()[:8] == PNG, name
     best = mixed_study.study().best_trial
@@ -93,7 +93,7 @@ def get_json(url: str, deadline: float) -> Any:
 
 def test_dashboard_serves_the_study_over_http(mixed_study: MixedStudy) -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "studies", "dashboard", "--storage", mixed_study.url]
+    cmd = [sys.executable, "-m", "regzoo", "dashboard", "--storage", mixed_study.url]
     server = subprocess.Popen(
         [*cmd, "--port", str(port)],
         cwd=REPO,

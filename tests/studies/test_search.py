@@ -9,9 +9,9 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
-from studies.config import StudyConfig, load_config, validate_config
-from studies.runner import make_pruner, make_sampler
-from studies.search import REGULARIZATIONS, split_params, suggest
+from regzoo.studies import StudyConfig, load_config, validate_config
+from regzoo.studies.config.search import REGULARIZATIONS, split_params, suggest
+from regzoo.studies.loop.samplers import make_pruner, make_sampler
 from tests.conftest import DEFAULT_CONFIG
 
 REGULARIZED: dict[str, Any] = {

@@ -18,11 +18,10 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.__main__ import main
-from studies._budget import WORKER_ATTR, TrialBudget
-from studies.config import load_config
-from studies.runner import open_study
-from studies.storage import open_storage
+from regzoo.studies import load_config, open_study
+from regzoo.studies.cli.main import main
+from regzoo.studies.loop.budget import WORKER_ATTR, TrialBudget
+from regzoo.studies.loop.storage import open_storage
 from tests.conftest import DEFAULT_CONFIG, REPO
 from tests.studies._budget_worker import STUDY
 
@@ -90,7 +89,7 @@ def test_a_dead_local_workers_journal_trial_is_failed_and_requeued(tmp_path: Pat
 def kill_a_worker_mid_trial_then_run_another(url: str, cwd: Path) -> list[FrozenTrial]:
     """SIGKILL a worker whose trial is running, then run the study to 2 finished trials."""
     env = {**os.environ, "REGZOO_HEARTBEAT_S": "1", "REGZOO_GRACE_S": "2", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "studies", "run", str(DEFAULT_CONFIG), "--storage", url]
+    command = [sys.executable, "-m", "regzoo", "run", str(DEFAULT_CONFIG), "--storage", url]
     command += ["--trials", "2", "--wandb", "disabled", "--no-progress"]
     cfg = load_config(DEFAULT_CONFIG)
     study = open_study(cfg, url)  # before the worker, so this process can watch it
@@ -130,6 +129,15 @@ def test_scaling_mistakes_exit_2_with_one_line(
     run = ["run", str(DEFAULT_CONFIG), "--wandb", "disabled"]
     assert main([*run, "--set", "trainer.devices=2"]) == 2
     assert "--devices-per-trial 2" in capsys.readouterr().err
+    # `auto` means every GPU on a GPU machine, where Lightning would relaunch the command once
+    # per device: refused on every machine, in every role, before anything is written.
+    for extra in ([], ["--workers", "2"], ["--devices-per-trial", "2"]):
+        assert main([*run, *extra, "--set", "trainer.devices=auto"]) == 2
+        err = capsys.readouterr().err
+        assert "trainer.devices=auto" in err and "--devices-per-trial" in err
+    assert main(["train", str(DEFAULT_CONFIG), "--set", "trainer.devices=auto"]) == 2
+    assert "trainer.devices=auto" in capsys.readouterr().err
+    assert not (in_tmp / "runs").exists()
     if not torch.cuda.is_available():
         assert main([*run, "--workers", "2", "--set", "trainer.accelerator=cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err

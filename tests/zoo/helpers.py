@@ -10,9 +10,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
-# The input kinds of DESIGN.md, small enough for seconds-long fits.
+# The input kinds of docs/design.md, small enough for seconds-long fits.
 KINDS: dict[str, tuple[int, ...]] = {"image": (2, 8, 8), "signal": (2, 12), "vector": (5,)}
-# Per DESIGN.md: cnn and rnn need a spatial or step axis; everything else flattens anything.
+# Per docs/design.md: cnn and rnn need a spatial or step axis; everything else flattens anything.
 REFUSES: dict[str, set[str]] = {"cnn": {"vector"}, "rnn": {"vector"}}
 # Small versions of each model that still switch on its optional layers.
 SMALL: dict[str, dict[str, Any]] = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo import create_model, list_models
+from regzoo.zoo import create_model, list_models
 
 
 def test_cnn_is_registered() -> None:

@@ -1,4 +1,4 @@
-"""The contract every registered model keeps, for every input kind DESIGN.md allows it.
+"""The contract every registered model keeps, for every input kind docs/design.md allows it.
 
 Parametrized over `list_models()`: a new model gets these tests by registering (add a small
 configuration to `SMALL` in `helpers.py` to keep them fast).
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from regzoo.zoo import Classifier, create_model, list_models, load_model
 from tests.zoo.helpers import (
     KINDS,
     NUM_CLASSES,
@@ -28,7 +29,6 @@ from tests.zoo.helpers import (
     mean_loss,
     trainer,
 )
-from zoo import Classifier, create_model, list_models, load_model
 
 # (model, hparams, input kind): every model on every kind it accepts, plus the other rnn cells
 # and an fnn without hidden biases (the lecture's XOR network) with absolute-value units.

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regzoo.zoo import Classifier, create_model
 from tests.zoo.helpers import Trajectory, accuracy, learnable_data, loader, trainer
-from zoo import Classifier, create_model
 
 # ---- L2 penalty vs decoupled weight decay -------------------------------------------------
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
+from regzoo.zoo import create_model
 from tests.zoo.helpers import learnable_data, loader, trainer
-from zoo import create_model
 
 SHAPE = (1, 6, 6)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo import create_model
+from regzoo.zoo import create_model
 
 
 def linears(model: nn.Module) -> list[nn.Linear]:

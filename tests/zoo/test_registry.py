@@ -1,15 +1,90 @@
-"""The registry: names, refusals with the allowed values, and plain-typed hparams."""
+"""The registry: the generic `Registry`, the model names, refusals with the allowed values, and
+plain-typed hparams."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from regzoo._registry import Registry
+from regzoo.zoo import (
+    Classifier,
+    create_model,
+    list_models,
+    load_model,
+    model_hparams,
+    register_model,
+)
 from tests.zoo.helpers import learnable_data, loader, trainer
-from zoo import Classifier, create_model, list_models, load_model, model_hparams, register_model
+
+# Every registered model with a `dropout` hparam: one rule for all of them.
+WITH_DROPOUT = [name for name in list_models() if "dropout" in model_hparams(name)]
+SHAPES = {"cnn": (1, 8, 8), "rnn": (1, 8, 8)}
+
+
+class Base:
+    def __init__(self, size: int, *, scale: float = 1.0, **rest: object) -> None:
+        self.size, self.scale = size, scale
+
+
+class Child(Base):
+    def __init__(self, *, colour: str = "red", **base: object) -> None:
+        super().__init__(**base)  # type: ignore[arg-type]
+        self.colour = colour
+
+
+@pytest.fixture
+def shapes() -> Registry[Base]:
+    registry: Registry[Base] = Registry("shape", option_noun="option", name_attribute="kind")
+    registry.register("child")(Child)
+    registry.register("base")(Base)
+    return registry
+
+
+def test_a_registry_lists_its_names_sorted_and_marks_each_class(shapes: Registry[Base]) -> None:
+    assert shapes.names() == ["base", "child"]
+    assert shapes.get("child") is Child and Child.kind == "child"  # type: ignore[attr-defined]
+
+
+def test_a_registry_refuses_a_taken_name_and_keeps_the_first_class(
+    shapes: Registry[Base],
+) -> None:
+    with pytest.raises(ValueError, match=r"shape name 'base' is already registered by .*Base"):
+        shapes.register("base")(Child)
+    assert shapes.get("base") is Base and shapes.names() == ["base", "child"]
+
+
+@pytest.mark.parametrize("name", ["circle", None, ["base"]])
+def test_a_registry_refuses_an_unknown_name_listing_the_known_ones(
+    shapes: Registry[Base], name: object
+) -> None:
+    with pytest.raises(
+        ValueError, match=rf"unknown shape {re.escape(repr(name))}; available: base, child$"
+    ):
+        shapes.get(name)  # type: ignore[arg-type]
+
+
+def test_a_registry_reads_every_keyword_along_the_class_chain(shapes: Registry[Base]) -> None:
+    options = shapes.options("child")
+    assert list(options) == ["size", "scale", "colour"]  # base first; **rest and **base skipped
+    assert options["scale"].default == 1.0 and options["colour"].default == "red"
+    assert list(shapes.options("base")) == ["size", "scale"]
+
+
+def test_a_registry_builds_with_known_keywords_and_names_an_unknown_one(
+    shapes: Registry[Base],
+) -> None:
+    built = shapes.create("child", size=3, colour="blue")
+    assert isinstance(built, Child) and (built.size, built.scale, built.colour) == (3, 1.0, "blue")
+    with pytest.raises(
+        ValueError,
+        match=r"^shape 'child' got unknown option\(s\) color, sise; accepted: colour, scale, size$",
+    ):
+        shapes.create("child", sise=3, color="blue")
 
 
 def test_the_course_models_are_registered() -> None:
@@ -69,6 +144,30 @@ def test_a_bad_value_names_the_argument_and_what_is_allowed(
     hparams: dict[str, object] = {"input_shape": (1, 8, 8), "num_classes": 3, key: value}
     with pytest.raises(ValueError, match=rf"{key}=.* is invalid.*(allowed|expected)"):
         create_model(name, **hparams)
+
+
+def test_the_models_with_dropout_are_found_in_the_registry() -> None:
+    assert {"fnn", "cnn", "rnn"} <= set(WITH_DROPOUT)
+
+
+@pytest.mark.parametrize("name", WITH_DROPOUT)
+@pytest.mark.parametrize("dropout", [True, False, -0.1, 1.0, float("nan"), "0.2", None])
+def test_dropout_is_a_number_in_0_1_for_every_model(name: str, dropout: object) -> None:
+    # A bool is an int to Python: cnn used to take `dropout=False` as 0.
+    with pytest.raises(
+        ValueError,
+        match=rf"^dropout={re.escape(repr(dropout))} is invalid; allowed: a number in \[0, 1\)$",
+    ):
+        create_model(name, input_shape=SHAPES.get(name, (4,)), num_classes=2, dropout=dropout)
+
+
+@pytest.mark.parametrize("name", WITH_DROPOUT)
+@pytest.mark.parametrize("dropout", [0, 0.5])
+def test_dropout_accepts_a_probability_for_every_model(name: str, dropout: float) -> None:
+    model = create_model(name, input_shape=SHAPES.get(name, (4,)), num_classes=2, dropout=dropout)
+    assert model.hparams["dropout"] == dropout
+    if dropout:
+        assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {dropout}
 
 
 def test_numpy_and_torch_values_become_plain_python() -> None:

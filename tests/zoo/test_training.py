@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from regzoo.zoo import Classifier, create_model
 from tests.zoo.helpers import LearningRates, learnable_data, loader, trainer
-from zoo import Classifier, create_model
 
 
 def small_fnn(**training: Any) -> Classifier:

@@ -1,0 +1,23 @@
+"""regzoo: a PyTorch Lightning model zoo and regularization study package.
+
+    >>> from regzoo import create_model, create_datamodule
+    >>> dm = create_datamodule("digits", batch_size=64, normalize="standard")
+    >>> model = create_model("cnn", input_shape=dm.input_shape, num_classes=dm.num_classes)
+
+The packages: `regzoo.zoo` (models), `regzoo.datamodules` (data), `regzoo.studies` (Optuna
+studies, reports, the lecture's experiments). The command line is `regzoo` (`python -m regzoo`).
+"""
+
+from regzoo.datamodules import create_datamodule, list_datamodules
+from regzoo.zoo import create_model, list_models, load_model
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "__version__",
+    "create_datamodule",
+    "create_model",
+    "list_datamodules",
+    "list_models",
+    "load_model",
+]

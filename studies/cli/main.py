@@ -1,0 +1,283 @@
+"""The regzoo command line: `regzoo run|train|list|report|export|dashboard|experiment ...`
+(also `python -m regzoo ...`).
+
+A user's mistake (bad config, bad storage URL, unknown study) prints one line and exits 2.
+Process-wide settings a command needs (W&B's quiet console) are made here, at the entry point,
+never by the library calls below it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from regzoo._checks import one_line
+from regzoo.studies.config.load import load_config
+from regzoo.studies.config.schema import DEFAULT_STORAGE, ConfigError
+from regzoo.studies.loop.storage import StorageError
+from regzoo.studies.results.read import ResultError
+from regzoo.studies.scaling.role import RunOptions, ScalingError, worker_of_environment
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """A mistake on the command line that is not about a config file."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="regzoo", description=__doc__)
+    p.add_argument("--version", action="version", version=f"regzoo {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="tune a config's search space with Optuna")
+    _config_args(run)
+    run.add_argument("--trials", type=_positive_int, help="finished trials to reach")
+    run.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    run.add_argument(
+        "--wandb",
+        choices=("online", "offline", "disabled"),
+        help="W&B mode (default: online with a login, else offline)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live progress bars")
+    run.add_argument(
+        "--workers", type=_positive_int, default=1, help="trial processes sharing the storage"
+    )
+    run.add_argument(
+        "--devices-per-trial", type=_positive_int, help="train each trial with DDP on K devices"
+    )
+
+    train = sub.add_parser("train", help="one run with the config's fixed values, no search")
+    _config_args(train)
+    train.add_argument("--wandb", choices=("online", "offline", "disabled"))
+
+    lst = sub.add_parser("list", help="studies in a storage, with trial counts")
+    lst.add_argument("--storage", default=DEFAULT_STORAGE)
+
+    rep = sub.add_parser("report", help="plots, summary.md and index.html for a study")
+    rep.add_argument("name", help="study name (the config's name:)")
+    rep.add_argument("--storage", default=DEFAULT_STORAGE)
+    rep.add_argument("--out", type=Path, help="folder (default: report/ beside the trials)")
+
+    exp = sub.add_parser("export", help="write a study's best model as onnx|torchscript|ckpt")
+    exp.add_argument("name", help="study name (the config's name:)")
+    exp.add_argument("--format", dest="fmt", required=True, choices=("onnx", "torchscript", "ckpt"))
+    exp.add_argument("--out", type=Path, help="file (default: export/ beside the trials)")
+    exp.add_argument("--storage", default=DEFAULT_STORAGE)
+
+    dash = sub.add_parser("dashboard", help="serve optuna-dashboard on a storage")
+    dash.add_argument("--storage", default=DEFAULT_STORAGE)
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8080)
+
+    lecture = sub.add_parser("experiment", help="run a lecture experiment (NAME or all)")
+    lecture.add_argument("name", help="experiment name (see studies/experiments/), or all")
+    lecture.add_argument("--quick", action="store_true", help="short: few epochs, less data")
+    lecture.add_argument("--storage", help="default: sqlite:///runs/studies.db")
+    lecture.add_argument("--wandb", choices=("online", "offline", "disabled"))
+    return p
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="study YAML, e.g. studies/configs/default.yaml")
+    p.add_argument("--storage", help="sqlite:///x.db, journal:///x.log or postgresql://...")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (value parsed as YAML); repeatable",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.scaling.workers import run
+
+    cfg = load_config(args.config, overrides=args.overrides)
+    opts = RunOptions(
+        config=args.config,
+        overrides=tuple(args.overrides),
+        storage=args.storage,
+        trials=args.trials,
+        timeout=args.timeout,
+        wandb=args.wandb,
+        progress=not args.no_progress,
+        workers=args.workers,
+        devices_per_trial=args.devices_per_trial,
+        worker=worker_of_environment(),
+    )
+    return run(opts, cfg, console)
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.loop.preflight import check_runs_dir
+    from regzoo.studies.results import tracking
+    from regzoo.studies.results.console import quiet_training
+    from regzoo.studies.trial.train import train_run
+
+    cfg = load_config(args.config, overrides=args.overrides)
+    if cfg.trainer.devices != 1:
+        raise UsageError(
+            f"trainer.devices={cfg.trainer.devices}: `train` runs on one device; "
+            "allowed: trainer.devices=1"
+        )
+    check_runs_dir(cfg.runs_dir)
+    mode = tracking.resolve_mode(args.wandb or cfg.wandb.mode)
+    with quiet_training():
+        result = train_run(cfg, {}, _fresh_folder(cfg.study_dir, "train"), wandb_mode=mode)
+    console.print(
+        f"{cfg.objective.metric}={result.value:.4f} "
+        + " ".join(f"{k}={v:.4f}" for k, v in result.test.items())
+        + f" epochs={result.epochs}"
+    )
+    console.print(f"checkpoint: {result.checkpoint}", soft_wrap=True)
+    if mode == "offline":
+        console.print(f"wandb offline: {tracking.sync_command(Path(cfg.runs_dir))}", soft_wrap=True)
+    return 0
+
+
+def _fresh_folder(parent: Path, stem: str) -> Path:
+    """`parent/stem-<n>` with the first n not taken: a run never writes into an earlier one's."""
+    n = 1
+    while (parent / f"{stem}-{n}").exists():
+        n += 1
+    return parent / f"{stem}-{n}"
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    import optuna
+    from optuna.trial import TrialState
+    from rich.table import Table
+
+    from regzoo.studies.results.read import open_existing, ranked_trials
+
+    storage = open_existing(args.storage)
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    table = Table(title=f"studies in {args.storage}")
+    for col in ("study", "objective", "trials", "complete", "pruned", "failed", "running", "best"):
+        table.add_column(col)
+    for name in sorted(optuna.get_all_study_names(storage=storage)):
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        ranked = ranked_trials(study)
+        objective = f"{study.direction.name.lower()} {study.user_attrs.get('objective', '')}"
+        table.add_row(
+            name,
+            objective.strip(),
+            str(len(trials)),
+            *(str(sum(t.state == s for t in trials)) for s in states),
+            f"{ranked[0].value:.4f} (trial {ranked[0].number})" if ranked else "-",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.results.read import load_study, study_dir
+    from regzoo.studies.results.report import write_report
+
+    study = load_study(args.name, args.storage)
+    out = args.out or study_dir(study) / "report"
+    report = write_report(study, out, storage=args.storage)
+    for name, caption in report.images.items():
+        console.print(f"  {out / name}  [dim]{caption}[/]", soft_wrap=True)
+    for caption, reason in report.skipped.items():
+        console.print(f"  [yellow]not drawn[/] {caption}: {reason}", soft_wrap=True)
+    console.print(f"[bold]report[/] {out / 'index.html'}  ({out / 'summary.md'})", soft_wrap=True)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.results.export import export_best
+
+    out = export_best(args.name, fmt=args.fmt, storage=args.storage, out=args.out)
+    console.print(f"[bold]exported[/] {args.fmt}: {out}", soft_wrap=True)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
+    from optuna_dashboard import run_server
+
+    from regzoo.studies.results.read import open_existing
+
+    storage = open_existing(args.storage)
+    console.print(
+        f"optuna-dashboard on http://{args.host}:{args.port} for {args.storage} (Ctrl-C to stop)"
+    )
+    run_server(storage, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.experiments import get_experiment, list_experiments, run_experiment
+
+    names = list_experiments() if args.name == "all" else [args.name]
+    try:
+        experiments = [get_experiment(name) for name in names]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    total = 0.0
+    for experiment in experiments:
+        result = run_experiment(
+            experiment, quick=args.quick, storage=args.storage, wandb=args.wandb, console=console
+        )
+        total += result.seconds
+    console.print(f"[bold]{len(experiments)} experiment(s)[/] in {total:.0f} s")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "run": cmd_run,
+    "train": cmd_train,
+    "list": cmd_list,
+    "report": cmd_report,
+    "export": cmd_export,
+    "dashboard": cmd_dashboard,
+    "experiment": cmd_experiment,
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("regzoo")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    err = Console(stderr=True)
+    from regzoo.studies.results.console import quiet_training
+
+    try:
+        with quiet_training():  # for the whole command: opening a study logs too
+            return COMMANDS[args.command](args, console)
+    except (ConfigError, StorageError, ResultError, UsageError, ScalingError) as exc:
+        # A config key may hold rich markup (`[/x]`): printed as text, never read as markup.
+        err.print(f"[red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if worker_of_environment() is None:  # a worker's parent says it once for all of them
+            err.print("\ninterrupted: finished trials are stored; run the same command to resume")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

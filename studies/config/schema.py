@@ -1,0 +1,170 @@
+"""The study config's schema (docs/design.md, "Study configs"): pydantic models, no I/O.
+
+`regzoo.studies.config.load` reads and validates a YAML file against it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_STORAGE = "sqlite:///runs/studies.db"
+MAX_SEED = 2**32 - 1
+
+
+class ConfigError(ValueError):
+    """A user's mistake in a study config: one line, shown without a traceback."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Named(BaseModel):
+    """`{name: ..., **options}`: the options are checked against the named thing's signature."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainerSection(Strict):
+    max_epochs: Annotated[int, Field(ge=1, le=1_000_000)] = 40
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    limit_train_batches: Annotated[float, Field(gt=0)] | None = None
+    limit_val_batches: Annotated[float, Field(gt=0)] | None = None
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
+    deterministic: bool = False
+
+    @field_validator("limit_train_batches", "limit_val_batches")
+    @classmethod
+    def _fraction_or_count(cls, v: float | None) -> float | None:
+        # Lightning's rule, checked at Trainer(): every trial would fail on it.
+        if v is not None and v > 1 and v != int(v):
+            raise ValueError("must be a fraction in (0, 1] or a whole number of batches")
+        return v
+
+
+class Objective(Strict):
+    metric: str = "val/acc"
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_metric(cls, v: str) -> str:
+        if not v.startswith("val/"):
+            raise ValueError(
+                "must be a validation metric (val/acc, val/loss): the test split "
+                "is never used for model selection"
+            )
+        return v
+
+
+class EarlyStop(Strict):
+    monitor: str = "val/loss"
+    patience: Annotated[int, Field(ge=1)] = 5
+    mode: Literal["min", "max"] | None = None
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("monitor")
+    @classmethod
+    def _validation_metric(cls, v: str) -> str:
+        if not v.startswith("val/"):
+            raise ValueError("must be a validation metric such as val/loss or val/acc")
+        return v
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or ("max" if self.monitor.endswith("acc") else "min")
+
+
+class Pruner(Strict):
+    name: Literal["median", "hyperband", "none"] = "hyperband"
+    n_startup_trials: Annotated[int, Field(ge=0)] = 5
+    n_warmup_steps: Annotated[int, Field(ge=0)] = 3
+    min_resource: Annotated[int, Field(ge=1)] = 1
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+
+
+class Sampler(Strict):
+    name: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = 0  # numpy's 32-bit seeds
+
+
+class Wandb(Strict):
+    project: str = "regzoo"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+
+
+class Param(Strict):
+    """One search dimension: exactly one of `float`, `int`, `choice`."""
+
+    float_: tuple[float, float] | None = Field(None, alias="float")
+    int_: tuple[int, int] | None = Field(None, alias="int")
+    choice: list[Any] | None = None
+    log: bool = False
+    step: Annotated[float, Field(gt=0)] | None = None
+    when: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Param:
+        kinds = [k for k in ("float_", "int_", "choice") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one of float: [low, high], int: [low, high], choice: [...]"
+            )
+        bounds = self.float_ or self.int_
+        if bounds is not None:
+            low, high = bounds
+            if not low < high:
+                raise ValueError(f"range [{low}, {high}] is empty or inverted; need low < high")
+            if self.log and low <= 0:
+                raise ValueError(f"log: true needs a positive low bound, got {low}")
+            if self.log and self.step is not None:
+                raise ValueError("log and step cannot be combined")
+        elif not self.choice:
+            raise ValueError("choice needs at least one value")
+        elif not all(c is None or isinstance(c, bool | int | float | str) for c in self.choice):
+            raise ValueError(
+                "choice values must be numbers, strings, booleans or null (Optuna stores them); "
+                f"got {self.choice!r}: to compare architectures, make them separate configs"
+            )
+        elif self.log or self.step is not None:
+            raise ValueError("log and step apply to float and int ranges, not choice")
+        return self
+
+
+class StudyConfig(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][\w.-]*$")]
+    model: Named
+    data: Named
+    trainer: TrainerSection = TrainerSection()
+    objective: Objective = Objective()
+    early_stopping: EarlyStop | None = EarlyStop()
+    pruner: Pruner = Pruner()
+    sampler: Sampler = Sampler()
+    search: dict[str, Param] = {}
+    trials: Annotated[int, Field(ge=1, le=100_000)] = 20
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    storage: str = DEFAULT_STORAGE
+    # Trial n trains with seed + n: room left below numpy's 2**32 for 100_000 trials.
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    wandb: Wandb = Wandb()
+    runs_dir: str = "runs"
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name

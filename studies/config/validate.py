@@ -1,0 +1,183 @@
+"""Cross-checks of a parsed config against the registries: names, keys and dry builds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from regzoo._checks import is_number
+from regzoo.datamodules import AUGMENT_KEYS, create_datamodule, datamodule_options, list_datamodules
+from regzoo.studies.config.schema import ConfigError, Param, StudyConfig, TrainerSection
+from regzoo.studies.config.search import REGULARIZATION, REGULARIZATIONS, split_params
+from regzoo.zoo import create_model, list_models, model_hparams
+
+DATA_SET_BY_STUDY = {"seed"}  # the study seeds each trial's split from its own `seed`
+MODEL_SET_BY_DATA = {"input_shape", "num_classes"}
+
+
+def check_references(cfg: StudyConfig, *, source: str) -> None:
+    def fail(msg: str) -> ConfigError:
+        return ConfigError(f"{source}: {msg}")
+
+    if cfg.model.name not in list_models():
+        raise fail(
+            f"model.name: unknown model {cfg.model.name!r}; available: {', '.join(list_models())}"
+        )
+    if cfg.data.name not in list_datamodules():
+        raise fail(
+            f"data.name: unknown dataset {cfg.data.name!r}; available: "
+            f"{', '.join(list_datamodules())}"
+        )
+    model_keys = (set(model_hparams(cfg.model.name)) - MODEL_SET_BY_DATA) | {REGULARIZATION}
+    data_keys = set(datamodule_options(cfg.data.name)) - DATA_SET_BY_STUDY
+    trainer_keys = set(TrainerSection.model_fields)
+    for key in cfg.model.options:
+        if key not in model_keys:
+            raise fail(
+                f"model.{key}: unknown hyperparameter of {cfg.model.name!r}; "
+                f"allowed: {', '.join(sorted(model_keys))}"
+            )
+    for key in cfg.data.options:
+        if key not in data_keys:
+            raise fail(
+                f"data.{key}: unknown option of {cfg.data.name!r}; "
+                f"allowed: {', '.join(sorted(data_keys))}"
+            )
+    augment = cfg.data.options.get("augment") or {}
+    if not isinstance(augment, dict):
+        raise fail(f"data.augment: expected a mapping of {', '.join(AUGMENT_KEYS)}")
+    for key in augment:
+        if key not in AUGMENT_KEYS:
+            raise fail(
+                f"data.augment.{key}: unknown augmentation; allowed: {', '.join(AUGMENT_KEYS)}"
+            )
+
+    seen: list[str] = []
+    for key, param in cfg.search.items():
+        section, _, rest = key.partition(".")
+        allowed = {"model": model_keys, "data": data_keys, "trainer": trainer_keys}.get(section)
+        sub, _, leaf = rest.partition(".")
+        if allowed is None or not rest:
+            raise fail(
+                f"search.{key}: a search key is model.<hparam>, data.<option>, "
+                "data.augment.<name> or trainer.<option>"
+            )
+        if section == "data" and sub == "augment" and leaf:
+            if leaf not in AUGMENT_KEYS:
+                raise fail(
+                    f"search.{key}: unknown augmentation {leaf!r}; allowed: "
+                    f"{', '.join(AUGMENT_KEYS)}"
+                )
+        elif rest not in allowed:
+            raise fail(
+                f"search.{key}: {rest!r} is not a {section} "
+                f"{'hyperparameter' if section == 'model' else 'option'}; allowed: "
+                f"{', '.join(sorted(allowed))}"
+            )
+        for cond in param.when or {}:
+            if cond not in seen:
+                raise fail(
+                    f"search.{key}.when: {cond!r} must be a search key listed before {key!r}"
+                )
+        seen.append(key)
+    if cfg.sampler.name == "grid":
+        for key, param in cfg.search.items():
+            if param.choice is None or param.when:
+                raise fail(
+                    f"search.{key}: the grid sampler needs choice: [...] values (and no when:)"
+                )
+    _check_regularization(cfg, fail)
+    _dry_build(cfg, fail)
+
+
+def _check_regularization(cfg: StudyConfig, fail: Any) -> None:
+    """`regularization` names known types, and every type it can pick has a strength."""
+    key = f"model.{REGULARIZATION}"
+    param = cfg.search.get(key)
+    if param is not None:
+        where, types = f"search.{key}", param.choice
+        if types is None:
+            raise fail(f"{where}: the regularization type is a choice: [...] of {_allowed()}")
+    elif REGULARIZATION in cfg.model.options:
+        where, types = key, [cfg.model.options[REGULARIZATION]]
+    else:
+        return
+    for kind in types:
+        if kind not in REGULARIZATIONS:
+            raise fail(f"{where}: unknown regularization {kind!r}; allowed: {_allowed()}")
+        strength = cfg.model.options.get(kind)
+        searched = f"model.{kind}" in cfg.search
+        fixed = strength is not None and is_number(strength) and strength > 0
+        if kind != "none" and not searched and not fixed:
+            raise fail(
+                f"{where}: {kind!r} has no strength; add search.model.{kind} "
+                f"(when: {{{key}: {kind}}}) or a fixed model.{kind} > 0"
+            )
+
+
+def _allowed() -> str:
+    return ", ".join(REGULARIZATIONS)
+
+
+def candidate_values(param: Param) -> list[Any]:
+    """The values a dry build tries for one dimension: both bounds, or every choice."""
+    if param.choice is not None:
+        return list(param.choice)
+    bounds = param.float_ if param.float_ is not None else param.int_
+    assert bounds is not None
+    return list(bounds)
+
+
+def _dry_build(cfg: StudyConfig, fail: Any) -> None:
+    """Build the datamodule and the model (no data loaded) with each candidate search value.
+
+    A failure names the search value being tried (`search.<key>=<value>`), or the section
+    (`model:`, `data:`) when the fixed values fail with every dimension at its first value.
+    """
+    for varied, params in _dry_params(cfg.search):
+        model_kw, data_kw, trainer_kw = split_params(cfg, params)
+        where = f"search.{varied}={params[varied]!r}: " if varied else ""
+        if varied and varied.startswith("trainer."):  # the fixed ones passed the schema
+            try:
+                TrainerSection.model_validate(trainer_kw)
+            except ValidationError as exc:
+                raise fail(f"{where}{exc.errors()[0]['msg']}") from None
+        try:
+            dm = create_datamodule(cfg.data.name, seed=cfg.seed, **data_kw)
+        except (ValueError, TypeError) as exc:
+            raise fail(f"{where or 'data: '}{exc}{_with(params)}") from None
+        shape = dm.nominal_input_shape()
+        if shape is None:
+            continue
+        try:
+            create_model(
+                cfg.model.name, input_shape=shape, num_classes=dm.nominal_classes, **model_kw
+            )
+        except (ValueError, TypeError) as exc:
+            raise fail(f"{where or 'model: '}{exc}{_with(params)}") from None
+
+
+def _dry_params(search: dict[str, Param]) -> list[tuple[str | None, dict[str, Any]]]:
+    """(varied key, parameters) that reach every candidate value once, `when:` satisfied.
+
+    The first set is the fixed values alone, as `studies train` builds them; the second varies
+    nothing and leaves conditional dimensions out, as a trial whose conditions fail does, so the
+    config's fixed values they would replace are built too.
+    """
+    first = {key: candidate_values(p)[0] for key, p in search.items()}
+    base = {key: value for key, value in first.items() if not search[key].when}
+    sets: list[tuple[str | None, dict[str, Any]]] = [(None, {}), (None, base)]
+    seen = [{}, base]
+    for key, p in search.items():
+        conditions = {k: v[0] if isinstance(v, list) else v for k, v in (p.when or {}).items()}
+        for value in candidate_values(p):
+            params = {**first, **conditions, key: value}
+            if params not in seen:
+                seen.append(params)
+                sets.append((key, params))
+    return sets
+
+
+def _with(params: dict[str, Any]) -> str:
+    return f" (with search values {params})" if params else ""

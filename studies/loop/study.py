@@ -1,0 +1,199 @@
+"""`run_study`: optimize a config's search space to the requested number of finished trials.
+
+    outcome = run_study(load_config("studies/configs/default.yaml"), trials=5, wandb="disabled")
+
+A study's trial folders are `runs_dir/<study>/<study id>/trial-<n>/`: the id is drawn once, when
+the study is created, and stored with it, so two storages that hold a study of the same name
+never write into (or clear) each other's folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.loop.budget import FINISHED, TrialBudget, storage_lock
+from regzoo.studies.loop.gc import collect_after_trials
+from regzoo.studies.loop.preflight import check_runs_dir
+from regzoo.studies.loop.samplers import make_pruner, make_sampler
+from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.results import tracking
+from regzoo.studies.results.console import StudyOutcome, quiet_training, trial_line
+from regzoo.studies.trial.objective import make_objective
+from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
+from regzoo.studies.trial.train import TrainFn, train_run
+
+MAX_CONSECUTIVE_FAILURES = 5
+UID_ATTR = "uid"  # the study's own id: the folder of its trials under runs_dir/<study>/
+PROCESSES_ATTR = "processes"  # how many processes have run the study: each one's sampler seed
+
+
+class _StopOnFailures:
+    """Stop the study after N failures in a row: a broken config must not loop forever."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.streak = limit, 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.streak = self.streak + 1 if trial.state == TrialState.FAIL else 0
+        if self.streak >= self.limit:
+            study.stop()
+
+
+def open_study(cfg: StudyConfig, url: str) -> optuna.Study:
+    """Create the study, or load it to resume; the direction must match a stored study's."""
+    storage = open_storage(url)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=cfg.name,
+        direction=cfg.objective.direction,
+        pruner=make_pruner(cfg),
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != cfg.objective.direction:
+        raise ValueError(
+            f"study {cfg.name!r} in {url} was created to "
+            f"{study.direction.name.lower()}, the config asks to {cfg.objective.direction}"
+        )
+    ensure_uid(study, url)
+    if study.user_attrs.get("objective") != cfg.objective.metric:  # for report and dashboard
+        study.set_user_attr("objective", cfg.objective.metric)
+    return study
+
+
+def ensure_uid(study: optuna.Study, url: str) -> None:
+    """Give a new study its id (`UID_ATTR`), under the study's lock, so that processes creating
+    it at once agree on one."""
+    if UID_ATTR not in study.user_attrs:
+        with storage_lock(url, study.study_name):
+            if UID_ATTR not in study.user_attrs:  # read from the storage again, under the lock
+                study.set_user_attr(UID_ATTR, uuid.uuid4().hex[:8])
+
+
+def study_folder(study: optuna.Study, runs_dir: str | Path) -> Path:
+    """`runs_dir/<study>/<study id>/`: where this study's trials keep their files."""
+    return Path(runs_dir) / study.study_name / study_uid(study)
+
+
+def study_uid(study: optuna.Study) -> str:
+    """The id `ensure_uid` gave the study."""
+    return str(study.user_attrs[UID_ATTR])
+
+
+def claim_sampler_seed(study: optuna.Study, url: str, seed: int | None) -> int | None:
+    """The sampler seed of this process: the config's for the study's first process, then one
+    derived from (config seed, process number) for each later one, so that workers (on this
+    machine or another) never draw the same parameters. Storage- and machine-independent: the
+    same config and seed sample the same trials on SQLite, a journal file or PostgreSQL."""
+    if seed is None:
+        return None
+    with storage_lock(url, study.study_name):
+        number = int(study.user_attrs.get(PROCESSES_ATTR, 0))  # read under the lock
+        study.set_user_attr(PROCESSES_ATTR, number + 1)
+    if number == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/{number}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_study(
+    cfg: StudyConfig,
+    *,
+    storage: str | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    wandb: str | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+    train: TrainFn = train_run,
+) -> StudyOutcome:
+    """Run (or resume) the study until `trials` trials are finished (complete or pruned).
+
+    Other workers may share the storage: between them they finish exactly `trials` trials.
+    `train` replaces `train_run` (a DDP study broadcasts each trial's parameters first).
+    """
+    console = console or Console()
+    check_runs_dir(cfg.runs_dir)  # before the storage: a refused study leaves no trace
+    url = storage or cfg.storage
+    target = trials or cfg.trials
+    mode = tracking.resolve_mode(wandb or cfg.wandb.mode)
+    study = open_study(cfg, url)
+    already = count_finished(study)
+    console.print(
+        f"[bold]study[/] {cfg.name}: {already} of {target} trials already finished "
+        f"in {url}" + ("" if already else " (new study)")
+    )
+    if already < target:
+        study.sampler = make_sampler(cfg, seed=claim_sampler_seed(study, url, cfg.sampler.seed))
+        with quiet_training():
+            _optimize(
+                study, cfg, url, target, timeout or cfg.timeout, mode, console, show_progress, train
+            )
+    return StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
+
+
+def _optimize(
+    study: optuna.Study,
+    cfg: StudyConfig,
+    url: str,
+    target: int,
+    timeout: float | None,
+    mode: str,
+    console: Console,
+    show_progress: bool,
+    train: TrainFn,
+) -> None:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=console,
+        disable=not show_progress,
+        transient=False,
+    )
+    budget = TrialBudget(study, url, target)
+    objective = budget.wrap(
+        make_objective(
+            cfg,
+            folder=study_folder(study, cfg.runs_dir),
+            wandb_mode=mode,
+            progress=progress,
+            train=train,
+        )
+    )
+    done = progress.add_task("trials", total=target, completed=count_finished(study), metrics="")
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        progress.update(done, completed=count_finished(study))
+        console.print(trial_line(trial, cfg.objective.metric))
+
+    # A 2nd Ctrl-C must not cut the 1st's record; collection only over the trials' own objects.
+    with InterruptOnce(), progress, budget, collect_after_trials() as collect:
+        if not budget.claim():  # other workers finished the study meanwhile
+            return
+        study.optimize(
+            objective,
+            n_trials=None,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[
+                collect,
+                _StopOnFailures(MAX_CONSECUTIVE_FAILURES),
+                report,
+                budget,
+                lambda study, trial: raise_if_swallowed(),  # after the trial is recorded
+            ],
+        )

@@ -1,0 +1,87 @@
+"""Read finished studies back from a storage: the study by name, its best trials, their files.
+
+Shared by `list`, `report`, `export` and `dashboard`, which all start from a storage URL and,
+except `list` and `dashboard`, a study name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from regzoo.studies.loop.storage import open_storage, storage_path
+
+
+class ResultError(ValueError):
+    """A study, trial or file that a command needs is missing or unusable: one line for the user."""
+
+
+def open_existing(url: str) -> optuna.storages.BaseStorage:
+    """Open a storage that must already exist (reading never creates an empty database)."""
+    path = storage_path(url)
+    if path is not None and not path.is_file():
+        raise ResultError(
+            f"storage {url!r} does not exist yet; run a study first (make study) "
+            "or pass --storage URL"
+        )
+    return open_storage(url)
+
+
+def load_study(name: str, url: str) -> optuna.Study:
+    """The study `name` in `url`; a clear error lists the studies that are there."""
+    storage = open_existing(url)
+    names = optuna.get_all_study_names(storage=storage)
+    if name not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise ResultError(f"study {name!r} is not in {url}; studies there: {known}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials, best first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(
+        (t for t in done if t.value is not None), key=lambda t: t.value or 0.0, reverse=reverse
+    )
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The best complete trial; an error when the study has none yet."""
+    ranked = ranked_trials(study)
+    if not ranked:
+        raise ResultError(f"study {study.study_name!r} has no complete trial yet")
+    return ranked[0]
+
+
+def trial_dir(trial: FrozenTrial) -> Path | None:
+    """The trial's run directory (its checkpoint's folder), or None when it recorded none."""
+    checkpoint = trial.user_attrs.get("checkpoint")
+    if not checkpoint or not Path(checkpoint).name:
+        return None
+    return Path(checkpoint).parent
+
+
+def study_dir(study: optuna.Study) -> Path:
+    """The folder holding the study's trial folders (`runs/<study>` unless `runs_dir` moved it)."""
+    for trial in study.get_trials(deepcopy=False):
+        folder = trial_dir(trial)
+        if folder is not None:
+            return folder.parent
+    return Path("runs") / study.study_name
+
+
+def checkpoint_of(trial: FrozenTrial) -> Path:
+    """The trial's best checkpoint, which must exist on this machine."""
+    recorded = trial.user_attrs.get("checkpoint")
+    if not recorded or not Path(recorded).name.endswith(".ckpt"):
+        raise ResultError(f"trial {trial.number} recorded no checkpoint")
+    path = Path(recorded)
+    if not path.is_file():
+        raise ResultError(
+            f"checkpoint {recorded!r} of trial {trial.number} is missing "
+            "(runs/ deleted, or the study ran in another folder or machine)"
+        )
+    return path

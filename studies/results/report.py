@@ -1,0 +1,257 @@
+"""A study's report: Optuna's plots, the best trials' learning curves, summary.md and index.html.
+
+regzoo report cnn-digits [--storage URL] [--out runs/cnn-digits/report]
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import optuna
+import optuna.visualization.matplotlib as ovm
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from optuna.importance import FanovaImportanceEvaluator
+from optuna.trial import FrozenTrial, TrialState
+
+from regzoo.studies.results.console import fmt
+from regzoo.studies.results.metrics import read_metrics
+from regzoo.studies.results.read import ranked_trials, trial_dir
+
+TOP = 3  # trials whose learning curves and parameters the report shows
+
+
+@dataclass
+class Report:
+    """What `write_report` produced: the images and pages written, plots it had to skip."""
+
+    out_dir: Path
+    images: dict[str, str] = field(default_factory=dict)  # file name -> caption
+    skipped: dict[str, str] = field(default_factory=dict)  # caption -> reason
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.out_dir / n for n in (*self.images, "summary.md", "index.html")]
+
+
+def optuna_plots(study: optuna.Study, metric: str) -> dict[str, tuple[str, Callable[[], Any]]]:
+    """Optuna's matplotlib plots of the study, by file name: (caption, draw)."""
+    return {
+        "optimization_history.png": (
+            "Optimization history",
+            lambda: ovm.plot_optimization_history(study, target_name=metric),
+        ),
+        "param_importances.png": (
+            "Parameter importances (fANOVA)",
+            lambda: ovm.plot_param_importances(
+                study, evaluator=FanovaImportanceEvaluator(seed=0), target_name=metric
+            ),
+        ),
+        "parallel_coordinate.png": (
+            "Parallel coordinates",
+            lambda: ovm.plot_parallel_coordinate(study, target_name=metric),
+        ),
+        "intermediate_values.png": (
+            f"Intermediate values of {metric} (pruned trials stop early)",
+            lambda: plot_intermediate_values(study, metric),
+        ),
+    }
+
+
+def plot_intermediate_values(study: optuna.Study, metric: str) -> Any:
+    """Optuna's intermediate-values plot, coloured by state: pruned trials dashed, stopping early.
+
+    One legend entry per state rather than per trial, which stays readable with many trials.
+    """
+    ax = ovm.plot_intermediate_values(study)
+    state = {f"Trial{t.number}": t.state for t in study.get_trials(deepcopy=False)}
+    styles = {TrialState.COMPLETE: ("tab:blue", "-"), TrialState.PRUNED: ("tab:orange", "--")}
+    shown: set[TrialState] = set()
+    for line in ax.get_lines():
+        trial_state = state.get(str(line.get_label()), TrialState.RUNNING)
+        colour, style = styles.get(trial_state, ("tab:gray", ":"))
+        line.set(color=colour, linestyle=style, marker="", alpha=0.8, label="_")
+        shown.add(trial_state)
+    handles = [
+        Line2D([], [], color=styles.get(s, ("tab:gray", ":"))[0], ls=styles.get(s, ("", ":"))[1])
+        for s in sorted(shown, key=lambda s: s.value)
+    ]
+    ax.legend(handles, [s.name.lower() for s in sorted(shown, key=lambda s: s.value)])
+    ax.set_title(f"{metric} after each epoch (pruned trials stop early)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return ax
+
+
+def write_report(study: optuna.Study, out_dir: Path, *, storage: str = "") -> Report:
+    """Write every plot that the study's trials allow, then summary.md and index.html."""
+    plt.switch_backend("agg")  # files only: a report must work with no display
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric = str(study.user_attrs.get("objective", "objective"))
+    report = Report(out_dir)
+    for name, (caption, draw) in optuna_plots(study, metric).items():
+        _save(report, name, caption, draw)
+    best = ranked_trials(study)[:TOP]
+    _save(
+        report,
+        "learning_curves.png",
+        f"Learning curves of the {len(best)} best trials",
+        lambda: plot_learning_curves(best, metric),
+    )
+    sections = summary_sections(study, metric, storage)
+    (out_dir / "summary.md").write_text(to_markdown(study.study_name, sections, report))
+    (out_dir / "index.html").write_text(to_html(study.study_name, sections, report))
+    return report
+
+
+def _save(report: Report, name: str, caption: str, draw: Callable[[], Any]) -> None:
+    """Draw one plot into a PNG, or record why it cannot be drawn (too few trials, ...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+            axes = draw()
+    except (ValueError, RuntimeError, KeyError, ZeroDivisionError) as exc:
+        report.skipped[caption] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        plt.close("all")
+        return
+    first = axes.flat[0] if hasattr(axes, "flat") else axes
+    figure = first.figure
+    figure.savefig(report.out_dir / name, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    report.images[name] = caption
+
+
+def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch finite values of every training and validation metric: name -> [(epoch, value)].
+
+    A diverged epoch's NaN or infinity is left out of the plot, not drawn as a gap to infinity.
+    """
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for epoch, values in read_metrics(metrics_csv).items():
+        for key, value in values.items():
+            if not key.startswith("test/") and math.isfinite(value):
+                curves.setdefault(key, []).append((epoch, value))
+    return curves
+
+
+def plot_learning_curves(trials: list[FrozenTrial], metric: str) -> Any:
+    """Two panels: the accuracies and the losses per epoch, one colour per trial."""
+    if not trials:
+        raise ValueError("no complete trial")
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = 0
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, trial in zip(colours, trials, strict=False):
+        folder = trial_dir(trial)
+        if folder is None or not (folder / "metrics.csv").is_file():
+            continue
+        curves = read_curves(folder / "metrics.csv")
+        for ax, kind in ((acc_ax, "acc"), (loss_ax, "loss")):
+            for split, style in (("train", ":"), ("val", "-")):
+                points = curves.get(f"{split}/{kind}", [])
+                if points:
+                    epochs, values = zip(*points, strict=True)
+                    label = f"trial {trial.number} {split}"
+                    ax.plot(epochs, values, style, color=colour, label=label)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ValueError("no metrics.csv found for the best trials (runs/ moved or deleted?)")
+    for ax, kind in ((acc_ax, "accuracy"), (loss_ax, "cross-entropy loss")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(kind)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"best trials by {metric}: dotted train, solid validation")
+    return acc_ax
+
+
+# ---- the summary page ------------------------------------------------------------------------
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[tuple[str, Table]]:
+    """The page's tables: the study's counts, the best trial, and the top trials."""
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    overview = [
+        ["storage", storage or "-"],
+        ["direction", f"{study.direction.name.lower()} {metric}"],
+        ["trials", str(len(trials))],
+        *[[s.name.lower(), str(count[s])] for s in (TrialState.COMPLETE, TrialState.PRUNED)],
+        ["failed", str(count[TrialState.FAIL])],
+    ]
+    sections: list[tuple[str, Table]] = [("Study", (["", ""], overview))]
+    ranked = ranked_trials(study)
+    if ranked:
+        best = ranked[0]
+        rows = [[metric, fmt(best.value)]]
+        rows += [[k, fmt(v)] for k, v in best.user_attrs.items() if k.startswith("test/")]
+        rows += [
+            [k, fmt(best.user_attrs[k])]
+            for k in ("epochs", "seconds", "checkpoint")
+            if k in best.user_attrs
+        ]
+        rows += [[k, fmt(v)] for k, v in best.params.items()]
+        sections.append((f"Best trial: {best.number}", (["", ""], rows)))
+        head = ["trial", metric, "test/acc", "epochs", "parameters"]
+        top = [
+            [
+                str(t.number),
+                fmt(t.value),
+                fmt(t.user_attrs.get("test/acc", "-")),
+                fmt(t.user_attrs.get("epochs", "-")),
+                ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items()),
+            ]
+            for t in ranked[:10]
+        ]
+        sections.append(("Top trials", (head, top)))
+    return sections
+
+
+def to_markdown(name: str, sections: list[tuple[str, Table]], report: Report) -> str:
+    lines = [f"# Study `{name}`", ""]
+    for title, (head, rows) in sections:
+        lines += [f"## {title}", "", "| " + " | ".join(head) + " |"]
+        lines += ["|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        lines.append("")
+    lines += ["## Plots", ""]
+    for file, caption in report.images.items():
+        lines += [f"### {caption}", "", f"![{caption}]({file})", ""]
+    for caption, reason in report.skipped.items():
+        lines.append(f"- not drawn: {caption} ({reason})")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_html(name: str, sections: list[tuple[str, Table]], report: Report) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(name)}</title><style>body{{font-family:sans-serif;max-width:1100px;"
+        "margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:2px 8px}img{max-width:100%}</style></head><body>",
+        f"<h1>Study {e(name)}</h1>",
+    ]
+    for title, (head, rows) in sections:
+        parts.append(f"<h2>{e(title)}</h2><table>")
+        if any(head):
+            parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    parts.append("<h2>Plots</h2>")
+    for file, caption in report.images.items():
+        parts.append(f"<h3>{e(caption)}</h3><img src='{e(file)}' alt='{e(caption)}'>")
+    parts += [f"<p>not drawn: {e(c)} ({e(r)})</p>" for c, r in report.skipped.items()]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

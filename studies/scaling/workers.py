@@ -1,0 +1,199 @@
+"""Scale a study out: N trial processes on one storage, each trial on K devices with DDP.
+
+    regzoo run CONFIG --workers 2                        # 2 trials at a time
+    regzoo run CONFIG --devices-per-trial 2              # each trial: DDP on 2 devices
+    regzoo run CONFIG --workers 2 --storage postgresql://host/db   # on each machine
+
+The parent opens the study, starts N workers (each `python -m regzoo run ...` again, or torchrun
+over K ranks of it), waits, and prints the summary; the workers print their own trial lines,
+prefixed `w<i>`. Between them they finish exactly the requested trials (see `loop.budget`), and
+each samples with its own seed (`loop.study.claim_sampler_seed`). On a machine with CUDA,
+worker i sees only its own K GPUs (CUDA_VISIBLE_DEVICES); on CPU the cores are shared out with
+torch's thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.loop.preflight import check_runs_dir
+from regzoo.studies.loop.study import count_finished, open_study, run_study
+from regzoo.studies.results import tracking
+from regzoo.studies.results.console import StudyOutcome, print_summary, worker_console
+from regzoo.studies.scaling import ddp
+from regzoo.studies.scaling.role import WORKER_ENV, Role, RunOptions, ScalingError, decide_role
+
+STOP_GRACE_S = 60  # after Ctrl-C, how long workers get to fail their trials and exit
+
+
+def run(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
+    """`regzoo run`: decide this process's role once, then play it; the exit code."""
+    role = decide_role(opts, cfg)
+    if role in (Role.WORKER, Role.RANK):
+        limit_threads()
+    plays: dict[Role, Callable[[RunOptions, StudyConfig, Console], int]] = {
+        Role.ALONE: run_alone,
+        Role.PARENT: launch,
+        Role.WORKER: run_worker,
+        Role.RANK: run_rank,
+    }
+    return plays[role](opts, cfg, console)
+
+
+def run_alone(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
+    """The study in this process, then its summary."""
+    outcome = run_study(
+        cfg,
+        storage=opts.storage,
+        trials=opts.trials,
+        timeout=opts.timeout,
+        wandb=opts.wandb,
+        console=console,
+        show_progress=opts.progress,
+    )
+    print_summary(outcome, cfg, console)
+    return 0
+
+
+def run_worker(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
+    """One of a parent's workers: trials until the study's budget is spent; no summary."""
+    assert opts.worker is not None
+    run_study(
+        cfg,
+        storage=opts.storage,
+        trials=opts.trials,
+        timeout=opts.timeout,
+        wandb=opts.wandb,
+        console=worker_console(opts.worker),
+        show_progress=False,
+    )
+    return 0
+
+
+def run_rank(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
+    """One rank of a DDP group: rank 0 runs the study, the others follow its trials."""
+    ddp.run_rank(
+        cfg,
+        storage=opts.storage,
+        trials=opts.trials,
+        timeout=opts.timeout,
+        wandb=opts.wandb,
+        console=worker_console(opts.worker) if opts.worker else console,
+        show_progress=opts.progress and opts.worker is None,
+        summary=opts.worker is None,
+    )
+    return 0
+
+
+def launch(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
+    """Start the workers, wait for them, print the study's summary; 1 if a worker failed."""
+    check_runs_dir(cfg.runs_dir)  # once here, not in each worker
+    url = opts.url(cfg)
+    target = opts.trials or cfg.trials
+    n, k = opts.workers, opts.devices
+    gpus = gpu_plan(cfg, n, k)
+    threads = threads_per_process(n * k)
+    mode = tracking.resolve_mode(opts.wandb or cfg.wandb.mode)
+    study = open_study(cfg, url)  # tables and study exist before N writers start
+    already = count_finished(study)
+    where = f"GPUs {', '.join(gpus)}" if gpus else f"CPU, {threads} thread(s) per process"
+    console.print(
+        f"[bold]study[/] {cfg.name}: {already} of {target} trials already finished in {url}; "
+        f"{n} worker(s) x {k} device(s) per trial ({where})",
+        soft_wrap=True,
+    )
+    command = worker_command(opts, url, target, mode)
+    procs = []
+    for i in range(n):
+        env = {**os.environ, WORKER_ENV: f"{i}/{n}", "OMP_NUM_THREADS": str(threads)}
+        env["PYTHONUNBUFFERED"] = "1"  # whole lines as they happen, not at exit
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
+        procs.append(subprocess.Popen(command, env=env))
+    codes = wait_all(procs)
+    outcome = StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
+    print_summary(outcome, cfg, console)
+    failed = [f"w{i} (exit {code})" for i, code in enumerate(codes) if code != 0]
+    if failed:
+        console.print(f"[red]worker(s) failed:[/] {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def worker_command(opts: RunOptions, url: str, target: int, mode: str) -> list[str]:
+    """The command line of one worker: this `run` again, through regzoo's own module path (a
+    project's own `studies/` folder is never run instead), under torchrun when K > 1."""
+    run = ["-m", "regzoo", "run", opts.config, *(f"--set={o}" for o in opts.overrides)]
+    run += ["--storage", url, "--trials", str(target), "--wandb", mode, "--no-progress"]
+    if opts.timeout is not None:
+        run += ["--timeout", str(opts.timeout)]
+    if opts.devices == 1:
+        return [sys.executable, *run]
+    # --standalone: a rendezvous on a free local port, so N workers' groups never meet.
+    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={opts.devices}"]
+    return [sys.executable, *torchrun, *run, "--devices-per-trial", str(opts.devices)]
+
+
+def gpu_plan(cfg: StudyConfig, n: int, k: int) -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES of each worker (K GPUs each), or None when trials run on CPU."""
+    import torch
+
+    if cfg.trainer.accelerator in ("cpu", "mps"):
+        return None
+    if not torch.cuda.is_available():
+        if cfg.trainer.accelerator in ("gpu", "cuda"):
+            raise ScalingError(
+                f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible; "
+                "use trainer.accelerator=auto or cpu"
+            )
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = (
+        [d.strip() for d in visible.split(",") if d.strip()]
+        if visible
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
+    if len(ids) < n * k:
+        raise ScalingError(
+            f"--workers {n} x --devices-per-trial {k} needs {n * k} GPUs, {len(ids)} visible; "
+            "use fewer workers, or --set trainer.accelerator=cpu"
+        )
+    return [",".join(ids[i * k : (i + 1) * k]) for i in range(n)]
+
+
+def threads_per_process(processes: int) -> int:
+    """Torch threads per process so that all processes together use each core once."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // processes)
+
+
+def limit_threads() -> None:
+    """In a worker or rank: torch uses the threads its parent gave it (OMP_NUM_THREADS)."""
+    text = os.environ.get("OMP_NUM_THREADS", "")
+    if text.isdigit() and int(text) > 0:
+        import torch
+
+        torch.set_num_threads(int(text))
+
+
+def wait_all(procs: list[subprocess.Popen[Any]]) -> list[int]:
+    """Exit codes of all workers; Ctrl-C lets them fail their trials, then re-raises."""
+    try:
+        return [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:  # the terminal signalled them too; this covers a `kill -INT` of the parent
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise

@@ -1,0 +1,231 @@
+"""One training run: a fresh Lightning Trainer with sampled parameters, its best checkpoint
+tested once after training.
+
+`train_run` is what every trial, `regzoo train`, each DDP rank and each experiment setting calls;
+anything with its signature (`TrainFn`) can stand in for it (a DDP leader broadcasts the
+parameters first).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import optuna
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from regzoo.datamodules import create_datamodule
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.config.search import split_params
+from regzoo.studies.results import tracking
+from regzoo.studies.trial.callbacks import OptunaPruning, SwallowedInterrupt
+from regzoo.zoo import create_model
+
+SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextmanager
+def _restored_environ(names: tuple[str, ...]) -> Iterator[None]:
+    """The environment variables `names` as they were before the block."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class NonFiniteObjective(RuntimeError):
+    """The monitored metric became NaN or infinite (a diverging run): the trial fails."""
+
+
+@dataclass
+class TrialResult:
+    """What one training run produced."""
+
+    value: float
+    test: dict[str, float]
+    epochs: int
+    checkpoint: Path
+    pruned_at: int | None = None
+    nonfinite_at: int | None = None
+    nonfinite_metric: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def train_run(
+    cfg: StudyConfig,
+    params: dict[str, Any],
+    run_dir: Path,
+    *,
+    trial: optuna.trial.BaseTrial | None = None,
+    wandb_mode: str = "disabled",
+    run_name: str = "train",
+    callbacks: list[L.Callback] | None = None,
+    seed: int | None = None,
+    trainer_overrides: dict[str, Any] | None = None,
+) -> TrialResult:
+    """Train once with `params` over the config's fixed values; test the best checkpoint.
+
+    `trainer_overrides` are Trainer arguments outside the config (DDP: strategy, devices, nodes).
+    """
+    with _restored_environ(SEED_ENV):  # seed_everything tells DataLoader workers through these
+        return _train(
+            cfg, params, run_dir, trial, wandb_mode, run_name, callbacks, seed, trainer_overrides
+        )
+
+
+def _train(
+    cfg: StudyConfig,
+    params: dict[str, Any],
+    run_dir: Path,
+    trial: optuna.trial.BaseTrial | None,
+    wandb_mode: str,
+    run_name: str,
+    callbacks: list[L.Callback] | None,
+    seed: int | None,
+    trainer_overrides: dict[str, Any] | None,
+) -> TrialResult:
+    seed = cfg.seed if seed is None else seed
+    L.seed_everything(seed, workers=True, verbose=False)
+    model_kw, data_kw, trainer_kw = split_params(cfg, params)
+    dm = create_datamodule(cfg.data.name, seed=seed, **data_kw)
+    model = create_model(
+        cfg.model.name, input_shape=dm.input_shape, num_classes=dm.num_classes, **model_kw
+    )
+    # Never reuse a folder: another study's trial (or this one's earlier run) may refer to it.
+    run_dir.mkdir(parents=True, exist_ok=False)
+    pruning = OptunaPruning(trial, cfg.objective.metric)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir,
+        filename="best",
+        monitor=cfg.objective.metric,
+        mode="max" if cfg.objective.direction == "maximize" else "min",
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    all_callbacks: list[L.Callback] = [checkpoint, pruning, SwallowedInterrupt()]
+    all_callbacks += callbacks or []
+    if cfg.early_stopping is not None:
+        es = cfg.early_stopping
+        all_callbacks.append(
+            EarlyStopping(
+                monitor=es.monitor,
+                patience=es.patience,
+                mode=es.resolved_mode,
+                min_delta=es.min_delta,
+                check_finite=True,
+            )
+        )
+    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
+    wandb_logger = tracking.make_logger(
+        mode=wandb_mode,
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        group=cfg.name,
+        name=f"{cfg.name}-{run_name}",
+        config={**params, "trial": run_name},
+        save_dir=Path(cfg.runs_dir),
+    )
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    trainer = L.Trainer(
+        **{k: v for k, v in {**trainer_kw, **(trainer_overrides or {})}.items() if v is not None},
+        callbacks=all_callbacks,
+        logger=loggers,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+        num_sanity_val_steps=0,
+    )
+    state = "failed"
+    summary: dict[str, Any] = {}
+    try:
+        _interruptible(trainer, trainer.fit, model, datamodule=dm)
+        result = TrialResult(
+            value=_score(checkpoint, trainer, cfg.objective.metric),
+            test={},
+            epochs=trainer.current_epoch,
+            checkpoint=Path(checkpoint.best_model_path),
+            pruned_at=pruning.pruned_at,
+            nonfinite_at=pruning.nonfinite_at,
+            nonfinite_metric=pruning.nonfinite_metric,
+            params=params,
+        )
+        if result.pruned_at is None and result.nonfinite_at is None and result.checkpoint.is_file():
+            metrics = _interruptible(
+                trainer,
+                trainer.test,
+                model,
+                datamodule=dm,
+                ckpt_path=str(result.checkpoint),
+                verbose=False,
+                weights_only=True,
+            )
+            result.test = {k: float(v) for k, v in metrics[0].items()}
+        state = (
+            "pruned"
+            if result.pruned_at is not None
+            else ("failed" if result.nonfinite_at is not None else "complete")
+        )
+        summary = {
+            "best/" + cfg.objective.metric: result.value,
+            **result.test,
+            "epochs": result.epochs,
+        }
+        return result
+    finally:
+        tracking.finish(wandb_logger, summary, state=state)
+
+
+def _interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`trainer.fit` or `trainer.test`, with Ctrl-C surfacing as KeyboardInterrupt.
+
+    On Ctrl-C Lightning ignores SIGINT from then on and calls `sys.exit(1)`, in `test` as in
+    `fit`: a SystemExit would end the process with the trial left RUNNING. SIGINT gets back the
+    handler it had before the call.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return call(*args, **kwargs)
+    except SystemExit as exc:
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, handler or signal.default_int_handler)
+            raise KeyboardInterrupt from exc
+        raise
+
+
+def _score(checkpoint: ModelCheckpoint, trainer: L.Trainer, metric: str) -> float:
+    score = checkpoint.best_model_score
+    if score is None:
+        score = trainer.callback_metrics.get(metric)
+    return float(score) if score is not None else math.nan
+
+
+class TrainFn(Protocol):
+    """The signature of `train_run`, for whatever trains a trial in its place."""
+
+    def __call__(
+        self,
+        cfg: StudyConfig,
+        params: dict[str, Any],
+        run_dir: Path,
+        *,
+        trial: optuna.trial.BaseTrial | None = None,
+        wandb_mode: str = "disabled",
+        run_name: str = "train",
+        callbacks: list[L.Callback] | None = None,
+        seed: int | None = None,
+        trainer_overrides: dict[str, Any] | None = None,
+    ) -> TrialResult: ...

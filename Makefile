@@ -38,7 +38,7 @@ test-all: $(STAMP) ## Run every test, slow ones included
 lint: $(STAMP) ## ruff check, ruff format --check and mypy
 	$(BIN)/ruff check regzoo zoo datamodules studies tests benchmarks
 	$(BIN)/ruff format --check regzoo zoo datamodules studies tests benchmarks
-	$(BIN)/mypy
+	scripts/typecheck.sh
 
 format: $(STAMP) ## Format and autofix with ruff
 	$(BIN)/ruff format regzoo zoo datamodules studies tests benchmarks

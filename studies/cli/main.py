@@ -21,7 +21,8 @@ from regzoo.studies.config.load import load_config
 from regzoo.studies.config.schema import DEFAULT_STORAGE, ConfigError
 from regzoo.studies.loop.storage import StorageError
 from regzoo.studies.results.read import ResultError
-from regzoo.studies.scaling.role import RunOptions, ScalingError, worker_of_environment
+from regzoo.studies.scaling.options import RunOptions
+from regzoo.studies.scaling.role import ScalingError, worker_of_environment
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -180,9 +180,9 @@ def _objective(
     """The studies' objective (`run_trial`) over the grid of settings and seeds: a setting's
     label and seed are sampled with `suggest`, like any search dimension."""
     by_label = {s.label: s for s in settings}
-    space = {exp.factor: Param(choice=list(by_label))}
+    space = {exp.factor: Param.model_validate({"choice": list(by_label)})}
     if len(seeds) > 1:
-        space["seed"] = Param(choice=list(seeds))
+        space["seed"] = Param.model_validate({"choice": list(seeds)})
 
     def objective(trial: optuna.Trial) -> float:
         point = suggest(trial, space)

@@ -54,6 +54,7 @@ from rich.console import Console
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.loop.study import run_study
 from regzoo.studies.results.console import print_summary, quiet_training
+from regzoo.studies.scaling.options import RunOptions
 from regzoo.studies.trial.train import TrialResult, train_run
 
 # A follower waits for rank 0's next trial while rank 0 waits for a free slot: as long as other
@@ -262,13 +263,9 @@ def backend_for(cfg: StudyConfig) -> str:
 
 def run_rank(
     cfg: StudyConfig,
+    opts: RunOptions,
     *,
-    storage: str | None = None,
-    trials: int | None = None,
-    timeout: float | None = None,
-    wandb: str | None = None,
     console: Console | None = None,
-    show_progress: bool = False,
     summary: bool = True,
     callbacks: list[L.Callback] | None = None,
 ) -> None:
@@ -285,29 +282,14 @@ def run_rank(
         # world size, and per-rank val/loss is reduced by the decisions that need it.
         warnings.filterwarnings("ignore", message=".*DistributedSampler.*")
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-        _run_rank(
-            cfg,
-            env,
-            storage,
-            trials,
-            timeout,
-            wandb,
-            console,
-            show_progress,
-            summary,
-            callbacks or [],
-        )
+        _run_rank(cfg, opts, env, console or Console(), summary, callbacks or [])
 
 
 def _run_rank(
     cfg: StudyConfig,
+    opts: RunOptions,
     env: ClusterEnvironment,
-    storage: str | None,
-    trials: int | None,
-    timeout: float | None,
-    wandb: str | None,
-    console: Console | None,
-    show_progress: bool,
+    console: Console,
     summary: bool,
     callbacks: list[L.Callback],
 ) -> None:
@@ -316,15 +298,14 @@ def _run_rank(
         if group.rank != 0:
             follow(cfg, group, callbacks)
             return
-        console = console or Console()
         outcome = run_study(
             cfg,
-            storage=storage,
-            trials=trials,
-            timeout=timeout,
-            wandb=wandb,
+            storage=opts.storage,
+            trials=opts.trials,
+            timeout=opts.timeout,
+            wandb=opts.wandb,
             console=console,
-            show_progress=show_progress,
+            show_progress=opts.progress and opts.worker is None,
             train=Leader(group, callbacks),
         )
         group.stop()

@@ -8,13 +8,13 @@ DDP rank, from its options and the environment its launcher gave it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from enum import Enum
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.scaling import ddp
+from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
 
-WORKER_ENV = "REGZOO_WORKER"  # "i/N" in a worker process, set by its parent
+__all__ = ["WORKER_ENV", "Role", "RunOptions", "ScalingError", "decide_role"]
 
 
 class ScalingError(ValueError):
@@ -26,29 +26,6 @@ class Role(Enum):
     PARENT = "parent"  # starts N workers (each one process, or a torchrun group of K ranks)
     WORKER = "worker"  # one of a parent's workers, one trial at a time
     RANK = "rank"  # one rank of a DDP group (torchrun or SLURM): rank 0 runs the study
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of `regzoo run`, typed; a worker's command line is made from them."""
-
-    config: str
-    overrides: tuple[str, ...] = ()
-    storage: str | None = None
-    trials: int | None = None
-    timeout: float | None = None
-    wandb: str | None = None
-    progress: bool = True
-    workers: int = 1
-    devices_per_trial: int | None = None
-    worker: str | None = None  # "i/N": this process is worker i of N (from WORKER_ENV)
-
-    @property
-    def devices(self) -> int:
-        return self.devices_per_trial or 1
-
-    def url(self, cfg: StudyConfig) -> str:
-        return self.storage or cfg.storage
 
 
 def worker_of_environment() -> str | None:

@@ -82,12 +82,8 @@ def run_rank(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     """One rank of a DDP group: rank 0 runs the study, the others follow its trials."""
     ddp.run_rank(
         cfg,
-        storage=opts.storage,
-        trials=opts.trials,
-        timeout=opts.timeout,
-        wandb=opts.wandb,
+        opts,
         console=worker_console(opts.worker) if opts.worker else console,
-        show_progress=opts.progress and opts.worker is None,
         summary=opts.worker is None,
     )
     return 0

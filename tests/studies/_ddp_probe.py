@@ -20,6 +20,7 @@ import lightning as L
 
 from regzoo.studies import load_config
 from regzoo.studies.scaling.ddp import run_rank
+from regzoo.studies.scaling.options import RunOptions
 from regzoo.studies.trial.callbacks import OptunaPruning
 
 SEARCHED = ("lr", "dropout", "optimizer", "weight_decay")
@@ -79,7 +80,8 @@ def main(argv: list[str]) -> None:
         else:
             overrides.append(arg)
     cfg = load_config(config, overrides=overrides)
-    run_rank(cfg, storage=storage, wandb="disabled", summary=False, callbacks=callbacks)
+    opts = RunOptions(config=config, storage=storage, wandb="disabled", progress=False)
+    run_rank(cfg, opts, summary=False, callbacks=callbacks)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,23 @@
 
 The packages: `regzoo.zoo` (models), `regzoo.datamodules` (data), `regzoo.studies` (Optuna
 studies, reports, the lecture's experiments). The command line is `regzoo` (`python -m regzoo`).
+The names below load their package (torch, Lightning) when first used, not on `import regzoo`.
 """
 
-from regzoo.datamodules import create_datamodule, list_datamodules
-from regzoo.zoo import create_model, list_models, load_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
+
+_EXPORTS = {
+    "create_datamodule": "regzoo.datamodules",
+    "list_datamodules": "regzoo.datamodules",
+    "create_model": "regzoo.zoo",
+    "list_models": "regzoo.zoo",
+    "load_model": "regzoo.zoo",
+}
 
 __all__ = [
     "__version__",
@@ -21,3 +32,13 @@ __all__ = [
     "list_models",
     "load_model",
 ]
+
+if TYPE_CHECKING:
+    from regzoo.datamodules import create_datamodule, list_datamodules
+    from regzoo.zoo import create_model, list_models, load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'regzoo' has no attribute {name!r}")

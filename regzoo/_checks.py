@@ -10,6 +10,11 @@ import math
 from typing import Any
 
 
+class UserError(ValueError):
+    """A user's mistake (a config, a storage URL, a study name, a flag): shown as one line,
+    without a traceback; the `regzoo` command exits with code 2. Each layer subclasses it."""
+
+
 def is_number(value: Any) -> bool:
     """A finite int or float, not a bool (`True` is an int to Python, never a number here)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -9,10 +9,24 @@ On the command line: `regzoo run studies/configs/default.yaml`. The folders are 
 reports, export, W&B, console), `experiments` (the lecture's), `cli`.
 """
 
-from regzoo.studies.config.load import apply_override, load_config, validate_config
-from regzoo.studies.config.schema import DEFAULT_STORAGE, ConfigError, StudyConfig
-from regzoo.studies.loop.study import open_study, run_study
-from regzoo.studies.results.console import StudyOutcome
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded when first used: importing one module of a layer (the CLI's options) must not load
+# torch and Lightning through this front.
+_EXPORTS = {
+    "DEFAULT_STORAGE": "regzoo.studies.config.schema",
+    "ConfigError": "regzoo.studies.config.schema",
+    "StudyConfig": "regzoo.studies.config.schema",
+    "apply_override": "regzoo.studies.config.load",
+    "load_config": "regzoo.studies.config.load",
+    "validate_config": "regzoo.studies.config.load",
+    "open_study": "regzoo.studies.loop.study",
+    "run_study": "regzoo.studies.loop.study",
+    "StudyOutcome": "regzoo.studies.results.console",
+}
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -25,3 +39,15 @@ __all__ = [
     "run_study",
     "validate_config",
 ]
+
+if TYPE_CHECKING:
+    from regzoo.studies.config.load import apply_override, load_config, validate_config
+    from regzoo.studies.config.schema import DEFAULT_STORAGE, ConfigError, StudyConfig
+    from regzoo.studies.loop.study import open_study, run_study
+    from regzoo.studies.results.console import StudyOutcome
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'regzoo.studies' has no attribute {name!r}")

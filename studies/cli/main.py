@@ -9,6 +9,7 @@ never by the library calls below it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,19 +17,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from regzoo._checks import one_line
-from regzoo.studies.config.load import load_config
-from regzoo.studies.config.schema import DEFAULT_STORAGE, ConfigError
-from regzoo.studies.loop.storage import StorageError
-from regzoo.studies.results.read import ResultError
-from regzoo.studies.scaling.options import RunOptions
-from regzoo.studies.scaling.role import ScalingError, worker_of_environment
+from regzoo._checks import UserError, one_line
+from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
+
+# Heavy imports (torch, Lightning, Optuna) wait for the command that needs them, so that
+# `regzoo --help` and `regzoo --version` answer at once.
+DEFAULT_STORAGE = "sqlite:///runs/studies.db"
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A mistake on the command line that is not about a config file."""
 
 
@@ -106,6 +106,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.config.load import load_config
     from regzoo.studies.scaling.workers import run
 
     cfg = load_config(args.config, overrides=args.overrides)
@@ -119,12 +120,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         progress=not args.no_progress,
         workers=args.workers,
         devices_per_trial=args.devices_per_trial,
-        worker=worker_of_environment(),
+        worker=os.environ.get(WORKER_ENV),
     )
     return run(opts, cfg, console)
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.config.load import load_config
     from regzoo.studies.loop.preflight import check_runs_dir
     from regzoo.studies.results import tracking
     from regzoo.studies.results.console import quiet_training
@@ -265,17 +267,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     err = Console(stderr=True)
-    from regzoo.studies.results.console import quiet_training
-
     try:
+        from regzoo.studies.results.console import quiet_training
+
         with quiet_training():  # for the whole command: opening a study logs too
             return COMMANDS[args.command](args, console)
-    except (ConfigError, StorageError, ResultError, UsageError, ScalingError) as exc:
+    except UserError as exc:
         # A config key may hold rich markup (`[/x]`): printed as text, never read as markup.
         err.print(f"[red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        if worker_of_environment() is None:  # a worker's parent says it once for all of them
+        if WORKER_ENV not in os.environ:  # a worker's parent says it once for all of them
             err.print("\ninterrupted: finished trials are stored; run the same command to resume")
         return EXIT_INTERRUPTED
 

@@ -16,11 +16,15 @@ from pydantic import (
     model_validator,
 )
 
-DEFAULT_STORAGE = "sqlite:///runs/studies.db"
+from regzoo._checks import UserError
+
+DEFAULT_STORAGE = (
+    "sqlite:///runs/studies.db"  # also the CLI's (cli/main.py, without importing this)
+)
 MAX_SEED = 2**32 - 1
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user's mistake in a study config: one line, shown without a traceback."""
 
 

@@ -21,6 +21,8 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from regzoo._checks import UserError
+
 SCHEMES = ("sqlite", "journal", "postgresql")
 # A worker that stops beating for GRACE seconds is dead: its trial is failed and retried.
 HEARTBEAT_S = 10
@@ -29,7 +31,7 @@ MAX_RETRY = 3
 SQLITE_BUSY_TIMEOUT_S = 120
 
 
-class StorageError(ValueError):
+class StorageError(UserError):
     """A storage URL that cannot be opened, with the reason."""
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from regzoo._checks import UserError
 from regzoo.studies.loop.storage import open_storage, storage_path
 
 
-class ResultError(ValueError):
+class ResultError(UserError):
     """A study, trial or file that a command needs is missing or unusable: one line for the user."""
 
 

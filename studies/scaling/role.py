@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 
+from regzoo._checks import UserError
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.scaling import ddp
 from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
@@ -17,7 +18,7 @@ from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
 __all__ = ["WORKER_ENV", "Role", "RunOptions", "ScalingError", "decide_role"]
 
 
-class ScalingError(ValueError):
+class ScalingError(UserError):
     """A --workers / --devices-per-trial request this machine or launch cannot honour."""
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
@@ -22,6 +23,12 @@ SMALL: dict[str, dict[str, Any]] = {
     "rnn": {"hidden_size": 8, "num_layers": 2, "bidirectional": True, "dropout": 0.1},
 }
 NUM_CLASSES = 3
+# For test modules that fit without validation data on purpose: Lightning notes that every
+# Classifier's `validation_step` then goes unused.
+TRAIN_ONLY = pytest.mark.filterwarnings(
+    "ignore:You defined a `validation_step` but have no `val_dataloader`"
+    ":lightning.fabric.utilities.warnings.PossibleUserWarning"
+)
 
 
 def learnable_data(
@@ -51,6 +58,7 @@ def trainer(max_epochs: int = 1, **kwargs: Any) -> L.Trainer:
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,  # the tests' few batches per epoch, logged or not
     }
     return L.Trainer(**{**defaults, **kwargs})
 

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from regzoo.zoo import Classifier, create_model
-from tests.zoo.helpers import Trajectory, accuracy, learnable_data, loader, trainer
+from tests.zoo.helpers import TRAIN_ONLY, Trajectory, accuracy, learnable_data, loader, trainer
+
+pytestmark = TRAIN_ONLY  # fits without validation data
 
 # ---- L2 penalty vs decoupled weight decay -------------------------------------------------
 

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from regzoo.zoo import create_model
-from tests.zoo.helpers import learnable_data, loader, trainer
+from tests.zoo.helpers import TRAIN_ONLY, learnable_data, loader, trainer
+
+pytestmark = TRAIN_ONLY  # fits without validation data
 
 SHAPE = (1, 6, 6)
 

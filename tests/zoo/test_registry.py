@@ -19,7 +19,9 @@ from regzoo.zoo import (
     model_hparams,
     register_model,
 )
-from tests.zoo.helpers import learnable_data, loader, trainer
+from tests.zoo.helpers import TRAIN_ONLY, learnable_data, loader, trainer
+
+pytestmark = TRAIN_ONLY  # fits without validation data
 
 # Every registered model with a `dropout` hparam: one rule for all of them.
 WITH_DROPOUT = [name for name in list_models() if "dropout" in model_hparams(name)]

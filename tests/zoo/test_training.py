@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from regzoo.zoo import Classifier, create_model
-from tests.zoo.helpers import LearningRates, learnable_data, loader, trainer
+from tests.zoo.helpers import TRAIN_ONLY, LearningRates, learnable_data, loader, trainer
+
+pytestmark = TRAIN_ONLY  # fits without validation data
 
 
 def small_fnn(**training: Any) -> Classifier:

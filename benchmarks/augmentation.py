@@ -60,6 +60,7 @@ def epoch_times(
         "cnn",
         input_shape=dm.input_shape,
         num_classes=dm.num_classes,
+        normalize=dm.normalize,
         channels=(16, 32),
         hidden=(64,),
     )

@@ -76,8 +76,21 @@ def setup(
         else create_datamodule("digits", batch_size=BATCH_SIZE, normalize="standard")
     )
     dm.setup()  # loading and splitting are not part of an epoch
-    model = create_model("cnn", input_shape=dm.input_shape, num_classes=dm.num_classes, **MODEL)
+    model = create_model(
+        "cnn",
+        input_shape=dm.input_shape,
+        num_classes=dm.num_classes,
+        normalize=dm.normalize,
+        **MODEL,
+    )
+    model.pipeline.load_statistics(dm.input_statistics()[1])  # the bare and hand sides' too
     return dm, model
+
+
+def network(model: Classifier) -> torch.nn.Module:
+    """What a hand-written loop runs: the model's normalization, then its network (the data are
+    served raw, as regzoo serves them)."""
+    return torch.nn.Sequential(model.pipeline, model.net)
 
 
 def synchronize() -> None:
@@ -121,7 +134,7 @@ def regzoo_epochs(
     first."""
     dm, classifier = setup(make_dm)
     classifier = make_model(dm) if make_model else classifier
-    model: L.LightningModule = BareModule(classifier.net) if bare else classifier
+    model: L.LightningModule = BareModule(network(classifier)) if bare else classifier
     timer = EpochTimer()
     callbacks: list[L.Callback] = [timer]
     with tempfile.TemporaryDirectory(prefix="regzoo-bench-") as tmp:
@@ -155,7 +168,7 @@ def hand_epochs(
     """The same 1 + `epochs` epochs as a hand-written loop; the times of all but the first."""
     dm, model = setup(make_dm)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = model.net.to(device)
+    net = network(model).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)  # the Classifier's default
     x, y = dm.splits["train"]
     order = torch.Generator().manual_seed(0)

@@ -18,7 +18,6 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from regzoo.datamodules._augment import AugmentSpec, data_kind
-from regzoo.datamodules._normalize import Normalizer
 
 # albumentations asks PyPI for a newer version on import unless told not to: no network here.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -206,19 +205,18 @@ def augment_samples(transform: A.Compose, raw: np.ndarray) -> np.ndarray:
 
 
 class AugmentedBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Raw training samples, augmented one by one and normalized, a batch per index list."""
+    """Raw training samples, augmented one by one, a batch per index list (the model
+    normalizes them)."""
 
-    def __init__(
-        self, raw: np.ndarray, y: torch.Tensor, transform: A.Compose, normalizer: Normalizer
-    ) -> None:
-        self.raw, self.y, self.transform, self.normalizer = raw, y, transform, normalizer
+    def __init__(self, raw: np.ndarray, y: torch.Tensor, transform: A.Compose) -> None:
+        self.raw, self.y, self.transform = raw, y, transform
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         x = augment_samples(self.transform, self.raw[idx])
-        return torch.from_numpy(self.normalizer.transform(x)), self.y[idx]
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.y[idx]
 
 
 def reseed_worker(worker_id: int) -> None:

@@ -3,14 +3,15 @@
 A subclass only loads arrays (`load`; an online dataset fetches its files in `download`, which
 only `prepare_data` calls, so under DDP one process per node downloads); the base splits
 them (seeded, stratified, the test split kept out of model selection), subsamples `train_size`,
-fits `normalize` on the training split, serves batches straight from tensors (one indexing call
-per batch, no per-sample Python) and augments training batches (`augment`, two backends; see
-`datamodules._augment` for what each option means).
+fits `normalize` on the training split, serves raw batches straight from tensors (one indexing
+call per batch, no per-sample Python) and augments training batches (`augment`, two backends;
+see `datamodules._augment` for what each option means). The fitted normalization is not applied
+here: a zoo model takes it (`input_statistics()`) and applies it itself, so it travels with the
+model's weights and a reused model takes raw inputs.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.profiler import record_function
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from regzoo._checks import is_int, is_number
+from regzoo._normalize import NORMALIZATIONS, fit_statistics
 from regzoo.datamodules._augment import (
     AugmentSpec,
     check_backend,
@@ -31,7 +33,6 @@ from regzoo.datamodules._augment import (
     parse_augment,
 )
 from regzoo.datamodules._device_augment import DeviceAugmenter
-from regzoo.datamodules._normalize import NORMALIZERS, Normalizer
 
 # The test split of data without an official one is fixed: it must not move with `seed`.
 TEST_SEED = 20240317
@@ -72,7 +73,8 @@ class ArrayDataModule(L.LightningDataModule):
         val_fraction: Share of the (non-test) training data held out for validation.
         seed: Seeds the validation split, `train_size` subsampling and the shuffling.
         normalize: `none`, `minmax` (to [0, 1]), `standard` (zero mean, unit variance) or `pca`
-            (whitened principal-component scores, flattened to `(D,)`), fitted on training data.
+            (whitened principal-component scores, flattened to `(D,)`), fitted on training data
+            and applied by the model (create it with `normalize=dm.normalize`).
         train_size: Keep only this many training samples (stratified); None keeps all.
         augment: Augmentation of the training split: `rotation`, `flip`, `zoom`, `shift`,
             `noise`, `p` (meanings in `datamodules._augment`). Validation and test data are
@@ -89,6 +91,10 @@ class ArrayDataModule(L.LightningDataModule):
     # Known without loading data, so a study config can be checked before anything runs.
     nominal_shape: tuple[int, ...] | None = None
     nominal_classes: int = 2
+    # What raw inputs are, recorded with a trained model: their range where the dataset fixes
+    # one (pixels scaled to [0, 1]), and the classes' names in label order (None: "0", "1", ...).
+    raw_range: ClassVar[tuple[float, float] | None] = None
+    names: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(
         self,
@@ -119,7 +125,7 @@ class ArrayDataModule(L.LightningDataModule):
         if not isinstance(data_dir, str | os.PathLike):
             raise ValueError(f"data_dir={data_dir!r} is invalid; allowed: a folder path")
         self.data_dir = Path(data_dir)
-        self.normalizer: Normalizer | None = None
+        self.statistics: dict[str, np.ndarray] | None = None  # of `normalize`, once fitted
         self.raw_shape: tuple[int, ...] | None = None
         self.split_indices: dict[str, np.ndarray] = {}
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -140,14 +146,8 @@ class ArrayDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def nominal_input_shape(self) -> tuple[int, ...] | None:
-        """The input shape this module will produce, without loading data (None: unknown).
-
-        `pca` scores are zero-padded to the flattened input's size D, so they are `(D,)` whatever
-        the fit finds.
-        """
-        if self.nominal_shape is None:
-            return None
-        return (math.prod(self.nominal_shape),) if self.normalize == "pca" else self.nominal_shape
+        """The raw input shape this module will serve, without loading data (None: unknown)."""
+        return self.nominal_shape
 
     def nominal_num_classes(self) -> int | None:
         """The number of classes, without loading data (None: unknown until loaded)."""
@@ -157,7 +157,7 @@ class ArrayDataModule(L.LightningDataModule):
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one input after preprocessing, e.g. (1, 8, 8); `(D,)` under `pca`.
+        """Shape of one raw input, e.g. (1, 8, 8) (a model under `pca` sees `(D,)`).
 
         Read without any I/O when the dataset declares `nominal_shape` (every registered one
         does), so every DDP process can build its model before `prepare_data` has downloaded
@@ -180,8 +180,20 @@ class ArrayDataModule(L.LightningDataModule):
         return self._num_classes
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        """The name of each class, in label order."""
+        return self.names or tuple(str(i) for i in range(self.num_classes))
+
+    def input_statistics(self) -> tuple[str, dict[str, np.ndarray]]:
+        """`(normalize, statistics)` fitted on the training split, for the model to apply
+        (`Classifier.setup` reads them when training starts)."""
+        self.splits  # noqa: B018  (fits them)
+        assert self.statistics is not None
+        return self.normalize, self.statistics
+
+    @property
     def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """`train`, `val` and `test` as normalized (inputs, labels) tensors, built once."""
+        """`train`, `val` and `test` as raw (inputs, labels) tensors, built once."""
         if self._splits is None:
             self._splits = self._build_splits()
         return self._splits
@@ -215,9 +227,9 @@ class ArrayDataModule(L.LightningDataModule):
     # ---- augmentation ------------------------------------------------------------------------
 
     def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
-        """A normalized batch, augmented as raw inputs and normalized again (`device` backend)."""
-        assert self._augmenter is not None and self.normalizer is not None
-        return self.normalizer.forward(self._augmenter(self.normalizer.inverse(x)))
+        """A raw training batch, augmented on its device (`device` backend)."""
+        assert self._augmenter is not None
+        return self._augmenter(x)
 
     def augment_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Raw inputs `(B, *raw_shape)` augmented by the configured backend (previews, tests)."""
@@ -231,10 +243,8 @@ class ArrayDataModule(L.LightningDataModule):
         return x
 
     def raw(self, split: str) -> torch.Tensor:
-        """A split's inputs before normalization, `(N, *raw_shape)`."""
-        self.splits  # noqa: B018
-        assert self.normalizer is not None
-        return self.normalizer.inverse(self.splits[split][0])
+        """A split's raw inputs, `(N, *raw_shape)` (every split is served raw)."""
+        return self.splits[split][0]
 
     def _fit_augmentation(self, x_train: np.ndarray) -> None:
         spec = self.augment_spec
@@ -263,9 +273,9 @@ class ArrayDataModule(L.LightningDataModule):
         if split == "train" and self._transform is not None:
             from regzoo.datamodules._albu_augment import AugmentedBatches, reseed_worker
 
-            assert self._raw_train is not None and self.normalizer is not None
+            assert self._raw_train is not None
             y = self.splits["train"][1]
-            data = AugmentedBatches(self._raw_train, y, self._transform, self.normalizer)
+            data = AugmentedBatches(self._raw_train, y, self._transform)
             worker_init_fn = reseed_worker
         samples = range(len(self.splits[split][1]))
         if shuffle:
@@ -313,11 +323,11 @@ class ArrayDataModule(L.LightningDataModule):
         self._num_classes = self._check_declared(tuple(x.shape[1:]), int(y_all.max()) + 1)
         self.raw_shape = tuple(x.shape[1:])
         x_train = x_all[train_index]
-        self.normalizer = NORMALIZERS[self.normalize]().fit(x_train)
+        self.statistics = fit_statistics(self.normalize, x_train)
         self._fit_augmentation(x_train)
         return {
             split: (
-                torch.from_numpy(self.normalizer.transform(x_all[idx])),
+                torch.from_numpy(np.ascontiguousarray(x_all[idx])),
                 torch.from_numpy(y_all[idx]),
             )
             for split, idx in self.split_indices.items()
@@ -357,8 +367,10 @@ def _check_options(
         raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer in [1, 2**31)")
     if not is_number(val_fraction) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction!r} is invalid; allowed: a number in (0, 1)")
-    if not isinstance(normalize, str) or normalize not in NORMALIZERS:
-        raise ValueError(f"normalize={normalize!r} is invalid; allowed: {', '.join(NORMALIZERS)}")
+    if not isinstance(normalize, str) or normalize not in NORMALIZATIONS:
+        raise ValueError(
+            f"normalize={normalize!r} is invalid; allowed: {', '.join(NORMALIZATIONS)}"
+        )
     if train_size is not None and not is_int(train_size, low=1):
         raise ValueError(f"train_size={train_size!r} is invalid; allowed: an integer >= 1 or None")
     if not is_int(num_workers, 0, MAX_WORKERS):

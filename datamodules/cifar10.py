@@ -32,6 +32,11 @@ class Cifar10(ArrayDataModule):
     """
 
     nominal_shape = (3, 32, 32)
+    raw_range = (0.0, 1.0)
+    names = (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    )  # fmt: skip
     nominal_classes = 10
 
     def __init__(self, *, mirror: str | None = None, **options: Any) -> None:

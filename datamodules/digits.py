@@ -13,6 +13,7 @@ class Digits(ArrayDataModule):
     """Digits as (1, 8, 8) images scaled to [0, 1]; a fixed stratified 20% test split."""
 
     nominal_shape = (1, 8, 8)
+    raw_range = (0.0, 1.0)
     nominal_classes = 10
 
     def load(self) -> Arrays:

@@ -46,6 +46,13 @@ class ImageFolder(ArrayDataModule):
         if classes is not None:  # read by a study config's dry check before anything is loaded
             self.nominal_classes = classes
 
+    raw_range = (0.0, 1.0)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class folders' names, in label order (a listing, no image read)."""
+        return tuple(_classes(self._train_root()))
+
     def nominal_num_classes(self) -> int | None:
         """One class per sub-folder, from a listing of `data_dir`; None below 2 folders, so that
         reading `num_classes` loads and says what is missing."""

@@ -30,6 +30,7 @@ class IdxImages(ArrayDataModule):
     """
 
     nominal_shape = (1, 28, 28)
+    raw_range = (0.0, 1.0)
     nominal_classes = 10
     url: ClassVar[str] = ""
     md5: ClassVar[dict[str, str]] = {}
@@ -87,6 +88,10 @@ class FashionMnist(IdxImages):
     """Zalando's Fashion-MNIST clothing images, pixels scaled to [0, 1]."""
 
     url = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion"
+    names = (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )  # fmt: skip
     md5: ClassVar[dict[str, str]] = {
         "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",

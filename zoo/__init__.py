@@ -10,20 +10,18 @@ from regzoo.zoo import (
     linear,  # noqa: F401  (registers the model)
     rnn,  # noqa: F401  (registers the model)
 )
-from regzoo.zoo._registry import (
-    create_model,
-    list_models,
-    load_model,
-    model_hparams,
-    register_model,
-)
+from regzoo.zoo._load import load_model
+from regzoo.zoo._registry import create_model, list_models, model_hparams, register_model
 from regzoo.zoo.classifier import Classifier
+from regzoo.zoo.hub import from_pretrained, save_pretrained
 
 __all__ = [
     "Classifier",
     "create_model",
+    "from_pretrained",
     "list_models",
     "load_model",
     "model_hparams",
     "register_model",
+    "save_pretrained",
 ]

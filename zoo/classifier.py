@@ -19,9 +19,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from regzoo._checks import is_int, is_number
+from regzoo._normalize import NORMALIZATIONS
 from regzoo.zoo._checks import MAX_SIZE, check_flag, check_size, is_sequence, is_size
 from regzoo.zoo._hparams import plain_hparam
 from regzoo.zoo._layers import INITS, initialize, is_weight
+from regzoo.zoo._pipeline import InputPipeline
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "piecewise")
@@ -41,9 +43,20 @@ class Classifier(L.LightningModule):
     SGD the two are the same step: θ − η(∇CE + l2·θ) with `l2=λ`. Under Adam they differ, since
     the L2 gradient is rescaled by Adam's second-moment estimate and decoupled decay is not.
 
+    The model takes the dataset's raw inputs: `normalize` is its first step (`zoo._pipeline`),
+    with the training split's statistics saved among its buffers, so a checkpoint, a hub folder
+    or an exported program predicts from raw inputs as the trained model did.
+
     Args:
-        input_shape: `(C, H, W)` for images, `(C, L)` for 1-D signals, `(D,)` for features.
+        input_shape: Raw inputs' shape: `(C, H, W)` for images, `(C, L)` for 1-D signals,
+            `(D,)` for features.
         num_classes: Number of output classes.
+        normalize: `none`, `minmax`, `standard` or `pca` (whitened principal-component scores,
+            so the network sees `(D,)`), fitted on the training split when training starts
+            (from the datamodule's `input_statistics()`) or by `fit_input(x_train)`.
+        class_names: The name of each class, in label order (recorded, for predictions).
+        input_range: The raw inputs' range `(low, high)` where the dataset defines one
+            (pixels in [0, 1]); recorded, not enforced.
         optimizer: `sgd` (θ ← θ − ηg); `momentum` (torch's SGD: v ← ρv + g, θ ← θ − ηv,
             the lecture's Δθₜ = ρΔθₜ₋₁ − ηgₜ while η is constant); `nesterov` (the same with
             θ ← θ − η(g + ρv)); `rmsprop` (h ← αh + (1 − α)g², θ ← θ − ηg/(√h + ε), no
@@ -67,17 +80,15 @@ class Classifier(L.LightningModule):
     """
 
     model_name: ClassVar[str] = ""
-    # TorchScript compiles properties unless told not to; `hp` reads hparams, which it cannot.
-    __jit_unused_properties__: list[str] = [  # noqa: RUF012  (declared so by Lightning)
-        *L.LightningModule.__jit_unused_properties__,
-        "hp",
-    ]
 
     def __init__(
         self,
         input_shape: Sequence[int],
         num_classes: int,
         *,
+        normalize: str = "none",
+        class_names: Sequence[str] | None = None,
+        input_range: Sequence[float] | None = None,
         optimizer: str = "adam",
         lr: float = 1e-3,
         momentum: float = 0.9,
@@ -102,11 +113,15 @@ class Classifier(L.LightningModule):
         grad_clip: float = 0.0,
     ) -> None:
         super().__init__()
-        self.input_shape = _check_shape(input_shape)
+        raw_shape = _check_shape(input_shape)
         _check_training_args(locals())
+        _check_input_args(normalize, class_names, input_range, num_classes)
         # Collects the subclass's arguments too: a checkpoint rebuilds the whole model.
         self.save_hyperparameters()
         self.hparams.update({k: plain_hparam(k, v) for k, v in self.hparams.items()})
+        self.pipeline = InputPipeline(normalize, raw_shape)
+        self.raw_shape = raw_shape
+        self.input_shape = self.pipeline.output_shape  # what the network sees
         self.net = self.build_network()
         initialize(
             self.net,
@@ -116,7 +131,7 @@ class Classifier(L.LightningModule):
             value=init_value,
             gain_of=self.init_gain_of(),
         )
-        self.example_input_array = torch.zeros(2, *self.input_shape)
+        self.example_input_array = torch.zeros(2, *self.raw_shape)
         # Updated at each step and logged once per epoch: a per-step `self.log` and a metric's
         # forward (which also computes the batch's own value) cost more than the whole step of
         # a small model (benchmarks/overhead.py). NaN losses pass through for early stopping.
@@ -126,6 +141,7 @@ class Classifier(L.LightningModule):
         self.train_acc, self.val_acc, self.test_acc = (
             MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(3)
         )
+        self._updated: set[str] = set()  # stages whose metrics saw a batch this epoch
 
     @property
     def hp(self) -> Any:
@@ -141,7 +157,39 @@ class Classifier(L.LightningModule):
         return str(self.hp.get("activation", "relu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # (B, *input_shape) -> (B, num_classes)
+        """Class logits of raw inputs: `(B, *raw_shape) -> (B, num_classes)`."""
+        return self.net(self.pipeline(x))  # (B, *raw_shape) -> (B, *input_shape) -> logits
+
+    # ---- the input pipeline ----------------------------------------------------------------
+
+    def fit_input(self, x_train: torch.Tensor | Any) -> Classifier:
+        """Fit `normalize` on raw training inputs `(N, *raw_shape)`, without a datamodule."""
+        self.pipeline.fit(x_train)
+        return self
+
+    def setup(self, stage: str) -> None:
+        """Take the normalization statistics of the datamodule the Trainer was given.
+
+        A regzoo datamodule offers them as `input_statistics()`: `(normalize, statistics)` of
+        its training split. Any other data leaves them as they are, which must then be fitted
+        (`fit_input`) or loaded (a checkpoint) unless `normalize="none"`.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        offered = getattr(datamodule, "input_statistics", None)
+        if callable(offered):
+            kind, stats = offered()
+            if kind != self.hp.normalize:
+                raise ValueError(
+                    f"the datamodule normalizes with {kind!r}, the model with "
+                    f"{self.hp.normalize!r}: create the model with normalize=dm.normalize"
+                )
+            if stage == "fit" or not self.pipeline.is_fitted:
+                self.pipeline.load_statistics(stats)
+        if stage == "fit" and not self.pipeline.is_fitted:
+            raise ValueError(
+                f"normalize={self.hp.normalize!r} has no statistics: train with a regzoo "
+                "datamodule, or call model.fit_input(x_train) first"
+            )
 
     # ---- penalties -------------------------------------------------------------------------
 
@@ -173,6 +221,7 @@ class Classifier(L.LightningModule):
         # One entry per sample weights the mean by batch size: torchmetrics 1.9 replaces
         # `weight` by ones under nan_strategy="disable".
         self.train_loss.update(loss.detach().expand(len(y)))  # () -> (B,)
+        self._updated.add("train")
         self.train_acc.update(logits.detach(), y)
         if self.hp.l1 or self.hp.l2:
             penalty = self.penalty()
@@ -182,9 +231,11 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_acc)
+        self._updated.add("val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_loss, self.test_acc)
+        self._updated.add("test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
@@ -214,8 +265,9 @@ class Classifier(L.LightningModule):
     def _log_epoch(
         self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy, *, prog_bar: bool = False
     ) -> None:
-        if not loss.update_called:  # an epoch without batches (e.g. limit_val_batches=0)
+        if stage not in self._updated:  # an epoch without batches (e.g. limit_val_batches=0)
             return
+        self._updated.discard(stage)
         self.log(f"{stage}/loss", loss.compute(), prog_bar=prog_bar)
         self.log(f"{stage}/acc", acc.compute(), prog_bar=prog_bar)
         loss.reset()
@@ -311,6 +363,30 @@ def _make_optimizer(groups: list[dict[str, Any]], hp: Any) -> torch.optim.Optimi
     for g in groups:  # adamw: torch's own decoupled decay, the same formula as ours
         g["weight_decay"] = g["decoupled_decay"]
     return optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+
+
+def _check_input_args(normalize: Any, class_names: Any, input_range: Any, num_classes: int) -> None:
+    if not isinstance(normalize, str) or normalize not in NORMALIZATIONS:
+        raise ValueError(
+            f"normalize={normalize!r} is invalid; allowed: {', '.join(NORMALIZATIONS)}"
+        )
+    if class_names is not None and (
+        not is_sequence(class_names)
+        or len(class_names) != num_classes
+        or not all(isinstance(c, str) for c in class_names)
+    ):
+        raise ValueError(
+            f"class_names={class_names!r} is invalid; allowed: None or {num_classes} strings"
+        )
+    if input_range is not None and (
+        not is_sequence(input_range)
+        or len(input_range) != 2
+        or not all(is_number(v) for v in input_range)
+        or not input_range[0] < input_range[1]
+    ):
+        raise ValueError(
+            f"input_range={input_range!r} is invalid; allowed: None or (low, high), low < high"
+        )
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:

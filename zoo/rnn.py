@@ -86,6 +86,12 @@ class RNN(Classifier):
                 "(1, D) to read the D features as a sequence"
             )
         _check_architecture(cell, hidden_size, num_layers, bidirectional, dropout)
+        if training.get("normalize") == "pca":
+            raise ValueError(
+                "normalize='pca' is invalid for rnn: its whitened scores are a vector (D,) "
+                "without the spatial or step axis rnn reads; allowed: none, minmax, standard "
+                "(or use 'fnn' or 'linear' with pca)"
+            )
         super().__init__(input_shape, num_classes, **training)
 
     def init_gain_of(self) -> str:

@@ -66,10 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--storage", default=DEFAULT_STORAGE)
     rep.add_argument("--out", type=Path, help="folder (default: report/ beside the trials)")
 
-    exp = sub.add_parser("export", help="write a study's best model as onnx|torchscript|ckpt")
+    exp = sub.add_parser(
+        "export", help="write a study's best model (raw inputs in) as hub|pt2|onnx|ckpt"
+    )
     exp.add_argument("name", help="study name (the config's name:)")
-    exp.add_argument("--format", dest="fmt", required=True, choices=("onnx", "torchscript", "ckpt"))
-    exp.add_argument("--out", type=Path, help="file (default: export/ beside the trials)")
+    exp.add_argument("--format", dest="fmt", required=True, choices=("hub", "pt2", "onnx", "ckpt"))
+    exp.add_argument("--out", type=Path, help="file or folder (default: export/ beside the trials)")
+    exp.add_argument(
+        "--push-to-hub", metavar="REPO", help="with --format hub: upload the folder to REPO"
+    )
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
 
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard on a storage")
@@ -207,7 +212,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.results.export import export_best
 
-    out = export_best(args.name, fmt=args.fmt, storage=args.storage, out=args.out)
+    out = export_best(
+        args.name, fmt=args.fmt, storage=args.storage, out=args.out, push_to_hub=args.push_to_hub
+    )
     console.print(f"[bold]exported[/] {args.fmt}: {out}", soft_wrap=True)
     return 0
 

@@ -13,7 +13,8 @@ from regzoo.studies.config.search import REGULARIZATION, REGULARIZATIONS, split_
 from regzoo.zoo import create_model, list_models, model_hparams
 
 DATA_SET_BY_STUDY = {"seed"}  # the study seeds each trial's split from its own `seed`
-MODEL_SET_BY_DATA = {"input_shape", "num_classes"}
+# A model takes these from its datamodule (trial.train.data_facts), never from the config.
+MODEL_SET_BY_DATA = {"input_shape", "num_classes", "normalize", "class_names", "input_range"}
 
 
 def check_references(cfg: StudyConfig, *, source: str) -> None:
@@ -152,7 +153,11 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
             continue
         try:
             create_model(
-                cfg.model.name, input_shape=shape, num_classes=dm.nominal_classes, **model_kw
+                cfg.model.name,
+                input_shape=shape,
+                num_classes=dm.nominal_classes,
+                normalize=dm.normalize,
+                **model_kw,
             )
         except (ValueError, TypeError) as exc:
             raise fail(f"{where or 'model: '}{exc}{_with(params)}") from None

@@ -10,6 +10,7 @@ never write into (or clear) each other's folders.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def open_study(cfg: StudyConfig, url: str) -> optuna.Study:
     ensure_uid(study, url)
     if study.user_attrs.get("objective") != cfg.objective.metric:  # for report and dashboard
         study.set_user_attr("objective", cfg.objective.metric)
+    config = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    if study.user_attrs.get("config") != config:  # the latest run's: model cards, W&B
+        study.set_user_attr("config", config)
     return study
 
 

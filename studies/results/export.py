@@ -1,32 +1,63 @@
-"""Export a study's best model: ONNX, TorchScript or the Lightning checkpoint itself.
+"""Export a study's best model, as raw inputs in and class logits out, in every format:
 
-regzoo export cnn-digits --format onnx [--out model.onnx] [--storage URL]
+    regzoo export cnn-digits --format hub [--out DIR] [--push-to-hub USER/REPO]
+    regzoo export cnn-digits --format pt2|onnx|ckpt [--out FILE] [--storage URL]
+
+- `hub`: a folder of `model.safetensors`, `config.json` and a `README.md` model card
+  (`regzoo.load_model(DIR)` or `regzoo.zoo.from_pretrained(DIR or repo id)`).
+- `pt2`: a `torch.export` ExportedProgram with a dynamic batch dimension; it loads with
+  `torch.export.load(path).module()` where regzoo is not installed.
+- `onnx`: the same graph for ONNX runtimes (needs `pip install 'regzoo[onnx]'`).
+- `ckpt`: the Lightning checkpoint itself (`regzoo.load_model`).
+
+Each one holds the fitted input normalization, so each takes the dataset's raw inputs. TorchScript
+is not offered: torch deprecates it (every `torch.jit` call warns), and `torch.export` replaces it.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
+import optuna
 import torch
+from optuna.trial import FrozenTrial
 
 from regzoo._checks import one_line
+from regzoo.studies.results.console import fmt
 from regzoo.studies.results.read import ResultError, best_trial, checkpoint_of, load_study
-from regzoo.zoo import Classifier, load_model
+from regzoo.zoo import Classifier, load_model, save_pretrained
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "ckpt": ".ckpt"}
+FORMATS = {"hub": "", "pt2": ".pt2", "onnx": ".onnx", "ckpt": ".ckpt"}
+ONNX_PACKAGES = ("onnx", "onnxscript")
+MAX_BATCH = 1 << 20
 
 
-def export_best(name: str, *, fmt: str, storage: str, out: Path | None = None) -> Path:
-    """Write the best trial's model of study `name` in `fmt`; return the file written.
+def export_best(
+    name: str,
+    *,
+    fmt: str,
+    storage: str,
+    out: Path | None = None,
+    push_to_hub: str | None = None,
+) -> Path:
+    """Write the best trial's model of study `name` in `fmt`; return the file (or folder).
 
-    The default file is `export/<name>-trial-<n>.<ext>` beside the trial folders.
+    The default is `export/<name>-trial-<n>[.ext]` beside the trial folders.
     """
     if fmt not in FORMATS:
         raise ResultError(f"--format {fmt!r} is not supported; allowed: {', '.join(FORMATS)}")
-    trial = best_trial(load_study(name, storage))
+    if push_to_hub is not None and fmt != "hub":
+        raise ResultError("--push-to-hub uploads a hub folder; use it with --format hub")
+    if fmt == "onnx":
+        check_onnx()
+    study = load_study(name, storage)
+    trial = best_trial(study)
     checkpoint = checkpoint_of(trial)
     model = _load(checkpoint)
     if out is None:
@@ -34,10 +65,14 @@ def export_best(name: str, *, fmt: str, storage: str, out: Path | None = None) -
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "ckpt":
         shutil.copyfile(checkpoint, out)
-    elif fmt == "onnx":
-        to_onnx(model, out)
+    elif fmt == "hub":
+        save_pretrained(model, out, card=model_card(study, trial, model))
+        if push_to_hub is not None:
+            push(out, push_to_hub)
+    elif fmt == "pt2":
+        to_pt2(model, out)
     else:
-        to_torchscript(model, out)
+        to_onnx(model, out)
     return out
 
 
@@ -48,27 +83,113 @@ def _load(checkpoint: Path) -> Classifier:
         raise ResultError(one_line(exc, lines=1)) from None
 
 
-def to_onnx(model: Classifier, out: Path) -> None:
-    """ONNX with a dynamic batch dimension: input `input` (B, *input_shape), output `logits`."""
-    example = model.example_input_array  # (2, *input_shape): a batch of 1 would be specialized
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    # The exporter logs that torchvision (not a dependency) is missing, and warns on pytree.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.to_onnx(
-            out,
-            example,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: batch},),
-            verbose=False,
+def check_onnx() -> None:
+    """ONNX export's packages are an extra: without them, one line saying how to get them."""
+    missing = [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        raise ResultError(
+            f"--format onnx needs {', '.join(missing)}, which regzoo installs only with its "
+            "onnx extra: pip install 'regzoo[onnx]'"
         )
 
 
-def to_torchscript(model: Classifier, out: Path) -> None:
-    """A traced TorchScript module: `torch.jit.load(out)(x)` gives the logits."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript is deprecated upstream; still loadable
-        traced = model.eval().to_torchscript(method="trace")
-        torch.jit.save(traced, str(out))
+def _batch_dim() -> Any:
+    # A batch of 2 as the example: a batch of 1 would be specialized to 1.
+    return torch.export.Dim("batch", min=1, max=MAX_BATCH)
+
+
+def to_pt2(model: Classifier, out: Path) -> None:
+    """A `torch.export` program: `torch.export.load(out).module()(x)` gives the logits."""
+    example = (model.example_input_array,)  # (2, *raw_shape)
+    with warnings.catch_warnings():  # torch's exporter warns from its own internals
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model.eval(), example, dynamic_shapes=({0: _batch_dim()},))
+        torch.export.save(program, str(out))
+
+
+def to_onnx(model: Classifier, out: Path) -> None:
+    """ONNX with a dynamic batch dimension: input `input` (B, *raw_shape), output `logits`."""
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    # The exporter logs that torchvision (not a dependency) is missing, and warns on pytree.
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.eval().to_onnx(
+                out,
+                model.example_input_array,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: _batch_dim()},),
+                verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
+
+
+def push(folder: Path, repo_id: str) -> None:
+    """Upload a hub folder to `repo_id` (created if missing); one line when it cannot be done."""
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi()
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+    except Exception as exc:  # offline, no login, no permission
+        raise ResultError(
+            f"--push-to-hub {repo_id}: the folder is written ({folder}), the upload failed: "
+            f"{one_line(exc, lines=1)}"
+        ) from None
+
+
+def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> str:
+    """The README.md of a hub folder: what was trained, how well, on what, how to load it."""
+    attrs, hp = trial.user_attrs, dict(model.hparams)
+    metric = str(study.user_attrs.get("objective", "objective"))
+    config = json.loads(study.user_attrs.get("config", "{}") or "{}")
+    data = config.get("data", {})
+    lines = [
+        "---",
+        "library_name: regzoo",
+        "tags: [regzoo, pytorch-lightning, optuna]",
+        "---",
+        f"# {study.study_name}: trial {trial.number} ({model.model_name})",
+        "",
+        f"The best trial of the Optuna study `{study.study_name}`, trained by regzoo.",
+        "",
+        "## Results",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| {metric} (validation, the study's objective) | {fmt(trial.value)} |",
+        *(f"| {k} | {fmt(v)} |" for k, v in sorted(attrs.items()) if k.startswith("test/")),
+        f"| epochs | {attrs.get('epochs', '-')} |",
+        "",
+        "## Parameters searched",
+        "",
+        *(f"- `{k}` = `{fmt(v)}`" for k, v in trial.params.items()),
+        "",
+        "## Data",
+        "",
+        f"- dataset `{data.get('name', '?')}`, options "
+        f"`{json.dumps({k: v for k, v in data.items() if k != 'name'}, sort_keys=True)}`",
+        f"- split: validation share {data.get('val_fraction', 0.2)} drawn with seed "
+        f"{int(config.get('seed', 0)) + trial.number}; the test split is fixed and was never "
+        "used to select the model",
+        f"- raw inputs: shape {tuple(model.raw_shape)}, float32"
+        + (f", range {tuple(hp['input_range'])}" if hp.get("input_range") else "")
+        + f"; normalization `{hp.get('normalize', 'none')}` is inside the model",
+        f"- classes: {', '.join(hp['class_names']) if hp.get('class_names') else '-'}",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from regzoo import load_model",
+        "model = load_model('path/to/this/folder')  # or regzoo.zoo.from_pretrained('user/repo')",
+        "logits = model(raw_inputs)                 # (B, *shape) raw, as the dataset gives them",
+        "```",
+    ]
+    if "wandb_run" in attrs:
+        lines += ["", f"W&B run: {attrs['wandb_run']}"]
+    return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ import optuna
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from regzoo.datamodules import create_datamodule
+from regzoo.datamodules import ArrayDataModule, create_datamodule
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.results import tracking
@@ -101,9 +101,7 @@ def _train(
     L.seed_everything(seed, workers=True, verbose=False)
     model_kw, data_kw, trainer_kw = split_params(cfg, params)
     dm = create_datamodule(cfg.data.name, seed=seed, **data_kw)
-    model = create_model(
-        cfg.model.name, input_shape=dm.input_shape, num_classes=dm.num_classes, **model_kw
-    )
+    model = create_model(cfg.model.name, **data_facts(dm), **model_kw)
     # Never reuse a folder: another study's trial (or this one's earlier run) may refer to it.
     run_dir.mkdir(parents=True, exist_ok=False)
     pruning = OptunaPruning(trial, cfg.objective.metric)
@@ -148,6 +146,7 @@ def _train(
         enable_model_summary=False,
         default_root_dir=run_dir,
         num_sanity_val_steps=0,
+        log_every_n_steps=1,  # regzoo logs per epoch only: no per-step cost, no warning
     )
     state = "failed"
     summary: dict[str, Any] = {}
@@ -211,6 +210,18 @@ def _score(checkpoint: ModelCheckpoint, trainer: L.Trainer, metric: str) -> floa
     if score is None:
         score = trainer.callback_metrics.get(metric)
     return float(score) if score is not None else math.nan
+
+
+def data_facts(dm: ArrayDataModule) -> dict[str, Any]:
+    """What a model takes from its datamodule: the raw inputs' shape and range, the classes and
+    their names, and the normalization it will apply (its statistics come at `setup`)."""
+    return {
+        "input_shape": dm.input_shape,
+        "num_classes": dm.num_classes,
+        "normalize": dm.normalize,
+        "class_names": dm.class_names,
+        "input_range": dm.raw_range,
+    }
 
 
 class TrainFn(Protocol):

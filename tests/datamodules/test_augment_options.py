@@ -94,17 +94,15 @@ def test_noise_is_in_raw_units_whatever_the_normalization(backend: str) -> None:
     if backend == "device":  # what on_after_batch_transfer does while training
         x = dm.augment_batch(x)
     expected, _ = next(iter(plain.train_dataloader()))
-    assert dm.normalizer is not None
-    scale = float(dm.normalizer.scale.item())  # type: ignore[attr-defined]
-    assert float((x - expected).std()) * scale == pytest.approx(0.05, rel=0.05)
+    # Batches are raw (the model normalizes), so noise is in the data's own units.
+    assert float((x - expected).std()) == pytest.approx(0.05, rel=0.05)
 
 
-def test_device_backend_round_trips_pca_inputs(make_dm: Make) -> None:
-    dm = make_dm("digits", normalize="pca", augment={"noise": 0.05})
+def test_augmentation_acts_on_raw_inputs_under_pca(make_dm: Make) -> None:
+    """Under `pca` the batches are still raw images (the model flattens and whitens them), so
+    image augmentations apply; a raw batch stays in its shape and changes."""
+    dm = make_dm("digits", normalize="pca", augment={"noise": 0.05, "rotation": 10})
     x, _ = next(iter(dm.train_dataloader()))
-    assert x.shape == (64, 64)
-    assert dm.normalizer is not None
-    raw = dm.normalizer.inverse(x)
-    assert raw.shape == (64, 1, 8, 8)
-    torch.testing.assert_close(dm.normalizer.forward(raw), x, atol=1e-4, rtol=0)
-    assert not torch.allclose(dm.augment_batch(x), x, atol=1e-3)
+    assert x.shape == (64, 1, 8, 8)
+    augmented = dm.augment_batch(x)
+    assert augmented.shape == x.shape and not torch.allclose(augmented, x, atol=1e-3)

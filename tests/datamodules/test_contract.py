@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regzoo._normalize import normalized_shape
 from regzoo.datamodules import ArrayDataModule, list_datamodules
 from regzoo.datamodules._augment import data_kind
+from regzoo.zoo._pipeline import InputPipeline
 
 Make = Callable[..., ArrayDataModule]
 ALL = list_datamodules()
@@ -45,8 +47,9 @@ def test_shapes_and_dtypes(make_dm: Make, name: str) -> None:
         assert x.dtype == torch.float32 and y.dtype == torch.int64
         assert x.shape == (4, *dm.input_shape) and y.shape == (4,)
         assert int(y.min()) >= 0 and int(y.max()) < dm.num_classes
-    pca = make_dm(name, normalize="pca")
-    assert pca.input_shape == (math.prod(dm.input_shape),) == pca.nominal_input_shape()
+    pca = make_dm(name, normalize="pca")  # served raw: the model's pipeline flattens
+    assert pca.input_shape == dm.input_shape == pca.nominal_input_shape()
+    assert normalized_shape(pca.input_shape, "pca") == (math.prod(dm.input_shape),)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -69,17 +72,27 @@ def test_splits_are_disjoint_reproducible_and_seeded(make_dm: Make, name: str) -
 
 @pytest.mark.parametrize("name", ALL)
 def test_normalization_is_fitted_on_the_training_split_only(make_dm: Make, name: str) -> None:
+    """The datamodule serves raw inputs and offers statistics of its training split; a model's
+    pipeline loaded with them maps that split to zero mean (standard) or onto [0, 1] (minmax)."""
     dm = make_dm(name, normalize="standard", train_size=40)
     raw_train = dm.raw("train").numpy()
+    assert torch.equal(dm.splits["train"][0], dm.raw("train"))  # served raw
     axes = (0,) if raw_train.ndim == 2 else (0, *range(2, raw_train.ndim))
-    assert dm.normalizer is not None
-    shift = dm.normalizer.shift  # type: ignore[attr-defined]
-    np.testing.assert_allclose(shift, raw_train.mean(axis=axes, keepdims=True)[0], atol=1e-5)
-    x_train = dm.splits["train"][0].numpy()
+    kind, stats = dm.input_statistics()
+    assert kind == "standard"
+    np.testing.assert_allclose(
+        stats["shift"], raw_train.mean(axis=axes, keepdims=True)[0], atol=1e-5
+    )
+    pipeline = InputPipeline("standard", dm.input_shape).load_statistics(stats)
+    x_train = pipeline(dm.raw("train")).numpy()
     np.testing.assert_allclose(x_train.mean(axis=axes), 0, atol=1e-4)
     everything = np.concatenate([dm.raw(s).numpy() for s in ("train", "val", "test")])
-    assert not np.allclose(shift, everything.mean(axis=axes, keepdims=True)[0], atol=1e-6)
-    minmax = make_dm(name, normalize="minmax", train_size=40).splits["train"][0]
+    whole = everything.mean(axis=axes, keepdims=True)[0]
+    assert not np.allclose(stats["shift"], whole, atol=1e-6)
+    minmax_dm = make_dm(name, normalize="minmax", train_size=40)
+    minmax = InputPipeline("minmax", dm.input_shape).load_statistics(
+        minmax_dm.input_statistics()[1]
+    )(minmax_dm.raw("train"))
     assert float(minmax.min()) == pytest.approx(0, abs=1e-6)
     assert float(minmax.max()) == pytest.approx(1, abs=1e-6)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from regzoo.datamodules import create_datamodule
+from regzoo.zoo import create_model
 
 
 def test_digits_shapes_and_disjoint_splits() -> None:
@@ -25,7 +26,9 @@ def test_test_split_does_not_move_with_seed() -> None:
 
 def test_standardization_uses_training_statistics() -> None:
     dm = create_datamodule("digits", normalize="standard")
-    x_train = dm.splits["train"][0]
+    assert float(dm.splits["train"][0].min()) == 0.0  # served raw: pixels in [0, 1]
+    model = create_model("linear", input_shape=dm.input_shape, num_classes=10, normalize="standard")
+    x_train = model.pipeline.load_statistics(dm.input_statistics()[1])(dm.splits["train"][0])
     assert abs(float(x_train.mean())) < 1e-4
     assert abs(float(x_train.std()) - 1) < 1e-2
 

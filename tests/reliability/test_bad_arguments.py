@@ -125,6 +125,17 @@ BAD_HPARAMS: dict[str, st.SearchStrategy[Any]] = {
     "bias": BAD_FLAG,
     "milestones": st.one_of(st.lists(st.integers(max_value=0), min_size=1), NON_FINITE, OTHER),
     "lr_values": st.one_of(st.lists(st.floats(max_value=0.0), min_size=2), NON_FINITE, OTHER),
+    "normalize": a_word_not_in(("none", "minmax", "standard", "pca")),
+    # three names for three classes: a wrong count, or not strings
+    "class_names": st.one_of(
+        st.lists(TEXT, min_size=1, max_size=2), st.lists(st.integers(), min_size=3, max_size=3)
+    ),
+    "input_range": st.one_of(
+        st.tuples(st.floats(0, 1), st.floats(-2, -1)),
+        st.tuples(NON_FINITE, st.floats(0, 1)),
+        st.lists(st.floats(0, 1), min_size=3, max_size=4),
+        TEXT,
+    ),
 }
 SHAPES = {"cnn": (1, 8, 8), "rnn": (1, 8, 8), "fnn": (4,), "linear": (4,)}
 

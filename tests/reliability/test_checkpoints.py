@@ -148,7 +148,7 @@ def test_export_of_a_truncated_checkpoint_from_the_shell_exits_2_without_traceba
     bad.write_bytes(checkpoint.read_bytes()[:-100])
     url = study_with_best_checkpoint(tmp_path, bad)
     done = subprocess.run(
-        [sys.executable, "-m", "regzoo", "export", "damaged", "--format", "torchscript",
+        [sys.executable, "-m", "regzoo", "export", "damaged", "--format", "pt2",
          "--storage", url],
         env=cli_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -180,7 +180,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_everywhere_it_is_loaded(
         load_model(evil)  # zoo: what `export` and users call
     model = load_model(checkpoint)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu")
-    dm = create_datamodule("digits", batch_size=64)
+    dm = create_datamodule("digits", batch_size=64, normalize=model.hparams.normalize)
     with pytest.raises(Exception, match="Weights only load failed"):
         # the runner's own path: each trial tests its best checkpoint this way
         trainer.test(model, datamodule=dm, ckpt_path=str(evil), weights_only=True, verbose=False)

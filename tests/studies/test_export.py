@@ -1,7 +1,10 @@
-"""`export`: the best trial's model as ONNX, TorchScript or checkpoint, and clear refusals."""
+"""`export`: the best trial's model as a hub folder, a torch.export program, ONNX or the
+checkpoint, each taking raw inputs; and clear refusals."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import onnxruntime as ort
@@ -18,7 +21,7 @@ from tests.studies.conftest import MixedStudy
 @pytest.fixture(scope="module")
 def best_model(mixed_study: MixedStudy) -> tuple[torch.nn.Module, torch.Tensor]:
     model = load_model(mixed_study.study().best_trial.user_attrs["checkpoint"])
-    x = torch.randn(5, *model.input_shape)  # a batch size the export never saw
+    x = torch.rand(5, *model.raw_shape)  # raw inputs, a batch size the export never saw
     return model, x
 
 
@@ -32,19 +35,55 @@ def test_onnx_gives_the_models_logits(
     torch.testing.assert_close(torch.from_numpy(logits), model(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-def test_torchscript_and_ckpt_default_paths_beside_the_trials(
+def test_every_format_at_its_default_path_beside_the_trials(
     mixed_study: MixedStudy, best_model: tuple[torch.nn.Module, torch.Tensor]
 ) -> None:
     model, x = best_model
-    number = mixed_study.study().best_trial.number
+    trial = mixed_study.study().best_trial
     folder = trials_folder(mixed_study.runs / "mixed") / "export"
-    assert main(["export", "mixed", "--format", "torchscript", *_at(mixed_study)]) == 0
-    scripted = torch.jit.load(str(folder / f"mixed-trial-{number}.pt"))
-    torch.testing.assert_close(scripted(x), model(x))
-    assert main(["export", "mixed", "--format", "ckpt", *_at(mixed_study)]) == 0
-    reloaded = load_model(folder / f"mixed-trial-{number}.ckpt")
-    torch.testing.assert_close(reloaded(x), model(x))
+    for fmt in ("pt2", "ckpt", "hub"):
+        assert main(["export", "mixed", "--format", fmt, *_at(mixed_study)]) == 0
+    stem = folder / f"mixed-trial-{trial.number}"
+    program = torch.export.load(str(stem.with_suffix(".pt2"))).module()
+    torch.testing.assert_close(program(x), model(x))
+    torch.testing.assert_close(load_model(stem.with_suffix(".ckpt"))(x), model(x))
+    assert sorted(p.name for p in stem.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    torch.testing.assert_close(load_model(stem)(x), model(x))
+    config = json.loads((stem / "config.json").read_text())
+    assert config["model"] == model.model_name and config["input"]["shape"] == list(model.raw_shape)
+    card = (stem / "README.md").read_text()
+    assert f"trial {trial.number}" in card and f"{trial.value:.4g}" in card
+    assert all(key in card for key in trial.params)
+
+
+def test_onnx_without_its_extra_is_one_line_naming_the_extra(
+    mixed_study: MixedStudy, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    out = mixed_study.runs / "no-onnx.onnx"
+    assert main(["export", "mixed", "--format", "onnx", "--out", str(out), *_at(mixed_study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "regzoo[onnx]" in err and "onnxscript" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_push_to_hub_offline_writes_the_folder_and_says_why_in_one_line(
+    mixed_study: MixedStudy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub unreachable, as on this machine
+    out = tmp_path / "hub"
+    args = ["--format", "hub", "--out", str(out), "--push-to-hub", "someone/model"]
+    assert main(["export", "mixed", *args, *_at(mixed_study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "someone/model" in err and len(err.splitlines()) == 1
+    assert load_model(out) is not None  # the folder itself is complete
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])

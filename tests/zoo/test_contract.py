@@ -159,20 +159,20 @@ def test_onnx_output_equals_torch_output(trained: dict[str, Any], tmp_path: Path
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
-# TorchScript is deprecated upstream (Lightning 2.6.6's to_torchscript, torch 2.13's jit.script,
-# jit.save, jit.load), and torch.jit.script reads every attribute of the metrics, among them
-# torchmetrics 1.9's deprecated private `_update_called` property, which warns when read.
-@pytest.mark.filterwarnings("ignore:.*to_torchscript.*deprecated:DeprecationWarning")
-@pytest.mark.filterwarnings("ignore:.*TorchScript.*:DeprecationWarning")
-@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.(script|save|load)`:DeprecationWarning")
-@pytest.mark.filterwarnings(
-    r"ignore:This property will be removed in 2\.0\.0\. Use `Metric\.updated_called`"
-    ":DeprecationWarning:torchmetrics"
-)
-def test_torchscript_output_equals_torch_output(trained: dict[str, Any], tmp_path: Path) -> None:
-    model, x = trained["model"], trained["x"][:5]
-    path = tmp_path / "model.pt"
-    model.to_torchscript(file_path=path)  # method="script": the whole forward, no tracing
-    scripted = torch.jit.load(str(path))
+# torch.export, TorchScript's replacement (regzoo export --format pt2): a program that loads
+# without the model's class, with a dynamic batch dimension. The exporter's own internal warnings
+# are the ONNX test's above.
+@pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)`:FutureWarning")
+@pytest.mark.filterwarnings("ignore:_check_is_size will be removed:FutureWarning")
+@pytest.mark.filterwarnings(r"ignore:The tensor attributes self\.net\..*_flat_weights:UserWarning")
+def test_exported_program_output_equals_torch_output(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    model, x = trained["model"], trained["x"][:5]  # a batch size other than the example's
+    path = tmp_path / "model.pt2"
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    program = torch.export.export(model, (model.example_input_array,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
     with torch.no_grad():
-        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-6)

@@ -5,8 +5,10 @@ Every registered model with every normalization it accepts, on image (`digits`),
 (`mnist1d`) and point (`moons`) data, is trained for a couple of batches by `train_run`; the
 logits its own `trainer.test` computed are recorded there. Each case is then exported
 (checkpoint, hub folder, pt2, ONNX) and loaded in fresh processes: one with regzoo for the
-checkpoint and the hub folder, one without regzoo for pt2 and ONNX (onnxruntime). All cases
-share those two processes, which keeps the module to about a minute on one core.
+checkpoint and the hub folder, one without regzoo for pt2 and ONNX (onnxruntime); all the
+cases a session selects share those two processes. The quick suite runs one case per model,
+data kind and normalization (about 25 s); the whole matrix of 36 cases is marked slow (about
+100 s, mostly in the ONNX exporter).
 """
 
 from __future__ import annotations

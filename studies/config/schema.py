@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -47,8 +48,14 @@ class TrainerSection(Strict):
     max_epochs: Annotated[int, Field(ge=1, le=1_000_000)] = 40
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
-    limit_train_batches: Annotated[float, Field(gt=0)] | None = None
-    limit_val_batches: Annotated[float, Field(gt=0)] | None = None
+    # Lightning reads an int as a count of batches and a float as a share: `1` is one batch,
+    # `1.0` all of them, so a whole number stays an int (StrictInt: 1.0 is not turned into 1).
+    limit_train_batches: (
+        Annotated[StrictInt, Field(ge=1)] | Annotated[float, Field(gt=0)] | None
+    ) = None
+    limit_val_batches: Annotated[StrictInt, Field(ge=1)] | Annotated[float, Field(gt=0)] | None = (
+        None
+    )
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "64-true"] = "32-true"
     deterministic: bool = False
 
@@ -56,7 +63,7 @@ class TrainerSection(Strict):
     @classmethod
     def _fraction_or_count(cls, v: float | None) -> float | None:
         # Lightning's rule, checked at Trainer(): every trial would fail on it.
-        if v is not None and v > 1 and v != int(v):
+        if isinstance(v, float) and v > 1 and v != int(v):
             raise ValueError("must be a fraction in (0, 1] or a whole number of batches")
         return v
 

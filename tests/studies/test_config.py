@@ -124,3 +124,14 @@ def test_every_shipped_config_validates(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name == path.stem or path.stem == "default"
     assert cfg.search, "a shipped study searches something"
+
+
+def test_a_whole_number_of_batches_stays_a_count_and_a_float_a_share() -> None:
+    """Lightning reads `limit_val_batches=1` as one batch and `1.0` as all of them: the config
+    must hand it the value as written (pydantic once turned the 1 into 1.0)."""
+    from regzoo.studies.config.schema import TrainerSection
+
+    assert TrainerSection(limit_val_batches=1).limit_val_batches == 1
+    assert isinstance(TrainerSection(limit_val_batches=1).limit_val_batches, int)
+    assert isinstance(TrainerSection(limit_val_batches=1.0).limit_val_batches, float)
+    assert TrainerSection(limit_train_batches=0.25).limit_train_batches == 0.25

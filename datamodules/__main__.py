@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from regzoo._dicts import set_dotted
 from regzoo.datamodules._augment import data_kind
 from regzoo.datamodules._download import DownloadError
 from regzoo.datamodules._registry import create_datamodule, datamodule_class
@@ -51,13 +52,10 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"--set {pair!r} is invalid; allowed: KEY=VALUE")
         value = yaml.safe_load(text)
-        head, _, leaf = key.partition(".")
-        if head == "augment" and leaf:
-            options.setdefault("augment", {})[leaf] = value
-        elif "." in key:
+        path = key.split(".")
+        if len(path) > 2 or (len(path) == 2 and (path[0] != "augment" or not path[1])):
             raise ValueError(f"--set {key!r} is invalid; allowed: an option or augment.<name>")
-        else:
-            options[key] = value
+        set_dotted(options, path, value)
     return options
 
 

@@ -11,8 +11,9 @@ The names below load their package (torch, Lightning) when first used, not on `i
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from regzoo._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
@@ -38,7 +39,4 @@ if TYPE_CHECKING:
     from regzoo.zoo import create_model, list_models, load_model
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'regzoo' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,9 @@ reports, export, W&B, console), `experiments` (the lecture's), `cli`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from regzoo._lazy import lazy_exports
 
 # Loaded when first used: importing one module of a layer (the CLI's options) must not load
 # torch and Lightning through this front.
@@ -47,7 +48,4 @@ if TYPE_CHECKING:
     from regzoo.studies.results.console import StudyOutcome
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'regzoo.studies' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -52,3 +52,13 @@ def check_choice(name: str, value: Any, allowed: Collection[str]) -> None:
 
 def is_sequence(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def refuse_pca(model: str, training: dict[str, Any]) -> None:
+    """cnn and rnn read a spatial or step axis, which `pca`'s whitened vectors (D,) lack."""
+    if training.get("normalize") == "pca":
+        raise ValueError(
+            f"normalize='pca' is invalid for {model}: its whitened scores are a vector (D,) "
+            f"without the spatial or step axis {model} reads; allowed: none, minmax, standard "
+            "(or use 'fnn' or 'linear' with pca)"
+        )

@@ -20,6 +20,7 @@ from regzoo.zoo._checks import (
     check_sizes,
     is_sequence,
     is_size,
+    refuse_pca,
 )
 from regzoo.zoo._layers import ACTIVATIONS
 from regzoo.zoo._layers import activation as make_activation
@@ -74,12 +75,7 @@ class CNN(Classifier):
         _check_architecture(channels, kernel_size, pool, dropout, hidden)
         check_flag("batchnorm", batchnorm)
         check_choice("activation", activation, ACTIVATIONS)
-        if training.get("normalize") == "pca":
-            raise ValueError(
-                "normalize='pca' is invalid for cnn: its whitened scores are a vector (D,) "
-                "without the spatial or step axis cnn reads; allowed: none, minmax, standard "
-                "(or use 'fnn' or 'linear' with pca)"
-            )
+        refuse_pca("cnn", training)
         super().__init__(input_shape, num_classes, **training)
 
     def build_network(self) -> nn.Module:

@@ -14,7 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from regzoo.zoo._checks import MAX_LAYERS, check_choice, check_dropout, check_size, is_sequence
+from regzoo.zoo._checks import (
+    MAX_LAYERS,
+    check_choice,
+    check_dropout,
+    check_size,
+    is_sequence,
+    refuse_pca,
+)
 from regzoo.zoo._registry import register_model
 from regzoo.zoo.classifier import Classifier
 
@@ -86,12 +93,7 @@ class RNN(Classifier):
                 "(1, D) to read the D features as a sequence"
             )
         _check_architecture(cell, hidden_size, num_layers, bidirectional, dropout)
-        if training.get("normalize") == "pca":
-            raise ValueError(
-                "normalize='pca' is invalid for rnn: its whitened scores are a vector (D,) "
-                "without the spatial or step axis rnn reads; allowed: none, minmax, standard "
-                "(or use 'fnn' or 'linear' with pca)"
-            )
+        refuse_pca("rnn", training)
         super().__init__(input_shape, num_classes, **training)
 
     def init_gain_of(self) -> str:

@@ -22,6 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from regzoo.studies.loop.budget import FINISHED
 from regzoo.studies.trial.train import TrialResult, train_run
 from tests.conftest import DEFAULT_CONFIG, REPO, trials_folder
 
@@ -36,7 +37,6 @@ TINY = [
 ]
 # A trial that trains until it is stopped: the target of a signal.
 ENDLESS = ["trainer.max_epochs=100000", "early_stopping=null", "pruner.name=none"]
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STUDY = "cnn-digits"  # the default config's name
 
 _INJECTED: Counter[str] = Counter()

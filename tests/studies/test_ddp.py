@@ -61,9 +61,7 @@ def test_torchrun_ranks_train_rank_0s_trial_and_stop_together_when_pruned(in_tmp
     # Median pruning after one trial: the hopeless trial is pruned at its first epoch.
     overrides = [*TINY, "pruner.name=median", "pruner.n_startup_trials=1"]
     overrides += ["pruner.n_warmup_steps=0", "early_stopping=null"]
-    url = (
-        f"journal:///{in_tmp / 'studies.log'}"  # not RDB: optuna-integration's callback refuses it
-    )
+    url = f"journal:///{in_tmp / 'studies.log'}"  # a journal file: ranks share no RDB lock
     cfg = load_config(DEFAULT_CONFIG, overrides=overrides)
     study = open_study(cfg, url)
     for params in (GOOD, HOPELESS):  # fixed by rank 0's storage, never sampled by a rank

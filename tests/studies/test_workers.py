@@ -20,13 +20,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from regzoo.studies import load_config, open_study
 from regzoo.studies.cli.main import main
-from regzoo.studies.loop.budget import WORKER_ATTR, TrialBudget
+from regzoo.studies.loop.budget import FINISHED, WORKER_ATTR, TrialBudget
 from regzoo.studies.loop.storage import open_storage
 from tests.conftest import DEFAULT_CONFIG, REPO
 from tests.studies._budget_worker import STUDY
 
 TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.accelerator=cpu"]
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def as_sets(overrides: list[str]) -> list[str]:

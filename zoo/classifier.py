@@ -117,7 +117,7 @@ class Classifier(L.LightningModule):
         _check_training_args(locals())
         _check_input_args(normalize, class_names, input_range, num_classes)
         # Collects the subclass's arguments too: a checkpoint rebuilds the whole model.
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)
         self.hparams.update({k: plain_hparam(k, v) for k, v in self.hparams.items()})
         self.pipeline = InputPipeline(normalize, raw_shape)
         self.raw_shape = raw_shape
@@ -336,6 +336,19 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["regzoo_model"] = self.model_name
+        checkpoint["regzoo_input"] = self.input_description()
+
+    def input_description(self) -> dict[str, Any]:
+        """What the model's raw inputs are: shape, dtype, range, normalization, class names
+        (recorded in checkpoints and in a saved folder's `config.json`)."""
+        hp = self.hparams
+        return {
+            "shape": list(self.raw_shape),
+            "dtype": "float32",
+            "range": list(hp["input_range"]) if hp.get("input_range") else None,
+            "normalize": hp.get("normalize", "none"),
+            "class_names": list(hp["class_names"]) if hp.get("class_names") else None,
+        }
 
 
 @torch.no_grad()

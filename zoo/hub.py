@@ -30,18 +30,13 @@ FORMAT = "regzoo-model/1"  # config.json's `format`: what this reader understand
 
 def model_config(model: Classifier) -> dict[str, Any]:
     """What `config.json` says of `model`: enough to rebuild it and to feed it."""
-    hp = dict(model.hparams)
+    described = model.input_description()
     return {
         "format": FORMAT,
         "model": model.model_name,
-        "hparams": hp,
-        "input": {
-            "shape": list(model.raw_shape),
-            "dtype": "float32",
-            "range": list(hp["input_range"]) if hp.get("input_range") else None,
-            "normalize": hp.get("normalize", "none"),
-        },
-        "class_names": list(hp["class_names"]) if hp.get("class_names") else None,
+        "hparams": dict(model.hparams),
+        "input": {k: v for k, v in described.items() if k != "class_names"},
+        "class_names": described["class_names"],
     }
 
 

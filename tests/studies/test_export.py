@@ -113,3 +113,14 @@ def test_a_missing_or_corrupt_checkpoint_exits_2_with_one_line(
 
 def _at(study: MixedStudy) -> list[str]:
     return ["--storage", study.url]
+
+
+def test_the_checkpoint_says_what_the_raw_inputs_are(mixed_study: MixedStudy) -> None:
+    checkpoint = torch.load(
+        mixed_study.study().best_trial.user_attrs["checkpoint"], weights_only=True
+    )
+    described = checkpoint["regzoo_input"]
+    assert described["shape"] == [1, 8, 8] and described["dtype"] == "float32"
+    assert described["range"] == [0.0, 1.0]  # digits: pixel values scaled to [0, 1]
+    assert described["class_names"] == [str(i) for i in range(10)]
+    assert described["normalize"] == checkpoint["hyper_parameters"]["normalize"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -34,13 +33,3 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial) -> bool:
         return bool(study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-
-
-def drop_wandb_init_arg(logger: Any, name: str) -> None:
-    """Remove one argument that Lightning's WandbLogger will pass to `wandb.init`.
-
-    Lightning always passes `anonymous` (None by default), and wandb >= 0.19 warns that the
-    setting has no effect whenever it is passed at all; the logger keeps its arguments in
-    `_wandb_init` until the run starts.
-    """
-    logger._wandb_init.pop(name, None)

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("name", help="study name (the config's name:)")
     rep.add_argument("--storage", default=DEFAULT_STORAGE)
     rep.add_argument("--out", type=Path, help="folder (default: report/ beside the trials)")
+    rep.add_argument(
+        "--wandb",
+        choices=("online", "offline", "disabled"),
+        help="W&B mode of the study run it refreshes (default: the study config's, else "
+        "online with a login, else offline)",
+    )
 
     exp = sub.add_parser(
         "export", help="write a study's best model (raw inputs in) as hub|pt2|onnx|ckpt"
@@ -87,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     lecture.add_argument("--quick", action="store_true", help="short: few epochs, less data")
     lecture.add_argument("--storage", help="default: sqlite:///runs/studies.db")
     lecture.add_argument("--wandb", choices=("online", "offline", "disabled"))
+
+    wsp = sub.add_parser(
+        "wandb-workspace", help="save a W&B workspace view of a study's trial runs (online)"
+    )
+    wsp.add_argument("name", help="study name (the config's name:)")
+    wsp.add_argument("--storage", default=DEFAULT_STORAGE)
+    wsp.add_argument("--project", help="W&B project (default: the config's wandb.project)")
+    wsp.add_argument("--entity", help="W&B entity (default: the config's, else the login's)")
     return p
 
 
@@ -195,8 +209,12 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from regzoo.studies.results import tracking
     from regzoo.studies.results.read import load_study, study_dir
     from regzoo.studies.results.report import write_report
+    from regzoo.studies.results.wandb_study import log_study, print_written
 
     study = load_study(args.name, args.storage)
     out = args.out or study_dir(study) / "report"
@@ -206,6 +224,21 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     for caption, reason in report.skipped.items():
         console.print(f"  [yellow]not drawn[/] {caption}: {reason}", soft_wrap=True)
     console.print(f"[bold]report[/] {out / 'index.html'}  ({out / 'summary.md'})", soft_wrap=True)
+    config = json.loads(study.user_attrs.get("config", "{}") or "{}")
+    tracked = config.get("wandb", {}) if isinstance(config, dict) else {}
+    mode = tracking.resolve_mode(args.wandb or tracked.get("mode"))
+    save_dir = study_dir(study)
+    found = log_study(
+        study,
+        mode=mode,
+        project=tracked.get("project") or "regzoo",
+        entity=tracked.get("entity"),
+        save_dir=save_dir,
+        report_dir=out,
+        report_images=report.images,
+        console=console,
+    )
+    print_written(found, mode, save_dir, console)
     return 0
 
 
@@ -250,6 +283,14 @@ def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_wandb_workspace(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.results.workspace import save_workspace
+
+    url = save_workspace(args.name, args.storage, project=args.project, entity=args.entity)
+    console.print(f"[bold]W&B workspace[/] {url}", soft_wrap=True)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "run": cmd_run,
     "train": cmd_train,
@@ -258,6 +299,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "export": cmd_export,
     "dashboard": cmd_dashboard,
     "experiment": cmd_experiment,
+    "wandb-workspace": cmd_wandb_workspace,
 }
 
 

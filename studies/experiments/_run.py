@@ -39,6 +39,7 @@ from regzoo.studies.loop.storage import open_storage
 from regzoo.studies.loop.study import ensure_uid, study_uid
 from regzoo.studies.results import tracking
 from regzoo.studies.results.console import quiet_training, trial_line
+from regzoo.studies.results.wandb_study import log_experiment, print_written
 from regzoo.studies.trial.objective import run_trial
 from regzoo.studies.trial.train import NonFiniteObjective, TrialResult
 
@@ -100,6 +101,19 @@ def _run(
     _train_missing(study, objective, exp.factor, configs, seeds, console)
     run = ExperimentRun(exp, quick, out_dir, _records(study, settings, configs, seeds))
     rows, figure, table = _write(run, console)
+    save_dir = out_dir / study_uid(study)
+    found = log_experiment(
+        study,
+        mode=mode,
+        project=head.wandb.project,
+        entity=head.wandb.entity,
+        save_dir=save_dir,
+        figure=figure,
+        rows=rows,
+        title=exp.title,
+        console=console,
+    )
+    print_written(found, mode, save_dir, console)
     seconds = time.perf_counter() - start
     console.print(f"figure: {figure}  table: {table}  ({seconds:.0f} s)")
     if mode == "offline":

@@ -2,20 +2,44 @@
 
 A missing API key never prompts: runs are written offline under `runs/wandb/` and
 `wandb sync` uploads them later.
+
+A trial's run (the layout the study-level run and the workspace rely on):
+
+- config: `trial` (int), `study`, `model` ({name, every hparam of the built model}), `data`
+  ({name, every data option as used}), `trainer` (the Trainer options as used), `seed`,
+  `objective` ({metric, direction}), `sampler`, `pruner`, `n_parameters` (trainable),
+  `searched` (the sampled keys, dotted paths into this config). Nothing else: the model saves
+  its hyperparameters with `logger=False`, so Lightning adds no top-level copies.
+- tags: the study name from the start; the final state (`complete`, `pruned`, `failed`) added
+  at the end.
+- metrics: `epoch` is the step of every `train/*`, `val/*` and `test/*` metric (Lightning's
+  `trainer/global_step` is still logged, as a plain column). The run is created here, not by
+  Lightning's WandbLogger, so its `define_metric("*", step_metric="trainer/global_step")` is
+  never made and ours are the only definitions.
+- summary: `state`, `best/<objective>`, `val/acc` (max over epochs), `val/loss` (min), the
+  objective metric at its best, the test metrics, `epochs`, `best_epoch` (0-based, as
+  Lightning counts epochs), `seconds`, and `pruned_at` / `error` when they apply.
 """
 
 from __future__ import annotations
 
+import math
 import netrc
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
+import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
-from regzoo.studies._compat import drop_wandb_init_arg
-
 MODES = ("online", "offline", "disabled")
+STATES = ("complete", "pruned", "failed")
+STEP = "epoch"  # the x axis of every per-epoch metric
+STAGES = ("train", "val", "test")
+# Summarised by their best epoch rather than their last: max or min.
+BEST_OF = {"val/acc": "max", "val/loss": "min"}
+RUN_ID_ATTR = "wandb_run_id"  # Optuna user attrs of a tracked trial
+RUN_URL_ATTR = "wandb_url"  # online runs only
 
 
 def has_login() -> bool:
@@ -40,6 +64,15 @@ def resolve_mode(requested: str | None) -> str:
     return "online" if has_login() else "offline"
 
 
+def summaries(metric: str, direction: str) -> dict[str, str]:
+    """How each best-of metric is summarised: `val/acc` max, `val/loss` min, the objective in
+    its direction (both, comma-separated, for an objective against its metric's grain)."""
+    out = dict(BEST_OF)
+    best = "max" if direction == "maximize" else "min"
+    out[metric] = best if out.get(metric, best) == best else f"{out[metric]},{best}"
+    return out
+
+
 def make_logger(
     *,
     mode: str,
@@ -48,47 +81,122 @@ def make_logger(
     group: str,
     name: str,
     config: dict[str, Any],
+    tags: list[str],
+    objective: tuple[str, str],
     save_dir: Path,
 ) -> WandbLogger | None:
-    """A WandbLogger for one trial, or None when tracking is disabled."""
+    """A WandbLogger over a new run for one trial, its metrics defined; None when disabled.
+
+    `objective` is the objective's (metric, direction).
+    """
     if mode == "disabled":
         return None
     import wandb
 
     save_dir.mkdir(parents=True, exist_ok=True)
-    logger = WandbLogger(
+    run = wandb.init(
         project=project,
         entity=entity,
         group=group,
         name=name,
         config=config,
+        tags=tags,
         # Absolute: wandb's service process resolves a relative path against the directory it
         # started in, and writes nothing when the process has changed directory since.
-        save_dir=str(save_dir.resolve()),
-        mode=mode,
+        dir=str(save_dir.resolve()),
+        mode=cast(Literal["online", "offline"], mode),
         job_type="trial",
         reinit="finish_previous",
         # The run's own settings, not WANDB_* variables: the process keeps its environment.
         settings=wandb.Settings(silent=True, console="off"),
     )
-    drop_wandb_init_arg(logger, "anonymous")
-    return logger
+    define_metrics(run, *objective)
+    # Given the run, the logger neither starts one nor defines `*` against its global step.
+    return WandbLogger(experiment=run)
+
+
+def define_metrics(run: Any, metric: str, direction: str) -> None:
+    """`epoch` as the step of every per-epoch metric; best-of summaries (see `summaries`)."""
+    run.define_metric(STEP)
+    for stage in STAGES:
+        run.define_metric(f"{stage}/*", step_metric=STEP)
+    for name, summary in summaries(metric, direction).items():
+        run.define_metric(name, step_metric=STEP, summary=summary)
+
+
+def run_attrs(logger: WandbLogger | None) -> dict[str, str]:
+    """What a trial records about its run: the id, and the URL when the run is online."""
+    if logger is None:
+        return {}
+    run = logger.experiment
+    attrs = {RUN_ID_ATTR: str(run.id)}
+    if not run.offline and run.url:  # `url` warns on an offline run
+        attrs[RUN_URL_ATTR] = str(run.url)
+    return attrs
+
+
+class EpochRecord(L.Callback):
+    """The validation metrics of each epoch, as logged: the run's best-of summary values."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, dict[str, float]] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self.epochs[trainer.current_epoch] = {
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith("val/") and value.numel() == 1
+        }
+
+    def summary(self, metric: str, direction: str) -> dict[str, Any]:
+        """`val/acc` max and `val/loss` min over the epochs, the objective's metric at its best,
+        and `best_epoch`: the first epoch of the objective's best value (0-based). NaN and
+        infinite values are skipped: a summary is None when no epoch had a finite value."""
+        out: dict[str, Any] = {}
+        for name in summaries(metric, direction):
+            values = [m[name] for m in self.epochs.values() if name in m]
+            finite = [v for v in values if math.isfinite(v)]
+            how = BEST_OF.get(name, "max" if direction == "maximize" else "min")
+            if values:
+                out[name] = (max if how == "max" else min)(finite) if finite else None
+        scored = [
+            (epoch, m[metric])
+            for epoch, m in sorted(self.epochs.items())
+            if math.isfinite(m.get(metric, math.nan))
+        ]
+        if scored:
+            sign = 1 if direction == "maximize" else -1
+            out["best_epoch"] = max(scored, key=lambda em: (sign * em[1], -em[0]))[0]
+        return out
 
 
 def finish(logger: WandbLogger | None, summary: dict[str, Any], *, state: str) -> None:
-    """Write the final metrics and the trial's `state` to the run's summary, close the run.
+    """Write the final metrics and the trial's `state` to the run's summary, tag the run with
+    the state, close the run.
 
     A failed trial also closes its run with exit code 1, so W&B shows it as failed, not finished.
     """
     if logger is None:
         return
-    import wandb
-
     run = logger.experiment
     for key, value in {**summary, "state": state}.items():
         run.summary[key] = value
-    wandb.finish(exit_code=1 if state == "failed" else 0)
+    run.tags = (*run.tags, state)
+    run.finish(exit_code=1 if state == "failed" else 0)
 
 
 def sync_command(save_dir: Path) -> str:
     return f"wandb sync {save_dir / 'wandb'}/offline-run-*"
+
+
+def plain(value: Any) -> Any:
+    """`value` as JSON-like data for a run's config: tuples as lists, other objects as text."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

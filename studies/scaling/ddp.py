@@ -54,6 +54,7 @@ from rich.console import Console
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.loop.study import run_study
 from regzoo.studies.results.console import print_summary, quiet_training
+from regzoo.studies.results.wandb_study import log_study_after_run
 from regzoo.studies.scaling.options import RunOptions
 from regzoo.studies.trial.train import TrialResult, train_run
 
@@ -311,6 +312,7 @@ def _run_rank(
         group.stop()
         if summary:
             print_summary(outcome, cfg, console)
+            log_study_after_run(outcome.study, cfg, outcome.wandb_mode, console)
     except BaseException:
         with suppress(Exception):  # the followers stop too, without waiting for them
             group.send(None)

@@ -28,6 +28,7 @@ from regzoo.studies.loop.preflight import check_runs_dir
 from regzoo.studies.loop.study import count_finished, open_study, run_study
 from regzoo.studies.results import tracking
 from regzoo.studies.results.console import StudyOutcome, print_summary, worker_console
+from regzoo.studies.results.wandb_study import log_study_after_run
 from regzoo.studies.scaling import ddp
 from regzoo.studies.scaling.role import WORKER_ENV, Role, RunOptions, ScalingError, decide_role
 
@@ -60,6 +61,7 @@ def run_alone(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
         show_progress=opts.progress,
     )
     print_summary(outcome, cfg, console)
+    log_study_after_run(outcome.study, cfg, outcome.wandb_mode, console)
     return 0
 
 
@@ -117,6 +119,7 @@ def launch(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     codes = wait_all(procs)
     outcome = StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
     print_summary(outcome, cfg, console)
+    log_study_after_run(study, cfg, mode, console)
     failed = [f"w{i} (exit {code})" for i, code in enumerate(codes) if code != 0]
     if failed:
         console.print(f"[red]worker(s) failed:[/] {', '.join(failed)}")

@@ -2,7 +2,8 @@
 
 Studies and the lecture's experiments share it: `run_trial` is one trial of either, with the
 same records on the Optuna trial (epochs, seconds, checkpoint, test metrics, `pruned_at`,
-`error`) and the same outcomes (a pruned trial raises `TrialPruned`, a diverged one fails with
+`error`; `wandb_run_id`, and `wandb_url` online, set by `train_run` as soon as its W&B run
+exists) and the same outcomes (a pruned trial raises `TrialPruned`, a diverged one fails with
 `NonFiniteObjective`).
 """
 
@@ -19,7 +20,14 @@ import optuna
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import suggest
 from regzoo.studies.trial.callbacks import EpochProgress
-from regzoo.studies.trial.train import NonFiniteObjective, TrainFn, TrialResult, train_run
+from regzoo.studies.trial.train import (
+    NonFiniteObjective,
+    TrainFn,
+    TrialResult,
+    error_text,
+    nonfinite_reason,
+    train_run,
+)
 
 Objective = Callable[[optuna.Trial], float]
 
@@ -88,10 +96,10 @@ def run_trial(
             seed=seed,
         )
     except Exception as exc:  # recorded on the trial; Optuna marks it failed and goes on
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        trial.set_user_attr("error", error_text(exc))
         raise
-    except KeyboardInterrupt:  # Optuna marks it failed, then the study stops
-        trial.set_user_attr("error", "interrupted (Ctrl-C / SIGINT)")
+    except KeyboardInterrupt as exc:  # Optuna marks it failed, then the study stops
+        trial.set_user_attr("error", error_text(exc))
         raise
     finally:
         if task is not None:
@@ -116,10 +124,3 @@ def _record(trial: optuna.Trial, result: TrialResult, seconds: float, objective:
         trial.set_user_attr("pruned_at", result.pruned_at)
     if result.nonfinite_at is not None:
         trial.set_user_attr("error", nonfinite_reason(result, objective))
-
-
-def nonfinite_reason(result: TrialResult, objective: str) -> str:
-    """Why a diverged trial failed: the objective, or the loss, that became NaN or infinite."""
-    what = result.nonfinite_metric
-    what = "objective" if what in (None, objective) else what
-    return f"non-finite {what} at epoch {result.nonfinite_at}"

@@ -8,9 +8,11 @@ parameters first).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,9 +24,9 @@ import optuna
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from regzoo.datamodules import ArrayDataModule, create_datamodule
+from regzoo.datamodules import ArrayDataModule, create_datamodule, datamodule_options
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.config.search import split_params
+from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.results import tracking
 from regzoo.studies.trial.callbacks import OptunaPruning, SwallowedInterrupt
 from regzoo.zoo import create_model
@@ -97,6 +99,7 @@ def _train(
     seed: int | None,
     trainer_overrides: dict[str, Any] | None,
 ) -> TrialResult:
+    start = time.perf_counter()
     seed = cfg.seed if seed is None else seed
     L.seed_everything(seed, workers=True, verbose=False)
     model_kw, data_kw, trainer_kw = split_params(cfg, params)
@@ -126,6 +129,7 @@ def _train(
                 check_finite=True,
             )
         )
+    trainer_kw = {**trainer_kw, **(trainer_overrides or {})}
     loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
     wandb_logger = tracking.make_logger(
         mode=wandb_mode,
@@ -133,24 +137,34 @@ def _train(
         entity=cfg.wandb.entity,
         group=cfg.name,
         name=f"{cfg.name}-{run_name}",
-        config={**params, "trial": run_name},
+        config=run_config(cfg, params, model, data_kw, trainer_kw, seed=seed, trial=trial),
+        tags=[cfg.name],
+        objective=(cfg.objective.metric, cfg.objective.direction),
         save_dir=Path(cfg.runs_dir),
     )
+    epochs = tracking.EpochRecord()
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    trainer = L.Trainer(
-        **{k: v for k, v in {**trainer_kw, **(trainer_overrides or {})}.items() if v is not None},
-        callbacks=all_callbacks,
-        logger=loggers,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=run_dir,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,  # regzoo logs per epoch only: no per-step cost, no warning
-    )
+        all_callbacks.append(epochs)
     state = "failed"
     summary: dict[str, Any] = {}
-    try:
+    error: str | None = None
+    trainer: L.Trainer | None = None
+    try:  # from here on, the run is closed with what the trial got to
+        # As soon as the run exists: a trial that fails or is pruned still points at its run.
+        for key, value in tracking.run_attrs(wandb_logger).items():
+            if trial is not None:
+                trial.set_user_attr(key, value)
+        trainer = L.Trainer(
+            **{k: v for k, v in trainer_kw.items() if v is not None},
+            callbacks=all_callbacks,
+            logger=loggers,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=run_dir,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,  # regzoo logs per epoch only: no per-step cost, no warning
+        )
         _interruptible(trainer, trainer.fit, model, datamodule=dm)
         result = TrialResult(
             value=_score(checkpoint, trainer, cfg.objective.metric),
@@ -183,9 +197,81 @@ def _train(
             **result.test,
             "epochs": result.epochs,
         }
+        if result.pruned_at is not None:
+            summary["pruned_at"] = result.pruned_at
+        if result.nonfinite_at is not None:
+            error = nonfinite_reason(result, cfg.objective.metric)
         return result
+    except BaseException as exc:
+        error = error_text(exc)
+        summary = {"epochs": trainer.current_epoch} if trainer is not None else {}
+        raise
     finally:
+        if wandb_logger is not None:
+            summary.update(epochs.summary(cfg.objective.metric, cfg.objective.direction))
+            summary["seconds"] = round(time.perf_counter() - start, 3)
+            if error is not None:
+                summary["error"] = error
         tracking.finish(wandb_logger, summary, state=state)
+
+
+def run_config(
+    cfg: StudyConfig,
+    params: dict[str, Any],
+    model: L.LightningModule,
+    data: dict[str, Any],
+    trainer: dict[str, Any],
+    *,
+    seed: int,
+    trial: optuna.trial.BaseTrial | None,
+) -> dict[str, Any]:
+    """A run's config: each value once, under its section (`tracking`'s module docstring).
+
+    `trial` is left out of a run without an Optuna trial (`regzoo train`).
+    """
+    config: dict[str, Any] = {} if trial is None else {"trial": int(trial.number)}
+    config |= {
+        "study": cfg.name,
+        # `regularization` is the search's selector, not an hparam (it sets l1/l2/weight_decay):
+        # kept beside them so that every searched key is a path into the config.
+        "model": {"name": cfg.model.name, **dict(model.hparams), **_selector(params)},
+        "data": {"name": cfg.data.name, **data_defaults(cfg.data.name), **data},
+        "trainer": trainer,
+        "seed": int(seed),
+        "objective": {"metric": cfg.objective.metric, "direction": cfg.objective.direction},
+        "sampler": cfg.sampler.model_dump(),
+        "pruner": cfg.pruner.model_dump(),
+        "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "searched": list(params),
+    }
+    return tracking.plain(config)
+
+
+def _selector(params: dict[str, Any]) -> dict[str, Any]:
+    key = f"model.{REGULARIZATION}"
+    return {REGULARIZATION: params[key]} if key in params else {}
+
+
+def data_defaults(name: str) -> dict[str, Any]:
+    """The datamodule's options with their defaults; its `seed` is the run's, at top level."""
+    options = datamodule_options(name).items()
+    return {
+        k: p.default for k, p in options if p.default is not inspect.Parameter.empty and k != "seed"
+    }
+
+
+def error_text(exc: BaseException) -> str:
+    """How a trial's error is recorded (Optuna's user attr, the run's summary): one line."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C / SIGINT)"
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def nonfinite_reason(result: TrialResult, objective: str) -> str:
+    """Why a diverged trial failed: the objective, or the loss, that became NaN or infinite."""
+    what = result.nonfinite_metric
+    what = "objective" if what in (None, objective) else what
+    return f"non-finite {what} at epoch {result.nonfinite_at}"
 
 
 def _interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

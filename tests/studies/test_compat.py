@@ -9,20 +9,15 @@ from __future__ import annotations
 import ast
 import logging
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from lightning.pytorch.loggers import WandbLogger
 from optuna.trial import TrialState
 
 from regzoo.studies._compat import (
     OPTIMIZE_LOGGER,
-    drop_wandb_init_arg,
     fail_trial,
     failed_trial_number,
 )
@@ -145,58 +140,6 @@ def test_fail_trial_fails_another_processs_running_trial_once(kind: str, tmp_pat
     [complete] = other.get_trials(states=(TrialState.COMPLETE,))
     assert fail_trial(other, complete) is False
     assert [t.state for t in other.trials] == [TrialState.FAIL, TrialState.COMPLETE]
-
-
-def test_drop_wandb_init_arg_removes_anonymous_from_wandb_inits_arguments(tmp_path: Path) -> None:
-    logger = WandbLogger(save_dir=str(tmp_path), mode="offline", project="compat")
-    before = dict(logger._wandb_init)  # what Lightning will pass to wandb.init
-    assert "anonymous" in before and before["mode"] == "offline"
-    drop_wandb_init_arg(logger, "anonymous")
-    assert logger._wandb_init == {k: v for k, v in before.items() if k != "anonymous"}
-    drop_wandb_init_arg(logger, "anonymous")  # gone already: nothing happens
-
-
-# Two offline runs in one process: the first without `anonymous`, the second with it. wandb
-# prints its warning once per process (and not at all when silent), so the order matters.
-WANDB_RUNS = """
-import sys, warnings
-from lightning.pytorch.loggers import WandbLogger
-from regzoo.studies._compat import drop_wandb_init_arg
-
-for mode in ("dropped", "passed"):
-    print(f"=== {mode}", file=sys.stderr, flush=True)
-    logger = WandbLogger(save_dir=sys.argv[1], mode="offline", project="compat", name=mode)
-    if mode == "dropped":
-        drop_wandb_init_arg(logger, "anonymous")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        logger.experiment.finish()
-    for w in caught:
-        print(f"warning: {w.category.__name__}: {w.message}", file=sys.stderr, flush=True)
-"""
-
-
-def test_a_wandb_run_without_anonymous_starts_with_no_anonymous_warning(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_CONSOLE="off")
-    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        env[var] = str(tmp_path / var.lower())
-    done = subprocess.run(
-        [sys.executable, "-c", WANDB_RUNS, str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    _, dropped, passed = done.stderr.split("=== ")
-    assert dropped.startswith("dropped") and passed.startswith("passed"), done.stderr
-    assert "anonymous" not in dropped.lower(), dropped
-    # The check can see the warning: with the argument passed, wandb warns about it. (When a
-    # wandb release stops warning, `drop_wandb_init_arg` may go; so may this test.)
-    assert "anonymous" in passed.lower(), passed
-    assert len(list(tmp_path.glob("wandb/offline-run-*"))) == 2
 
 
 def private_uses(path: Path) -> list[str]:

@@ -23,11 +23,24 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
 @dataclass
-class OfflineRun:
-    """What an offline run recorded: its run record, config, history rows and final summary."""
+class MetricDefinition:
+    """One `define_metric` call as recorded: a name or a glob (`val/*`)."""
 
+    step_metric: str = ""
+    summary: frozenset[str] = frozenset()  # "max", "min", "last", ...
+    hidden: bool = False
+
+
+@dataclass
+class OfflineRun:
+    """What an offline run recorded: its run record (the latest: tags added at the end), config,
+    metric definitions, history rows and final summary."""
+
+    id: str = ""
     group: str = ""
     name: str = ""
+    tags: list[str] = field(default_factory=list)
+    metrics: dict[str, MetricDefinition] = field(default_factory=dict)  # name or glob
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +78,8 @@ def read_run(run_dir: Path) -> OfflineRun:
         rec.ParseFromString(raw)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
-            run.group, run.name = rec.run.run_group, rec.run.display_name
+            run.id, run.group, run.name = rec.run.run_id, rec.run.run_group, rec.run.display_name
+            run.tags = list(rec.run.tags)
             run.config.update(_items(rec.run.config.update))
         elif kind == "config":
             run.config.update(_items(rec.config.update))
@@ -73,6 +87,8 @@ def read_run(run_dir: Path) -> OfflineRun:
             run.history.append(_items(rec.history.item))
         elif kind == "summary":
             run.summary.update(_items(rec.summary.update))
+        elif kind == "metric":
+            run.metrics[rec.metric.name or rec.metric.glob_name] = _definition(rec.metric)
         elif kind == "exit":
             run.exit_code = rec.exit.exit_code
     return run
@@ -80,3 +96,43 @@ def read_run(run_dir: Path) -> OfflineRun:
 
 def _items(items: Any) -> dict[str, Any]:
     return {(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in items}
+
+
+def _definition(metric: Any) -> MetricDefinition:
+    summary = frozenset(f.name for f, on in metric.summary.ListFields() if on)
+    return MetricDefinition(metric.step_metric, summary, metric.options.hidden)
+
+
+# ---- records beyond OfflineRun: the run record's job type, artifacts, logged tables ----------
+
+
+def records(run_dir: Path) -> list[Any]:
+    """Every record of the `run-*.wandb` file of one `offline-run-*` directory, in order."""
+    (log,) = run_dir.glob("run-*.wandb")
+    out = []
+    for raw in payloads(log):
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        out.append(rec)
+    return out
+
+
+def run_record(run_dir: Path) -> Any:
+    """The run's `RunRecord` (run_id, run_group, job_type, display_name, ...)."""
+    return next(r.run for r in records(run_dir) if r.WhichOneof("record_type") == "run")
+
+
+def artifact_records(run_dir: Path) -> list[Any]:
+    """The run's logged `ArtifactRecord`s (type, name, aliases, metadata, manifest)."""
+    return [r.artifact for r in records(run_dir) if r.WhichOneof("record_type") == "artifact"]
+
+
+def offline_runs_of(wandb_dir: Path, job_type: str) -> list[Path]:
+    """The `offline-run-*` directories under `wandb_dir` whose run has this job type."""
+    dirs = sorted(wandb_dir.glob("offline-run-*"))
+    return [d for d in dirs if run_record(d).job_type == job_type]
+
+
+def media_file(run_dir: Path, value: dict[str, Any]) -> dict[str, Any]:
+    """The JSON a logged table (`_type` "table-file", or a chart's table) was written to."""
+    return dict(json.loads((run_dir / "files" / value["path"]).read_text()))

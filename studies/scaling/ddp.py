@@ -301,10 +301,7 @@ def _run_rank(
             return
         outcome = run_study(
             cfg,
-            storage=opts.storage,
-            trials=opts.trials,
-            timeout=opts.timeout,
-            wandb=opts.wandb,
+            **opts.study_args(),
             console=console,
             show_progress=opts.progress and opts.worker is None,
             train=Leader(group, callbacks),

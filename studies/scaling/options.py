@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from regzoo.studies.config.schema import StudyConfig
 
@@ -27,6 +28,15 @@ class RunOptions:
     @property
     def devices(self) -> int:
         return self.devices_per_trial or 1
+
+    def study_args(self) -> dict[str, Any]:
+        """What `run_study` takes from the options: storage, trials, timeout, W&B mode."""
+        return {
+            "storage": self.storage,
+            "trials": self.trials,
+            "timeout": self.timeout,
+            "wandb": self.wandb,
+        }
 
     def url(self, cfg: StudyConfig) -> str:
         return self.storage or cfg.storage

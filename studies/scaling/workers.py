@@ -53,10 +53,7 @@ def run_alone(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     """The study in this process, then its summary."""
     outcome = run_study(
         cfg,
-        storage=opts.storage,
-        trials=opts.trials,
-        timeout=opts.timeout,
-        wandb=opts.wandb,
+        **opts.study_args(),
         console=console,
         show_progress=opts.progress,
     )
@@ -70,10 +67,7 @@ def run_worker(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     assert opts.worker is not None
     run_study(
         cfg,
-        storage=opts.storage,
-        trials=opts.trials,
-        timeout=opts.timeout,
-        wandb=opts.wandb,
+        **opts.study_args(),
         console=worker_console(opts.worker),
         show_progress=False,
     )

@@ -153,7 +153,8 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
         f"[bold]storage[/]   {url}",
         f"[bold]dashboard[/] make dashboard   (regzoo dashboard --storage {url})",
         f"[bold]report[/]    regzoo report {cfg.name} --storage {url}",
-        f"[bold]export[/]    regzoo export {cfg.name} --format onnx --storage {url}",
+        f"[bold]export[/]    regzoo export {cfg.name} --format hub --storage {url}"
+        "   (or pt2, onnx, ckpt)",
     ]
     if outcome.wandb_mode == "offline":
         lines.append(f"[bold]wandb[/]     offline: {tracking.sync_command(Path(cfg.runs_dir))}")

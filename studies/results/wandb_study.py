@@ -331,7 +331,10 @@ def _log_best(run: Any, study: optuna.Study, console: Console) -> None:
                 "metrics": metrics,
             },
         )
-        artifact.add_dir(str(folder))  # copied into W&B's staging area: the tmp folder may go
+        # File by file: add_dir prints a line of its own whatever the run's `silent`. Each is
+        # copied into W&B's staging area, so the temporary folder may go.
+        for path in sorted(folder.iterdir()):
+            artifact.add_file(str(path), name=path.name)
         run.log_artifact(artifact, aliases=["best"])
 
 

@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from regzoo._checks import UserError, one_line
+from regzoo.studies.config.schema import DEFAULT_STORAGE
 from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
 
 # Heavy imports (torch, Lightning, Optuna) wait for the command that needs them, so that
-# `regzoo --help` and `regzoo --version` answer at once.
-DEFAULT_STORAGE = "sqlite:///runs/studies.db"
+# `regzoo --help` and `regzoo --version` answer at once (the schema needs pydantic alone).
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

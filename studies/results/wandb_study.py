@@ -92,20 +92,20 @@ def log_study(
     if mode == "disabled":
         return None
     console = console or Console(quiet=True)
-    try:
-        with _study_run(study, mode=mode, project=project, entity=entity, save_dir=save_dir) as run:
-            _log_trials(run, study)
-            _log_charts(run, study, console)
-            _log_best(run, study, console)
-            if report_dir is not None:
-                _log_report(run, report_dir, report_images)
-            else:
-                with tempfile.TemporaryDirectory(prefix="regzoo-report-") as tmp:
-                    _log_report(run, Path(tmp), None, draw=study)
-            return str(run.id)
-    except Exception as exc:  # the study is stored; its W&B summary must not fail the command
-        console.print(f"[yellow]W&B study run not written:[/] {one_line(exc, lines=1)}")
-        return None
+    with (
+        _unless_failing(console),
+        _study_run(study, mode=mode, project=project, entity=entity, save_dir=save_dir) as run,
+    ):
+        _log_trials(run, study)
+        _log_charts(run, study, console)
+        _log_best(run, study, console)
+        if report_dir is not None:
+            _log_report(run, report_dir, report_images)
+        else:
+            with tempfile.TemporaryDirectory(prefix="regzoo-report-") as tmp:
+                _log_report(run, Path(tmp), None, draw=study)
+        return str(run.id)
+    return None
 
 
 def log_experiment(
@@ -125,23 +125,33 @@ def log_experiment(
     if mode == "disabled":
         return None
     console = console or Console(quiet=True)
+    with (
+        _unless_failing(console),
+        _study_run(study, mode=mode, project=project, entity=entity, save_dir=save_dir) as run,
+    ):
+        _log_trials(run, study)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        data = [[_cell(row.get(c)) for c in columns] for row in rows]
+        run.log(
+            {
+                "experiment/figure": _wandb().Image(str(figure), caption=title or None),
+                "experiment/table": _wandb().Table(
+                    columns=columns, data=data, allow_mixed_types=True
+                ),
+            }
+        )
+        return str(run.id)
+    return None
+
+
+@contextmanager
+def _unless_failing(console: Console) -> Iterator[None]:
+    """A study run that cannot be written is a console note, never the failure of the command
+    that trained the study (the study itself is stored)."""
     try:
-        with _study_run(study, mode=mode, project=project, entity=entity, save_dir=save_dir) as run:
-            _log_trials(run, study)
-            columns = list(dict.fromkeys(k for row in rows for k in row))
-            data = [[_cell(row.get(c)) for c in columns] for row in rows]
-            run.log(
-                {
-                    "experiment/figure": _wandb().Image(str(figure), caption=title or None),
-                    "experiment/table": _wandb().Table(
-                        columns=columns, data=data, allow_mixed_types=True
-                    ),
-                }
-            )
-            return str(run.id)
+        yield
     except Exception as exc:
         console.print(f"[yellow]W&B study run not written:[/] {one_line(exc, lines=1)}")
-        return None
 
 
 def _wandb() -> Any:

@@ -71,7 +71,11 @@ class ArrayDataModule(L.LightningDataModule):
     Args:
         batch_size: Samples per training and evaluation batch.
         val_fraction: Share of the (non-test) training data held out for validation.
-        seed: Seeds the validation split, `train_size` subsampling and the shuffling.
+        seed: Seeds the shuffling and the augmentation draws (and the split without
+            `split_seed`).
+        split_seed: Seeds which samples are validation and which `train_size` keeps; None
+            follows `seed`. A study fixes it, so every trial and retraining is validated on
+            the same samples while `seed` varies.
         normalize: `none`, `minmax` (to [0, 1]), `standard` (zero mean, unit variance) or `pca`
             (whitened principal-component scores, flattened to `(D,)`), fitted on training data
             and applied by the model (create it with `normalize=dm.normalize`).
@@ -102,6 +106,7 @@ class ArrayDataModule(L.LightningDataModule):
         batch_size: int = 64,
         val_fraction: float = 0.2,
         seed: int = 0,
+        split_seed: int | None = None,
         normalize: str = "none",
         train_size: int | None = None,
         augment: dict[str, Any] | None = None,
@@ -110,10 +115,13 @@ class ArrayDataModule(L.LightningDataModule):
         data_dir: str | Path = "data",
     ) -> None:
         super().__init__()
-        _check_options(batch_size, val_fraction, normalize, train_size, num_workers, seed)
+        _check_options(
+            batch_size, val_fraction, normalize, train_size, num_workers, seed, split_seed
+        )
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
+        self.split_seed = seed if split_seed is None else split_seed
         self.normalize = normalize
         self.train_size = train_size
         self.augment_spec: AugmentSpec = parse_augment(augment)
@@ -310,13 +318,13 @@ class ArrayDataModule(L.LightningDataModule):
             y_all = np.concatenate([y, arrays.y_test.astype(np.int64)])
             test_index = np.arange(len(y), len(y_all))
         train_index, val_index = train_test_split(
-            index, test_size=self.val_fraction, random_state=self.seed, stratify=y_all[index]
+            index, test_size=self.val_fraction, random_state=self.split_seed, stratify=y_all[index]
         )
         if self.train_size is not None and self.train_size < len(train_index):
             train_index, _ = train_test_split(
                 train_index,
                 train_size=self.train_size,
-                random_state=self.seed,
+                random_state=self.split_seed,
                 stratify=_stratify_if_possible(y_all[train_index], self.train_size),
             )
         self.split_indices = {"train": train_index, "val": val_index, "test": test_index}
@@ -361,7 +369,13 @@ def _stratify_if_possible(y: np.ndarray, size: int) -> np.ndarray | None:
 
 
 def _check_options(
-    batch_size: Any, val_fraction: Any, normalize: Any, train_size: Any, num_workers: Any, seed: Any
+    batch_size: Any,
+    val_fraction: Any,
+    normalize: Any,
+    train_size: Any,
+    num_workers: Any,
+    seed: Any,
+    split_seed: Any,
 ) -> None:
     if not is_int(batch_size, 1, MAX_INDEX):
         raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an integer in [1, 2**31)")
@@ -379,3 +393,7 @@ def _check_options(
         )
     if not is_int(seed, 0, MAX_SEED):  # numpy and scikit-learn take 32-bit seeds
         raise ValueError(f"seed={seed!r} is invalid; allowed: an integer in [0, 2**32)")
+    if split_seed is not None and not is_int(split_seed, 0, MAX_SEED):
+        raise ValueError(
+            f"split_seed={split_seed!r} is invalid; allowed: an integer in [0, 2**32) or None"
+        )

@@ -1,4 +1,4 @@
-"""The regzoo command line: `regzoo run|train|list|report|export|dashboard|experiment ...`
+"""The regzoo command line: `regzoo run|train|confirm|ablate|list|report|export|dashboard|...`
 (also `python -m regzoo ...`).
 
 A user's mistake (bad config, bad storage URL, unknown study) prints one line and exits 2.
@@ -13,12 +13,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from regzoo._checks import UserError, one_line
-from regzoo.studies.config.schema import DEFAULT_STORAGE
+from regzoo.studies.config.schema import DEFAULT_STORAGE, Confirm, StudyConfig
 from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
 
 # Heavy imports (torch, Lightning, Optuna) wait for the command that needs them, so that
@@ -83,6 +84,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
 
+    conf = sub.add_parser(
+        "confirm", help="retrain the top trials' configurations with new seeds; mean and 95% CI"
+    )
+    conf.add_argument("name", help="study name (the config's name:)")
+    conf.add_argument(
+        "--top", type=_positive_int, help="configurations (default: the config's, else 2)"
+    )
+    conf.add_argument(
+        "--seeds", type=_at_least_two, help="new seeds each (default: the config's, else 5)"
+    )
+    _verdict_args(conf)
+
+    abl = sub.add_parser(
+        "ablate", help="train the best configuration without each regularizer; effects, 95% CI"
+    )
+    abl.add_argument("name", help="study name (the config's name:)")
+    abl.add_argument(
+        "--seeds", type=_at_least_two, help="seeds per variant (default: the config's, else 5)"
+    )
+    _verdict_args(abl)
+
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard on a storage")
     dash.add_argument("--storage", default=DEFAULT_STORAGE)
     dash.add_argument("--host", default="127.0.0.1")
@@ -115,6 +137,23 @@ def _config_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key (value parsed as YAML); repeatable",
     )
+
+
+def _verdict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE)
+    p.add_argument(
+        "--wandb",
+        choices=("online", "offline", "disabled"),
+        help="W&B mode of the runs and the study run (default: the study config's, else online "
+        "with a login, else offline)",
+    )
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (an interval needs two seeds), got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -186,23 +225,33 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
     from regzoo.studies.results.read import open_existing, ranked_trials
+    from regzoo.studies.verdicts.read import read_verdicts
+    from regzoo.studies.verdicts.store import COMPANION_SUFFIX, is_companion
+    from regzoo.studies.verdicts.tables import interval
 
     storage = open_existing(args.storage)
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     table = Table(title=f"studies in {args.storage}")
-    for col in ("study", "objective", "trials", "complete", "pruned", "failed", "running", "best"):
+    columns = ("study", "objective", "trials", "complete", "pruned", "failed", "running", "best")
+    for col in (*columns, "confirmed"):
         table.add_column(col)
-    for name in sorted(optuna.get_all_study_names(storage=storage)):
+    names = set(optuna.get_all_study_names(storage=storage))
+    for name in sorted(names):
+        if is_companion(name) and name.removesuffix(COMPANION_SUFFIX) in names:
+            continue  # its runs are the `confirmed` column of its study's row
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         ranked = ranked_trials(study)
         objective = f"{study.direction.name.lower()} {study.user_attrs.get('objective', '')}"
+        best = read_verdicts(study, args.storage).confirmed()
+        confirmed = f"{interval(best)} n={best.n}" if best is not None and best.n else "-"
         table.add_row(
             name,
             objective.strip(),
             str(len(trials)),
             *(str(sum(t.state == s for t in trials)) for s in states),
             f"{ranked[0].value:.4f} (trial {ranked[0].number})" if ranked else "-",
+            confirmed,
         )
     console.print(table)
     return 0
@@ -236,6 +285,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         save_dir=save_dir,
         report_dir=out,
         report_images=report.images,
+        storage=args.storage,
         console=console,
     )
     print_written(found, mode, save_dir, console)
@@ -250,6 +300,53 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(f"[bold]exported[/] {args.fmt}: {out}", soft_wrap=True)
     return 0
+
+
+def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.verdicts.commands import confirm_study
+
+    study, cfg, mode = _verdict_study(args)
+    defaults = cfg.confirm or Confirm()
+    confirm_study(
+        study,
+        args.storage,
+        top=args.top or defaults.top,
+        seeds=args.seeds or defaults.seeds,
+        wandb_mode=mode,
+        console=console,
+    )
+    _refresh_study_run(study, cfg, mode, args.storage, console)
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
+    from regzoo.studies.verdicts.commands import ablate_study
+
+    study, cfg, mode = _verdict_study(args)
+    seeds = args.seeds or (cfg.confirm or Confirm()).seeds
+    ablate_study(study, args.storage, seeds=seeds, wandb_mode=mode, console=console)
+    _refresh_study_run(study, cfg, mode, args.storage, console)
+    return 0
+
+
+def _verdict_study(args: argparse.Namespace) -> tuple[Any, StudyConfig, str]:
+    from regzoo.studies.loop.preflight import check_runs_dir
+    from regzoo.studies.results import tracking
+    from regzoo.studies.results.read import load_study
+    from regzoo.studies.verdicts.store import stored_config
+
+    study = load_study(args.name, args.storage)
+    cfg = stored_config(study)
+    check_runs_dir(cfg.runs_dir)
+    return study, cfg, tracking.resolve_mode(args.wandb or cfg.wandb.mode)
+
+
+def _refresh_study_run(
+    study: Any, cfg: StudyConfig, mode: str, storage: str, console: Console
+) -> None:
+    from regzoo.studies.results.wandb_study import log_study_after_run
+
+    log_study_after_run(study, cfg, mode, console, storage=storage)
 
 
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
@@ -297,6 +394,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "list": cmd_list,
     "report": cmd_report,
     "export": cmd_export,
+    "confirm": cmd_confirm,
+    "ablate": cmd_ablate,
     "dashboard": cmd_dashboard,
     "experiment": cmd_experiment,
     "wandb-workspace": cmd_wandb_workspace,

@@ -12,7 +12,9 @@ from regzoo.studies.config.schema import ConfigError, Param, StudyConfig, Traine
 from regzoo.studies.config.search import REGULARIZATION, REGULARIZATIONS, split_params
 from regzoo.zoo import create_model, list_models, model_hparams
 
-DATA_SET_BY_STUDY = {"seed"}  # the study seeds each trial's split from its own `seed`
+# Trial n's datamodule takes `seed + n`; `split_seed` stays an option (default: the study's
+# `seed`, so every trial is validated on the same split; see trial.train).
+DATA_SET_BY_STUDY = {"seed"}
 # A model takes these from its datamodule (trial.train.data_facts), never from the config.
 MODEL_SET_BY_DATA = {"input_shape", "num_classes", "normalize", "class_names", "input_range"}
 

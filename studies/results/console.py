@@ -20,6 +20,7 @@ from rich.table import Table
 from regzoo.studies._compat import OPTIMIZE_LOGGER, failed_trial_number
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.results import tracking
+from regzoo.studies.results.read import TIE_BREAK_ATTR, ranked_trials
 from regzoo.studies.trial.train import NonFiniteObjective
 
 QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
@@ -122,28 +123,34 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed "
         f"({outcome.already_finished} finished before this run)"
     )
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if not complete:
+    top = ranked_trials(study)[:5]
+    if not top:
         console.print("[red]no complete trial yet[/]")
         return
-    reverse = cfg.objective.direction == "maximize"
-    top = sorted(complete, key=lambda t: t.value or 0.0, reverse=reverse)[:5]
+    tie = cfg.objective.tie_break
+    columns = ["trial", cfg.objective.metric, "test/acc", "epochs", "parameters"]
+    if tie:
+        columns.insert(2, tie)
     table = Table(title="best trials")
-    for col in ("trial", cfg.objective.metric, "test/acc", "epochs", "parameters"):
+    for col in columns:
         table.add_column(col)
     for t in top:
-        table.add_row(
+        cells = [
             str(t.number),
             f"{t.value:.4f}",
             fmt(t.user_attrs.get("test/acc", "-")),
             str(t.user_attrs.get("epochs", "-")),
             ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items()),
-        )
+        ]
+        if tie:
+            cells.insert(2, fmt(t.user_attrs.get(TIE_BREAK_ATTR, "-")))
+        table.add_row(*cells)
     console.print(table)
     best = top[0]
+    tie_value = f"{tie}={fmt(best.user_attrs.get(TIE_BREAK_ATTR, '-'))}, " if tie else ""
     console.print(
         f"[bold]best trial[/] {best.number}: {cfg.objective.metric}={best.value:.4f}, "
-        f"test/acc={fmt(best.user_attrs.get('test/acc', '-'))}"
+        f"{tie_value}test/acc={fmt(best.user_attrs.get('test/acc', '-'))}"
     )
     for key, value in best.params.items():
         console.print(f"  {key}: {fmt(value)}")

@@ -6,13 +6,18 @@ except `list` and `dashboard`, a study name.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from regzoo._checks import UserError
+from regzoo._checks import UserError, is_number
+from regzoo.studies.config.schema import Objective
 from regzoo.studies.loop.storage import open_storage, storage_path
+
+TIE_BREAK_ATTR = "tie_break"  # a trial's objective.tie_break metric at its kept epoch
 
 
 class ResultError(UserError):
@@ -41,12 +46,31 @@ def load_study(name: str, url: str) -> optuna.Study:
 
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials, best first."""
+    """Complete trials, best first; equal values by the `tie_break` user attr where the study's
+    config names an `objective.tie_break` (trials without the attr last among them)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(
-        (t for t in done if t.value is not None), key=lambda t: t.value or 0.0, reverse=reverse
-    )
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    ranked = [t for t in done if t.value is not None]
+    objective = _stored_objective(study)
+    if objective is None or objective.tie_break is None:
+        return sorted(ranked, key=lambda t: sign * (t.value or 0.0))
+    tie_sign = -1.0 if objective.tie_break_maximize else 1.0
+
+    def key(t: FrozenTrial) -> tuple[float, bool, float]:
+        tie: Any = t.user_attrs.get(TIE_BREAK_ATTR)
+        if not is_number(tie):
+            return sign * (t.value or 0.0), True, 0.0
+        return sign * (t.value or 0.0), False, tie_sign * tie
+
+    return sorted(ranked, key=key)
+
+
+def _stored_objective(study: optuna.Study) -> Objective | None:
+    """The `objective` section of the config the study last ran with (None: none stored)."""
+    config = study.user_attrs.get("config")
+    if config is None:
+        return None
+    return Objective.model_validate(json.loads(config).get("objective", {}))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:

@@ -1,4 +1,6 @@
-"""A study's report: Optuna's plots, the best trials' learning curves, summary.md and index.html.
+"""A study's report: Optuna's plots, the best trials' learning curves, summary.md and index.html;
+with the study's verdicts (`regzoo confirm`, `regzoo ablate`) where it has them: their tables
+and the ablation's forest plot.
 
 regzoo report cnn-digits [--storage URL] [--out runs/cnn-digits/report]
 """
@@ -24,6 +26,18 @@ from optuna.trial import FrozenTrial, TrialState
 from regzoo.studies.results.console import fmt
 from regzoo.studies.results.metrics import read_metrics
 from regzoo.studies.results.read import ranked_trials, trial_dir
+from regzoo.studies.verdicts.ablate import Ablation
+from regzoo.studies.verdicts.confirm import Confirmation
+from regzoo.studies.verdicts.plots import forest_plot
+from regzoo.studies.verdicts.read import Verdicts, read_verdicts
+from regzoo.studies.verdicts.tables import (
+    METRIC,
+    ablation_rows,
+    comparison_line,
+    confirm_rows,
+    fmt_cell,
+    interval,
+)
 
 TOP = 3  # trials whose learning curves and parameters the report shows
 
@@ -92,7 +106,10 @@ def plot_intermediate_values(study: optuna.Study, metric: str) -> Any:
 
 
 def write_report(study: optuna.Study, out_dir: Path, *, storage: str = "") -> Report:
-    """Write every plot that the study's trials allow, then summary.md and index.html."""
+    """Write every plot that the study's trials allow, then summary.md and index.html.
+
+    `storage`: the study's storage URL, where its verdicts' runs are (none shown without it).
+    """
     plt.switch_backend("agg")  # files only: a report must work with no display
     out_dir.mkdir(parents=True, exist_ok=True)
     metric = str(study.user_attrs.get("objective", "objective"))
@@ -106,7 +123,17 @@ def write_report(study: optuna.Study, out_dir: Path, *, storage: str = "") -> Re
         f"Learning curves of the {len(best)} best trials",
         lambda: plot_learning_curves(best, metric),
     )
-    sections = summary_sections(study, metric, storage)
+    verdicts = read_verdicts(study, storage)
+    ablation = verdicts.ablation
+    if ablation is not None:
+        _save(
+            report,
+            "ablation.png",
+            f"Ablation of trial {ablation.trial}: {METRIC} of the full configuration minus each "
+            f"variant's, over {len(ablation.seeds)} seeds (percentage points, 95% CI)",
+            lambda: forest_plot(ablation).axes[0],
+        )
+    sections = summary_sections(study, metric, storage) + verdict_sections(verdicts)
     (out_dir / "summary.md").write_text(to_markdown(study.study_name, sections, report))
     (out_dir / "index.html").write_text(to_html(study.study_name, sections, report))
     return report
@@ -177,10 +204,18 @@ def plot_learning_curves(trials: list[FrozenTrial], metric: str) -> Any:
 
 # ---- the summary page ------------------------------------------------------------------------
 
-Table = tuple[list[str], list[list[str]]]
+
+@dataclass
+class Section:
+    """A table of the page, with lines of text below it."""
+
+    title: str
+    head: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
 
 
-def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[tuple[str, Table]]:
+def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[Section]:
     """The page's tables: the study's counts, the best trial, and the top trials."""
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
@@ -191,7 +226,7 @@ def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[tup
         *[[s.name.lower(), str(count[s])] for s in (TrialState.COMPLETE, TrialState.PRUNED)],
         ["failed", str(count[TrialState.FAIL])],
     ]
-    sections: list[tuple[str, Table]] = [("Study", (["", ""], overview))]
+    sections = [Section("Study", ["", ""], overview)]
     ranked = ranked_trials(study)
     if ranked:
         best = ranked[0]
@@ -203,7 +238,7 @@ def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[tup
             if k in best.user_attrs
         ]
         rows += [[k, fmt(v)] for k, v in best.params.items()]
-        sections.append((f"Best trial: {best.number}", (["", ""], rows)))
+        sections.append(Section(f"Best trial: {best.number}", ["", ""], rows))
         head = ["trial", metric, "test/acc", "epochs", "parameters"]
         top = [
             [
@@ -215,17 +250,58 @@ def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[tup
             ]
             for t in ranked[:10]
         ]
-        sections.append(("Top trials", (head, top)))
+        sections.append(Section("Top trials", head, top))
     return sections
 
 
-def to_markdown(name: str, sections: list[tuple[str, Table]], report: Report) -> str:
+def verdict_sections(verdicts: Verdicts) -> list[Section]:
+    """The confirmation's and the ablation's tables (none for a study without them)."""
+    sections = []
+    if verdicts.confirmation is not None:
+        sections.append(confirm_section(verdicts.confirmation))
+    if verdicts.ablation is not None:
+        sections.append(ablation_section(verdicts.ablation))
+    return sections
+
+
+def confirm_section(c: Confirmation) -> Section:
+    """The top configurations retrained with new seeds, and the first against the second."""
+    rows = confirm_rows(c)
+    notes = [line for line in [comparison_line(c)] if line]
+    notes += [f"{label}, seed {seed}: diverged" for label, seed in c.diverged]
+    best = c.candidates[0].summary(METRIC, c.seeds)
+    if best.n:
+        notes.append(
+            f"confirmed {c.candidates[0].label}: {METRIC} {interval(best)} (mean [95% CI]) "
+            f"over {best.n} seeds ({', '.join(map(str, c.seeds))} asked)"
+        )
+    return _rows_section(f"Confirmed over {len(c.seeds)} seeds", rows, notes)
+
+
+def ablation_section(a: Ablation) -> Section:
+    """The full configuration and each variant, with the effect of switching each one off."""
+    notes = [
+        f"effect = {METRIC} of the full configuration minus the variant's, paired by seed "
+        f"({', '.join(map(str, a.seeds))}), 95% CI and p of a paired t-test: > 0 means the "
+        "regularizer helped; an interval that holds 0 is within seed noise"
+    ]
+    return _rows_section(f"Ablation of trial {a.trial}", ablation_rows(a), notes)
+
+
+def _rows_section(title: str, rows: list[dict[str, Any]], notes: list[str]) -> Section:
+    head = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[fmt_cell(row.get(k, "")) for k in head] for row in rows]
+    return Section(title, head, cells, notes)
+
+
+def to_markdown(name: str, sections: list[Section], report: Report) -> str:
     lines = [f"# Study `{name}`", ""]
-    for title, (head, rows) in sections:
-        lines += [f"## {title}", "", "| " + " | ".join(head) + " |"]
-        lines += ["|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    for s in sections:
+        lines += [f"## {s.title}", "", "| " + " | ".join(s.head) + " |"]
+        lines += ["|" + "---|" * len(s.head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in s.rows]
         lines.append("")
+        lines += [line for note in s.notes for line in (note, "")]
     lines += ["## Plots", ""]
     for file, caption in report.images.items():
         lines += [f"### {caption}", "", f"![{caption}]({file})", ""]
@@ -234,7 +310,7 @@ def to_markdown(name: str, sections: list[tuple[str, Table]], report: Report) ->
     return "\n".join(lines).rstrip() + "\n"
 
 
-def to_html(name: str, sections: list[tuple[str, Table]], report: Report) -> str:
+def to_html(name: str, sections: list[Section], report: Report) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -243,12 +319,13 @@ def to_html(name: str, sections: list[tuple[str, Table]], report: Report) -> str
         "padding:2px 8px}img{max-width:100%}</style></head><body>",
         f"<h1>Study {e(name)}</h1>",
     ]
-    for title, (head, rows) in sections:
-        parts.append(f"<h2>{e(title)}</h2><table>")
-        if any(head):
-            parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+    for s in sections:
+        parts.append(f"<h2>{e(s.title)}</h2><table>")
+        if any(s.head):
+            parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in s.head) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in s.rows]
         parts.append("</table>")
+        parts += [f"<p>{e(note)}</p>" for note in s.notes]
     parts.append("<h2>Plots</h2>")
     for file, caption in report.images.items():
         parts.append(f"<h3>{e(caption)}</h3><img src='{e(file)}' alt='{e(caption)}'>")

@@ -7,9 +7,10 @@ A trial's run (the layout the study-level run and the workspace rely on):
 
 - config: `trial` (int), `study`, `model` ({name, every hparam of the built model}), `data`
   ({name, every data option as used}), `trainer` (the Trainer options as used), `seed`,
-  `objective` ({metric, direction}), `sampler`, `pruner`, `n_parameters` (trainable),
-  `searched` (the sampled keys, dotted paths into this config). Nothing else: the model saves
-  its hyperparameters with `logger=False`, so Lightning adds no top-level copies.
+  `objective` ({metric, direction, tie_break where set}), `checkpoint`, `sampler`, `pruner`,
+  `n_parameters` (trainable), `searched` (the sampled keys, dotted paths into this config).
+  Nothing else: the model saves its hyperparameters with `logger=False`, so Lightning adds no
+  top-level copies.
 - tags: the study name from the start; the final state (`complete`, `pruned`, `failed`) added
   at the end.
 - metrics: `epoch` is the step of every `train/*`, `val/*` and `test/*` metric (Lightning's
@@ -150,9 +151,12 @@ class EpochRecord(L.Callback):
             if key.startswith("val/") and value.numel() == 1
         }
 
-    def summary(self, metric: str, direction: str) -> dict[str, Any]:
+    def summary(
+        self, metric: str, direction: str, *, tie_break: str | None = None, tie_max: bool = False
+    ) -> dict[str, Any]:
         """`val/acc` max and `val/loss` min over the epochs, the objective's metric at its best,
-        and `best_epoch`: the first epoch of the objective's best value (0-based). NaN and
+        and `best_epoch`: the first epoch of the objective's best value (0-based; among equal
+        values, the one with the best `tie_break` metric, as the checkpoint keeps). NaN and
         infinite values are skipped: a summary is None when no epoch had a finite value."""
         out: dict[str, Any] = {}
         for name in summaries(metric, direction):
@@ -168,7 +172,13 @@ class EpochRecord(L.Callback):
         ]
         if scored:
             sign = 1 if direction == "maximize" else -1
-            out["best_epoch"] = max(scored, key=lambda em: (sign * em[1], -em[0]))[0]
+            tie_sign = 1 if tie_max else -1
+
+            def rank(em: tuple[int, float]) -> tuple[float, float, int]:
+                tie = self.epochs[em[0]].get(tie_break, math.nan) if tie_break else math.nan
+                return sign * em[1], tie_sign * tie if math.isfinite(tie) else -math.inf, -em[0]
+
+            out["best_epoch"] = max(scored, key=rank)[0]
         return out
 
 

@@ -1,6 +1,7 @@
 """A study's own W&B run (`job_type="study"`, in the study's group, beside its trials' runs).
 
-Written when `regzoo run` ends and refreshed by `regzoo report` (the same run id, resumed):
+Written when `regzoo run` ends and refreshed by `regzoo report`, `regzoo confirm` and
+`regzoo ablate` (the same run id, resumed):
 
 - config: `study`, `objective`, `direction` and the study's config (its `config` user attr);
 - `trials`: a table of every trial in the storage (all states): number, state, objective,
@@ -10,9 +11,14 @@ Written when `regzoo run` ends and refreshed by `regzoo report` (the same run id
 - `optimization_history`: the objective per complete trial and the best so far (line series);
 - `intermediate_values`: the objective after each epoch, one series per trial, named
   `trial 3 (pruned)`, so pruned trials stand out;
-- `report/<plot>`: the PNGs of `write_report` as images;
+- `report/<plot>`: the PNGs of `write_report` as images (`report/ablation`: the forest plot of
+  the study's ablation, where it has one);
+- `confirm` and `ablation`: the tables of the study's last `regzoo confirm` and `regzoo ablate`
+  (docs/verdicts.md), where it has them, numbers as numbers;
 - summary: `best/number`, `best/value`, `best/params/<key>`, `best/test/...`, `best/epochs`,
-  and the trial counts `trials/<state>`;
+  the trial counts `trials/<state>`, and where the study has a confirmation, the confirmed
+  configuration's `confirmed/test/acc` (mean over its seeds), `confirmed/test/acc_low` and
+  `confirmed/test/acc_high` (95% CI), `confirmed/seeds` and `confirmed/trial`;
 - artifact `<study>-best` (type `model`, alias `best`): the best trial's hub folder
   (`model.safetensors`, `config.json`, `README.md`), which `regzoo.load_model` reads and every
   reuse format (pt2, ONNX) is exported from.
@@ -81,13 +87,15 @@ def log_study(
     save_dir: Path,
     report_dir: Path | None = None,
     report_images: dict[str, str] | None = None,
+    storage: str = "",
     console: Console | None = None,
 ) -> str | None:
     """Write (or refresh) the study's W&B run; its id, or None when disabled or not written.
 
     `report_dir`: a folder `write_report` wrote, with `report_images` (`Report.images`: file
     name -> caption; default: its PNGs). Without it the report is drawn into a temporary
-    folder, so that its PNGs are logged either way.
+    folder, so that its PNGs are logged either way. `storage`: the study's storage URL, where
+    its verdicts' runs are (without it, no verdict is logged).
     """
     if mode == "disabled":
         return None
@@ -99,11 +107,12 @@ def log_study(
         _log_trials(run, study)
         _log_charts(run, study, console)
         _log_best(run, study, console)
+        _log_verdicts(run, study, storage)
         if report_dir is not None:
             _log_report(run, report_dir, report_images)
         else:
             with tempfile.TemporaryDirectory(prefix="regzoo-report-") as tmp:
-                _log_report(run, Path(tmp), None, draw=study)
+                _log_report(run, Path(tmp), None, draw=study, storage=storage)
         return str(run.id)
     return None
 
@@ -364,14 +373,50 @@ def _hub_folder(
     return save_pretrained(model, out, card=model_card(study, trial, model))
 
 
+def _log_verdicts(run: Any, study: optuna.Study, storage: str) -> None:
+    """The confirmation's and the ablation's tables, and the confirmed figure in the summary."""
+    from regzoo.studies.verdicts.read import read_verdicts
+    from regzoo.studies.verdicts.tables import METRIC, ablation_rows, confirm_rows
+
+    verdicts = read_verdicts(study, storage)
+    tables = {}
+    if verdicts.confirmation is not None:
+        tables["confirm"] = _rows_table(confirm_rows(verdicts.confirmation))
+        best = verdicts.confirmed()
+        assert best is not None
+        run.summary.update(
+            {
+                f"confirmed/{METRIC}": _cell(best.mean),
+                f"confirmed/{METRIC}_low": _cell(best.low),
+                f"confirmed/{METRIC}_high": _cell(best.high),
+                "confirmed/seeds": best.n,
+                "confirmed/trial": verdicts.confirmation.candidates[0].trial,
+            }
+        )
+    if verdicts.ablation is not None:
+        tables["ablation"] = _rows_table(ablation_rows(verdicts.ablation))
+    if tables:
+        run.log(tables)
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> Any:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    data = [[_cell(row.get(c)) for c in columns] for row in rows]
+    return _wandb().Table(columns=columns, data=data, allow_mixed_types=True)
+
+
 def _log_report(
-    run: Any, report_dir: Path, images: dict[str, str] | None, draw: optuna.Study | None = None
+    run: Any,
+    report_dir: Path,
+    images: dict[str, str] | None,
+    draw: optuna.Study | None = None,
+    storage: str = "",
 ) -> None:
     """The report's PNGs as images, `report/<file stem>`; `draw`: write the report first."""
     from regzoo.studies.results.report import write_report
 
     if draw is not None:
-        images = write_report(draw, report_dir).images
+        images = write_report(draw, report_dir, storage=storage).images
     elif images is None:
         images = {p.name: p.stem.replace("_", " ") for p in sorted(report_dir.glob("*.png"))}
     wandb = _wandb()
@@ -384,10 +429,13 @@ def _log_report(
         run.log(logged)
 
 
-def log_study_after_run(study: optuna.Study, cfg: Any, mode: str, console: Console) -> str | None:
-    """At the end of `regzoo run` (alone, or a `--workers` parent): the study run of `cfg`'s
-    study in its folder (`runs_dir/<study>/<study id>/wandb/`), the report drawn into a
-    temporary folder for its PNGs; prints the `wandb sync` command when offline."""
+def log_study_after_run(
+    study: optuna.Study, cfg: Any, mode: str, console: Console, *, storage: str = ""
+) -> str | None:
+    """At the end of `regzoo run` (alone, or a `--workers` parent), `regzoo confirm` and
+    `regzoo ablate`: the study run of `cfg`'s study in its folder
+    (`runs_dir/<study>/<study id>/wandb/`), the report drawn into a temporary folder for its
+    PNGs, the verdicts found in `storage`; prints the `wandb sync` command when offline."""
     from regzoo.studies.loop.study import study_folder
 
     save_dir = study_folder(study, cfg.runs_dir)
@@ -397,6 +445,7 @@ def log_study_after_run(study: optuna.Study, cfg: Any, mode: str, console: Conso
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
         save_dir=save_dir,
+        storage=storage,
         console=console,
     )
     print_written(found, mode, save_dir, console)

@@ -309,7 +309,11 @@ def _run_rank(
         group.stop()
         if summary:
             print_summary(outcome, cfg, console)
-            log_study_after_run(outcome.study, cfg, outcome.wandb_mode, console)
+            if cfg.confirm is not None:  # its runs train on one device, outside torchrun
+                console.print(f"confirm: run `regzoo confirm {cfg.name}` (not under torchrun)")
+            log_study_after_run(
+                outcome.study, cfg, outcome.wandb_mode, console, storage=outcome.storage
+            )
     except BaseException:
         with suppress(Exception):  # the followers stop too, without waiting for them
             group.send(None)

@@ -31,6 +31,7 @@ from regzoo.studies.results.console import StudyOutcome, print_summary, worker_c
 from regzoo.studies.results.wandb_study import log_study_after_run
 from regzoo.studies.scaling import ddp
 from regzoo.studies.scaling.role import WORKER_ENV, Role, RunOptions, ScalingError, decide_role
+from regzoo.studies.verdicts.commands import confirm_after_run
 
 STOP_GRACE_S = 60  # after Ctrl-C, how long workers get to fail their trials and exit
 
@@ -58,7 +59,8 @@ def run_alone(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
         show_progress=opts.progress,
     )
     print_summary(outcome, cfg, console)
-    log_study_after_run(outcome.study, cfg, outcome.wandb_mode, console)
+    confirm_after_run(outcome.study, cfg, outcome.storage, outcome.wandb_mode, console)
+    log_study_after_run(outcome.study, cfg, outcome.wandb_mode, console, storage=outcome.storage)
     return 0
 
 
@@ -113,11 +115,17 @@ def launch(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     codes = wait_all(procs)
     outcome = StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
     print_summary(outcome, cfg, console)
-    log_study_after_run(study, cfg, mode, console)
-    failed = [f"w{i} (exit {code})" for i, code in enumerate(codes) if code != 0]
+    if not failed_workers(codes):
+        confirm_after_run(study, cfg, url, mode, console)
+    log_study_after_run(study, cfg, mode, console, storage=url)
+    failed = failed_workers(codes)
     if failed:
         console.print(f"[red]worker(s) failed:[/] {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def failed_workers(codes: list[int]) -> list[str]:
+    return [f"w{i} (exit {code})" for i, code in enumerate(codes) if code != 0]
 
 
 def worker_command(opts: RunOptions, url: str, target: int, mode: str) -> list[str]:

@@ -1,12 +1,17 @@
-"""Lightning callbacks a trial needs: Optuna pruning, live progress, Ctrl-C at batch ends."""
+"""Lightning callbacks a trial needs: Optuna pruning, the tie-breaking checkpoint, live
+progress, Ctrl-C at batch ends."""
 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import lightning as L
 import optuna
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import Tensor
 
 from regzoo.studies.trial.signals import raise_if_swallowed
 
@@ -54,6 +59,46 @@ class OptunaPruning(L.Callback):
             self.nonfinite_at = epoch
         if decision:
             trainer.should_stop = True
+
+
+class TieBreakCheckpoint(ModelCheckpoint):
+    """The best epoch's checkpoint, where an epoch equal to the best on the monitored metric
+    replaces it when its `tie_break` metric is better.
+
+    A saturated objective (every late epoch at the same validation accuracy) otherwise keeps the
+    first epoch that reached it, however much less confident than the later ones. Keeps one
+    checkpoint (`save_top_k=1`); `best_tie_break` is the `tie_break` value of the kept epoch.
+    """
+
+    def __init__(self, *, tie_break: str, tie_break_maximize: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tie_break = tie_break
+        self._better = operator.gt if tie_break_maximize else operator.lt
+        self.best_tie_break: float | None = None
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: Tensor | None = None) -> bool:
+        """Lightning's decision, or on a tie with the kept epoch whether `tie_break` improved.
+
+        Lightning saves the epoch whenever this says True, so the kept epoch's `tie_break` value
+        is taken here.
+        """
+        save = super().check_monitor_top_k(trainer, current)
+        if current is None:
+            return save
+        metrics = trainer.callback_metrics
+        if self.tie_break not in metrics:
+            raise MisconfigurationException(
+                f"objective.tie_break={self.tie_break!r} is not a logged metric; logged: "
+                f"{', '.join(sorted(metrics))}"
+            )
+        tie = float(metrics[self.tie_break])
+        if not save and self.best_model_score is not None and self.best_tie_break is not None:
+            tied = bool(current == self.best_model_score)
+            improved = tied and bool(self._better(tie, self.best_tie_break))
+            save = trainer.strategy.reduce_boolean_decision(improved)
+        if save:
+            self.best_tie_break = tie
+        return save
 
 
 class EpochProgress(L.Callback):

@@ -118,6 +118,8 @@ def _record(trial: optuna.Trial, result: TrialResult, seconds: float, objective:
     trial.set_user_attr("epochs", result.epochs)
     trial.set_user_attr("seconds", round(seconds, 3))
     trial.set_user_attr("checkpoint", str(result.checkpoint))
+    if result.tie_break is not None:  # ranks trials of equal value (results.read.ranked_trials)
+        trial.set_user_attr("tie_break", result.tie_break)
     for key, value in result.test.items():
         trial.set_user_attr(key, value)
     if result.pruned_at is not None:

@@ -1,5 +1,5 @@
-"""One training run: a fresh Lightning Trainer with sampled parameters, its best checkpoint
-tested once after training.
+"""One training run: a fresh Lightning Trainer with sampled parameters, its kept checkpoint
+(the best epoch's, or the last one's with `checkpoint: last`) tested once after training.
 
 `train_run` is what every trial, `regzoo train`, each DDP rank and each experiment setting calls;
 anything with its signature (`TrainFn`) can stand in for it (a DDP leader broadcasts the
@@ -28,7 +28,7 @@ from regzoo.datamodules import ArrayDataModule, create_datamodule, datamodule_op
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.results import tracking
-from regzoo.studies.trial.callbacks import OptunaPruning, SwallowedInterrupt
+from regzoo.studies.trial.callbacks import OptunaPruning, SwallowedInterrupt, TieBreakCheckpoint
 from regzoo.zoo import create_model
 
 SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
@@ -60,6 +60,7 @@ class TrialResult:
     test: dict[str, float]
     epochs: int
     checkpoint: Path
+    tie_break: float | None = None  # the objective's tie_break metric at the kept epoch
     pruned_at: int | None = None
     nonfinite_at: int | None = None
     nonfinite_metric: str | None = None
@@ -78,8 +79,10 @@ def train_run(
     seed: int | None = None,
     trainer_overrides: dict[str, Any] | None = None,
 ) -> TrialResult:
-    """Train once with `params` over the config's fixed values; test the best checkpoint.
+    """Train once with `params` over the config's fixed values; test the kept checkpoint.
 
+    The validation split is drawn from `cfg.seed` (unless the data options set `split_seed`),
+    so every seed is validated on the same samples; `seed` varies the rest.
     `trainer_overrides` are Trainer arguments outside the config (DDP: strategy, devices, nodes).
     """
     with _restored_environ(SEED_ENV):  # seed_everything tells DataLoader workers through these
@@ -103,19 +106,13 @@ def _train(
     seed = cfg.seed if seed is None else seed
     L.seed_everything(seed, workers=True, verbose=False)
     model_kw, data_kw, trainer_kw = split_params(cfg, params)
+    data_kw = {"split_seed": cfg.seed, **data_kw}
     dm = create_datamodule(cfg.data.name, seed=seed, **data_kw)
     model = create_model(cfg.model.name, **data_facts(dm), **model_kw)
     # Never reuse a folder: another study's trial (or this one's earlier run) may refer to it.
     run_dir.mkdir(parents=True, exist_ok=False)
     pruning = OptunaPruning(trial, cfg.objective.metric)
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir,
-        filename="best",
-        monitor=cfg.objective.metric,
-        mode="max" if cfg.objective.direction == "maximize" else "min",
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
+    checkpoint = _checkpoint(cfg, run_dir)
     all_callbacks: list[L.Callback] = [checkpoint, pruning, SwallowedInterrupt()]
     all_callbacks += callbacks or []
     if cfg.early_stopping is not None:
@@ -171,6 +168,7 @@ def _train(
             test={},
             epochs=trainer.current_epoch,
             checkpoint=Path(checkpoint.best_model_path),
+            tie_break=_tie_break(checkpoint, trainer, cfg.objective.tie_break),
             pruned_at=pruning.pruned_at,
             nonfinite_at=pruning.nonfinite_at,
             nonfinite_metric=pruning.nonfinite_metric,
@@ -197,6 +195,8 @@ def _train(
             **result.test,
             "epochs": result.epochs,
         }
+        if result.tie_break is not None:
+            summary[f"best/{cfg.objective.tie_break}"] = result.tie_break
         if result.pruned_at is not None:
             summary["pruned_at"] = result.pruned_at
         if result.nonfinite_at is not None:
@@ -208,7 +208,17 @@ def _train(
         raise
     finally:
         if wandb_logger is not None:
-            summary.update(epochs.summary(cfg.objective.metric, cfg.objective.direction))
+            objective = cfg.objective
+            summary.update(
+                epochs.summary(
+                    objective.metric,
+                    objective.direction,
+                    tie_break=objective.tie_break,
+                    tie_max=objective.tie_break_maximize,
+                )
+            )
+            if cfg.checkpoint == "last" and trainer is not None:  # the epoch kept is the last
+                summary["best_epoch"] = max(trainer.current_epoch - 1, 0)
             summary["seconds"] = round(time.perf_counter() - start, 3)
             if error is not None:
                 summary["error"] = error
@@ -238,7 +248,8 @@ def run_config(
         "data": {"name": cfg.data.name, **data_defaults(cfg.data.name), **data},
         "trainer": trainer,
         "seed": int(seed),
-        "objective": {"metric": cfg.objective.metric, "direction": cfg.objective.direction},
+        "objective": cfg.objective.model_dump(exclude_none=True),
+        "checkpoint": cfg.checkpoint,
         "sampler": cfg.sampler.model_dump(),
         "pruner": cfg.pruner.model_dump(),
         "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -291,11 +302,43 @@ def _interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **k
         raise
 
 
+def _checkpoint(cfg: StudyConfig, run_dir: Path) -> ModelCheckpoint:
+    """The callback that keeps the epoch a trial is scored and tested by: `best.ckpt`, the
+    best epoch's (ties broken by `objective.tie_break`), or `last.ckpt`, the last epoch's."""
+    objective = cfg.objective
+    best: dict[str, Any] = {
+        "dirpath": run_dir,
+        "filename": "best",
+        "monitor": objective.metric,
+        "mode": "max" if objective.direction == "maximize" else "min",
+        "auto_insert_metric_name": False,
+        "enable_version_counter": False,
+    }
+    if cfg.checkpoint == "last":
+        return ModelCheckpoint(**{**best, "filename": "last", "monitor": None})
+    if objective.tie_break is None:
+        return ModelCheckpoint(**best)
+    return TieBreakCheckpoint(
+        tie_break=objective.tie_break, tie_break_maximize=objective.tie_break_maximize, **best
+    )
+
+
 def _score(checkpoint: ModelCheckpoint, trainer: L.Trainer, metric: str) -> float:
+    """The objective at the kept epoch: the best score, or the last epoch's metric."""
     score = checkpoint.best_model_score
     if score is None:
         score = trainer.callback_metrics.get(metric)
     return float(score) if score is not None else math.nan
+
+
+def _tie_break(checkpoint: ModelCheckpoint, trainer: L.Trainer, metric: str | None) -> float | None:
+    """The tie-break metric at the kept epoch (None without one, or before it was logged)."""
+    if metric is None:
+        return None
+    if isinstance(checkpoint, TieBreakCheckpoint):
+        return checkpoint.best_tie_break
+    value = trainer.callback_metrics.get(metric)
+    return float(value) if value is not None else None
 
 
 def data_facts(dm: ArrayDataModule) -> dict[str, Any]:

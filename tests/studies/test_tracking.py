@@ -28,6 +28,7 @@ CONFIG_KEYS = {
     "trainer",
     "seed",
     "objective",
+    "checkpoint",
     "sampler",
     "pruner",
     "n_parameters",

@@ -1,0 +1,104 @@
+"""A confirmation's and an ablation's tables, as rows of plain values: the console, the report
+(markdown and HTML) and the W&B study run all show these rows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from regzoo.studies.verdicts.ablate import Ablation
+from regzoo.studies.verdicts.confirm import Confirmation
+from regzoo.studies.verdicts.stats import PAIRED_TEST, Paired, Summary
+
+Row = dict[str, Any]
+METRIC = "test/acc"
+
+
+def confirm_rows(c: Confirmation, metric: str = METRIC) -> list[Row]:
+    """One row per configuration, best (by the study) first."""
+    rows = []
+    for cand in c.candidates:
+        s = cand.summary(metric, c.seeds)
+        loss = cand.summary("test/loss", c.seeds)
+        rows.append(
+            {
+                "configuration": cand.label,
+                "study value": cand.value,
+                "runs": f"{s.n}/{len(c.seeds)}",
+                f"{metric} mean": s.mean,
+                f"{metric} sd": s.std,
+                "95% CI low": s.low,
+                "95% CI high": s.high,
+                "test/loss mean": loss.mean,
+                "parameters": ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in cand.params.items()),
+            }
+        )
+    return rows
+
+
+def ablation_rows(a: Ablation, metric: str = METRIC) -> list[Row]:
+    """The full configuration, then one row per variant with its effect (full minus variant)."""
+    rows = []
+    for row in [a.full, *a.variants]:
+        s = row.summary(metric, a.seeds)
+        effect = None if row is a.full else a.effect(row, metric)
+        rows.append(
+            {
+                "variant": row.variant,
+                "setting": row.setting,
+                "runs": f"{s.n}/{len(a.seeds)}",
+                f"{metric} mean": s.mean,
+                f"{metric} sd": s.std,
+                "effect": effect.mean if effect else math.nan,
+                "effect 95% CI low": effect.low if effect else math.nan,
+                "effect 95% CI high": effect.high if effect else math.nan,
+                "p": effect.pvalue if effect else math.nan,
+            }
+        )
+    return rows
+
+
+def interval(s: Summary | Paired, scale: float = 1.0, digits: int = 4) -> str:
+    """`mean [low, high]`, or the mean alone where the interval is undefined."""
+    if math.isnan(s.mean):
+        return "-"
+    text = f"{s.mean * scale:.{digits}f}"
+    if math.isnan(s.low):
+        return text
+    return f"{text} [{s.low * scale:.{digits}f}, {s.high * scale:.{digits}f}]"
+
+
+def comparison_line(c: Confirmation, metric: str = METRIC) -> str | None:
+    """The first configuration against the second, in words."""
+    d = c.comparison(metric)
+    if d is None:
+        return None
+    first, second = c.candidates[0].label, c.candidates[1].label
+    if d.n < 2:
+        return f"{first} vs {second}: fewer than 2 seeds completed for both; no test"
+    if d.above_zero():
+        verdict = f"{first} beats {second}"
+    elif d.below_zero():
+        verdict = f"{second} beats {first}"
+    else:
+        verdict = "no difference beyond seed noise"
+    p = "p undefined (the same on every seed)" if math.isnan(d.pvalue) else (f"p={d.pvalue:.3g}")
+    return (
+        f"{first} - {second}: {metric} {d.mean:+.4f}, 95% CI [{d.low:+.4f}, {d.high:+.4f}], "
+        f"{PAIRED_TEST} over {d.n} seeds, {p}: {verdict}"
+    )
+
+
+def fmt_cell(value: Any) -> str:
+    """A table cell: floats to 4 decimals, nan as a dash."""
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _leaf(key: str) -> str:
+    return key.rpartition(".")[2]

@@ -130,6 +130,8 @@ class StudyRun:
     rss: list[tuple[float, int]]  # (seconds since start, resident bytes) samples
     peak_rss: int  # bytes, the kernel's high-water mark of the process
     started: float  # time.time() at process start, to place trials on the rss clock
+    best: Any = None  # the best complete trial as the study ranks it (tie-break included)
+    confirmed: Any = None  # verdicts.stats.Summary of the confirmed test/acc, where confirmed
 
 
 def study_command(
@@ -184,7 +186,8 @@ def run_study_process(
         if proc.returncode != 0 and not interrupted:
             raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
         trials_done = _stored_trials(url, config)
-    return StudyRun(trials_done, wall, rss, peak, started)
+        best, confirmed = _verdict(url, config)
+    return StudyRun(trials_done, wall, rss, peak, started, best, confirmed)
 
 
 def _sigint_default() -> None:
@@ -215,6 +218,22 @@ def _stored_trials(url: str, config: Path) -> list[Any]:
     except KeyError:  # not created yet
         return []
     return sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+
+
+def _verdict(url: str, config: Path) -> tuple[Any, Any]:
+    """The study's best trial (as `regzoo list` ranks it) and its confirmed test/acc, if any."""
+    import optuna
+
+    from regzoo.studies import load_config
+    from regzoo.studies.results.read import ranked_trials
+    from regzoo.studies.verdicts.read import read_verdicts
+
+    try:
+        study = optuna.load_study(study_name=load_config(config).name, storage=url)
+    except KeyError:
+        return None, None
+    ranked = ranked_trials(study)
+    return (ranked[0] if ranked else None), read_verdicts(study, url).confirmed()
 
 
 def _proc_memory(pid: int) -> tuple[int, int]:

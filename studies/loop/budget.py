@@ -49,7 +49,7 @@ class TrialBudget:
         self.study, self.target, self.poll_s = study, target, poll_s
         self._lock = _lock_for(url, study.study_name)
         self._held = False
-        self._me = f"{socket.gethostname()}:{os.getpid()}"
+        self._me = worker_id()
 
     def claim(self) -> bool:
         """Block until a trial may start (True, lock held) or the target is reached (False)."""
@@ -106,13 +106,18 @@ class TrialBudget:
         running = [t for t in trials if t.state == TrialState.RUNNING]
         # A dead local worker's trial fails and re-queues now, heartbeats or not: left to the
         # grace period, it stayed RUNNING (and its parameters untried) once the others finished.
-        dead = [t for t in running if _died_here(t)]
+        dead = [t for t in running if died_here(t)]
         if dead:
             _fail_and_requeue(self.study, dead)
         return len(trials) - len(running), len(running) - len(dead)
 
 
-def _died_here(trial: FrozenTrial) -> bool:
+def worker_id() -> str:
+    """This process, as a trial's `WORKER_ATTR` records it: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def died_here(trial: FrozenTrial) -> bool:
     """True for a running trial whose worker was a process of this machine that is gone."""
     host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():

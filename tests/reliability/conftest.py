@@ -34,6 +34,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "model.channels=[4, 8]",
     "model.hidden=[16]",
+    "confirm=null",  # the default study's confirmation: tested on its own (tests/studies)
 ]
 # A trial that trains until it is stopped: the target of a signal.
 ENDLESS = ["trainer.max_epochs=100000", "early_stopping=null", "pruner.name=none"]

@@ -26,6 +26,8 @@ TINY = [
     "trainer.limit_train_batches=4",
     "--set",
     "trainer.limit_val_batches=2",
+    "--set",
+    "confirm=null",  # the default study's confirmation: tests/studies/test_verdicts*.py
 ]
 LRS = {"failed": 1.0e9, "complete": 0.1, "pruned": 1.0e-7}  # in the order they run
 

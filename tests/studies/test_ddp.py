@@ -24,6 +24,7 @@ TINY = [
     "trainer.max_epochs=3",
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=4",
+    "confirm=null",
 ]
 GOOD = {"model.lr": 1e-2, "model.dropout": 0.0, "model.optimizer": "adam"}
 HOPELESS = {"model.lr": 1e-4, "model.dropout": 0.5, "model.optimizer": "sgd"}

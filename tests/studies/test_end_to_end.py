@@ -20,6 +20,8 @@ TINY = [
     "trainer.max_epochs=2",
     "--set",
     "trainer.limit_train_batches=3",
+    "--set",
+    "confirm=null",
     "--wandb",
     "disabled",
     "--no-progress",

@@ -25,7 +25,12 @@ from regzoo.studies.loop.storage import open_storage
 from tests.conftest import DEFAULT_CONFIG, REPO
 from tests.studies._budget_worker import STUDY
 
-TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.accelerator=cpu"]
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.accelerator=cpu",
+    "confirm=null",
+]
 
 
 def as_sets(overrides: list[str]) -> list[str]:

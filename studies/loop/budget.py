@@ -17,7 +17,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -26,7 +25,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from regzoo.studies._compat import fail_trial
-from regzoo.studies.loop.storage import MAX_RETRY, storage_path, with_driver
+from regzoo.studies.loop.storage import MAX_RETRY, FileLock, storage_path, with_driver
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"  # "host:pid" of the process running the trial
@@ -161,7 +160,7 @@ def _lock_for(url: str, study_name: str) -> _Lock:
     if str(path) == ":memory:":  # one process only
         return _NoLock()
     if path is not None:
-        return _FileLock(path.with_name(f"{path.name}.{study_name}.trials-lock"))
+        return FileLock(path.with_name(f"{path.name}.{study_name}.trials-lock"))
     return _AdvisoryLock(url, study_name)
 
 
@@ -171,25 +170,6 @@ class _NoLock:
 
     def release(self) -> None:
         pass
-
-
-class _FileLock:
-    """An exclusive flock: the kernel drops it when its process dies, even by SIGKILL."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the only descriptor releases the flock
-            self._fd = None
 
 
 class _AdvisoryLock:

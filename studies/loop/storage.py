@@ -15,6 +15,7 @@ import importlib.util
 import os
 import sqlite3
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import optuna
@@ -71,13 +72,19 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     heartbeat = _seconds("REGZOO_HEARTBEAT_S", HEARTBEAT_S)
     grace = _seconds("REGZOO_GRACE_S", GRACE_S)
     try:
+        creating: FileLock | nullcontext[None] = nullcontext()
         if path is not None and str(path) != ":memory:":
-            _use_wal(path)
+            # Two processes opening a new file at once both created its tables: the second
+            # failed with "table trials already exists". One at a time, under a lock beside it.
+            creating = FileLock(path.with_name(f"{path.name}.open-lock"))
             # Wait for a writer instead of failing with "database is locked".
             engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
         with (
-            warnings.catch_warnings()
+            creating,
+            warnings.catch_warnings(),
         ):  # heartbeats are "experimental" in Optuna 5; we rely on them
+            if path is not None and str(path) != ":memory:":
+                _use_wal(path)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 with_driver(url),
@@ -118,3 +125,29 @@ def _seconds(env: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise StorageError(f"{env}={text!r} is invalid; allowed: a whole number of seconds >= 1")
     return int(text)
+
+
+class FileLock:
+    """An exclusive flock: the kernel drops it when its process dies, even by SIGKILL."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

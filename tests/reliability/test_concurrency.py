@@ -53,3 +53,34 @@ def test_four_workers_finish_exactly_the_requested_trials(
     assert all(t.user_attrs[WORKER_ATTR] for t in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == TARGET  # own sampler seeds
     tally.trials(f"{WORKERS} concurrent workers on one study", len(trials))
+
+
+def _open_at(url: str, start: float) -> str:
+    """In a fresh process: wait for the common start time, then open the storage."""
+    import time as _time
+
+    from regzoo.studies.loop.storage import open_storage
+
+    _time.sleep(max(0.0, start - _time.time()))
+    try:
+        open_storage(url)
+    except Exception as exc:  # the failure under test, returned to the parent
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two `regzoo run` commands started together on a fresh SQLite file: both created its
+    tables, and the second failed with "table trials already exists" (seen running two shipped
+    studies side by side). Four processes at one instant, three fresh files in a row."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        pool.apply(_open_at, ("sqlite:///:memory:", 0.0))  # the workers have imported regzoo
+        for attempt in range(3):
+            url = f"sqlite:///{tmp_path / f'fresh-{attempt}.db'}"
+            start = time.time() + 1.0
+            results = pool.starmap(_open_at, [(url, start)] * 4)
+            assert results == ["ok"] * 4, results

@@ -20,16 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.results.read import ranked_trials
-from regzoo.studies.verdicts.stats import Paired, Summary, paired, summarize
+from regzoo.studies.verdicts.stats import Paired
 from regzoo.studies.verdicts.store import (
     ABLATE_ATTR,
     Point,
+    SeededRuns,
     VerdictError,
+    compare,
     finished_runs,
     read_request,
     run_seeds,
@@ -100,24 +102,11 @@ def variant(
 
 
 @dataclass(frozen=True)
-class Effect:
-    """One row of an ablation: a variant's runs against the full configuration's."""
+class Effect(SeededRuns):
+    """One row of an ablation: a variant (or the full configuration) and its runs, by seed."""
 
-    variant: str
-    setting: str
-    runs: dict[int, FrozenTrial]
-
-    def values(self, metric: str, seeds: list[int]) -> list[float]:
-        return [
-            float(self.runs[s].user_attrs[metric])
-            for s in seeds
-            if s in self.runs
-            and self.runs[s].state == TrialState.COMPLETE
-            and metric in self.runs[s].user_attrs
-        ]
-
-    def summary(self, metric: str, seeds: list[int]) -> Summary:
-        return summarize(self.values(metric, seeds))
+    variant: str = FULL
+    setting: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,12 +121,7 @@ class Ablation:
 
     def effect(self, row: Effect, metric: str = "test/acc") -> Paired:
         """Full minus variant over the seeds where both completed: what the regularizer bought."""
-        both = [
-            s
-            for s in self.seeds
-            if all(s in e.runs and e.runs[s].state == TrialState.COMPLETE for e in (self.full, row))
-        ]
-        return paired(self.full.values(metric, both), row.values(metric, both))
+        return compare(self.full, row, self.seeds, metric)
 
 
 def plan(
@@ -190,9 +174,9 @@ def read_ablation(study: optuna.Study, companion: optuna.Study | None) -> Ablati
     done = finished_runs(companion)
     effects = [
         Effect(
+            {int(s): done[fp] for s, fp in row["runs"].items() if fp in done},
             row["variant"],
             row["setting"],
-            {int(s): done[fp] for s, fp in row["runs"].items() if fp in done},
         )
         for row in request["rows"]
     ]

@@ -10,19 +10,22 @@ against the second, paired by seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.results.read import ranked_trials
-from regzoo.studies.verdicts.stats import Paired, Summary, paired, summarize
+from regzoo.studies.verdicts.stats import Paired
 from regzoo.studies.verdicts.store import (
     CONFIRM_ATTR,
     Point,
+    SeededRuns,
     VerdictError,
+    compare,
     finished_runs,
     read_request,
     run_seeds,
@@ -35,30 +38,16 @@ TEST_METRICS = ("test/acc", "test/loss")
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Candidate(SeededRuns):
     """One configuration under confirmation: the trial it comes from and its runs, by seed."""
 
-    trial: int
-    params: dict[str, Any]
-    value: float  # the trial's own objective value (one seed: the study's)
-    runs: dict[int, FrozenTrial]  # seed -> finished run (diverged ones included)
+    trial: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    value: float = math.nan  # the trial's own objective value (one seed: the study's)
 
     @property
     def label(self) -> str:
         return f"trial {self.trial}"
-
-    def values(self, metric: str, seeds: list[int]) -> list[float]:
-        """`metric` of the complete runs, in seed order."""
-        return [
-            float(self.runs[s].user_attrs[metric])
-            for s in seeds
-            if s in self.runs
-            and self.runs[s].state == TrialState.COMPLETE
-            and metric in self.runs[s].user_attrs
-        ]
-
-    def summary(self, metric: str, seeds: list[int]) -> Summary:
-        return summarize(self.values(metric, seeds))
 
 
 @dataclass(frozen=True)
@@ -73,22 +62,11 @@ class Confirmation:
         """The first configuration minus the second over the seeds where both completed."""
         if len(self.candidates) < 2:
             return None
-        first, second = self.candidates[:2]
-        both = [
-            s
-            for s in self.seeds
-            if all(s in c.runs and c.runs[s].state == TrialState.COMPLETE for c in (first, second))
-        ]
-        return paired(first.values(metric, both), second.values(metric, both))
+        return compare(self.candidates[0], self.candidates[1], self.seeds, metric)
 
     @property
     def diverged(self) -> list[tuple[str, int]]:
-        return [
-            (c.label, s)
-            for c in self.candidates
-            for s, run in c.runs.items()
-            if run.state != TrialState.COMPLETE
-        ]
+        return [(c.label, s) for c in self.candidates for s in c.runs if not c.complete(s)]
 
 
 def points(cfg: StudyConfig, trials: list[FrozenTrial], seeds: list[int]) -> list[Point]:
@@ -133,5 +111,5 @@ def read_confirmation(study: optuna.Study, companion: optuna.Study | None) -> Co
         fingerprints = request["runs"][str(number)]
         runs = {int(s): done[fp] for s, fp in fingerprints.items() if fp in done}
         value = trial.value if trial.value is not None else float("nan")
-        candidates.append(Candidate(trial.number, dict(trial.params), value, runs))
+        candidates.append(Candidate(runs, trial.number, dict(trial.params), value))
     return Confirmation(study.study_name, seeds, candidates)

@@ -27,6 +27,7 @@ from regzoo._checks import UserError
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.verdicts.stats import Paired, Summary, paired, summarize
 
 COMPANION_SUFFIX = ".seeds"
 # Trial n of a study trains with seed + n, n < 100_000 (the schema's limit on `trials`): runs
@@ -54,6 +55,33 @@ class Point:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.cfg, self.params, self.seed)
+
+
+@dataclass(frozen=True)
+class SeededRuns:
+    """The finished runs of one configuration, by seed (diverged ones included)."""
+
+    runs: dict[int, FrozenTrial]
+
+    def complete(self, seed: int) -> bool:
+        return seed in self.runs and self.runs[seed].state == TrialState.COMPLETE
+
+    def values(self, metric: str, seeds: list[int]) -> list[float]:
+        """`metric` of the complete runs, in seed order."""
+        return [
+            float(self.runs[s].user_attrs[metric])
+            for s in seeds
+            if self.complete(s) and metric in self.runs[s].user_attrs
+        ]
+
+    def summary(self, metric: str, seeds: list[int]) -> Summary:
+        return summarize(self.values(metric, seeds))
+
+
+def compare(a: SeededRuns, b: SeededRuns, seeds: list[int], metric: str) -> Paired:
+    """`a` minus `b` over the seeds where both completed, paired by seed."""
+    both = [s for s in seeds if a.complete(s) and b.complete(s)]
+    return paired(a.values(metric, both), b.values(metric, both))
 
 
 def fingerprint(cfg: StudyConfig, params: dict[str, Any], seed: int) -> str:

@@ -74,6 +74,15 @@ def summaries(metric: str, direction: str) -> dict[str, str]:
     return out
 
 
+VERDICT_JOBS = ("confirm", "ablate")  # run names `<kind>-<n>` (regzoo.studies.verdicts.run)
+
+
+def job_type_of(run_name: str) -> str:
+    """A run's W&B job type from its name: a verdict's runs apart from the study's trials."""
+    kind = run_name.partition("-")[0]
+    return kind if kind in VERDICT_JOBS else "trial"
+
+
 def make_logger(
     *,
     mode: str,
@@ -85,10 +94,12 @@ def make_logger(
     tags: list[str],
     objective: tuple[str, str],
     save_dir: Path,
+    job_type: str = "trial",
 ) -> WandbLogger | None:
     """A WandbLogger over a new run for one trial, its metrics defined; None when disabled.
 
-    `objective` is the objective's (metric, direction).
+    `objective` is the objective's (metric, direction); `job_type` is `trial`, or `confirm` /
+    `ablate` for a verdict's run (`job_type_of`).
     """
     if mode == "disabled":
         return None
@@ -106,7 +117,7 @@ def make_logger(
         # started in, and writes nothing when the process has changed directory since.
         dir=str(save_dir.resolve()),
         mode=cast(Literal["online", "offline"], mode),
-        job_type="trial",
+        job_type=job_type,
         reinit="finish_previous",
         # The run's own settings, not WANDB_* variables: the process keeps its environment.
         settings=wandb.Settings(silent=True, console="off"),

@@ -138,6 +138,7 @@ def _train(
         tags=[cfg.name],
         objective=(cfg.objective.metric, cfg.objective.direction),
         save_dir=Path(cfg.runs_dir),
+        job_type=tracking.job_type_of(run_name),
     )
     epochs = tracking.EpochRecord()
     if wandb_logger is not None:

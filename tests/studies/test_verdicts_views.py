@@ -33,7 +33,13 @@ from regzoo.studies.verdicts.plots import forest_plot
 from regzoo.studies.verdicts.store import load_companion
 from tests.conftest import DEFAULT_CONFIG
 from tests.studies.conftest import MixedStudy
-from tests.studies.wandb_records import OfflineRun, media_file, offline_runs_of, read_run
+from tests.studies.wandb_records import (
+    OfflineRun,
+    media_file,
+    offline_runs_of,
+    read_run,
+    run_record,
+)
 
 NAME = "cnn-digits"
 SEEDS = 2
@@ -304,6 +310,18 @@ def test_wandb_study_run_holds_the_verdict_tables_and_the_confirmed_summary(
              if k.startswith("report/ablation/")}  # fmt: skip
     assert image["_type"] == "image-file"
     assert (after_ablate / "files" / image["path"]).read_bytes()[:8] == PNG
+
+
+def test_verdict_runs_are_their_own_wandb_job_types(verdict_study: VerdictStudy) -> None:
+    """A workspace filtered on job type `trial` shows the search alone."""
+    companion = verdict_study.companion()
+    wandb_dir = verdict_study.runs / "wandb"
+    for kind in ("confirm", "ablate"):
+        runs = [t for t in companion.trials if t.user_attrs.get("kind") == kind]
+        names = {run_record(d).display_name for d in offline_runs_of(wandb_dir, kind)}
+        assert names == {f"{NAME}-{kind}-{t.number}" for t in runs} and runs
+    trials = {run_record(d).display_name for d in offline_runs_of(wandb_dir, "trial")}
+    assert trials == {f"{NAME}-trial-{t.number}" for t in verdict_study.study().trials}
 
 
 # ---- a study without verdicts ----------------------------------------------------------------

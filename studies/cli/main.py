@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
 
     conf = sub.add_parser(
-        "confirm", help="retrain the top trials' configurations with new seeds; mean and 95% CI"
+        "confirm", help="retrain the top trials' configurations with new seeds; mean and 95%% CI"
     )
     conf.add_argument("name", help="study name (the config's name:)")
     conf.add_argument(
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     _verdict_args(conf)
 
     abl = sub.add_parser(
-        "ablate", help="train the best configuration without each regularizer; effects, 95% CI"
+        "ablate", help="train the best configuration without each regularizer; effects, 95%% CI"
     )
     abl.add_argument("name", help="study name (the config's name:)")
     abl.add_argument(

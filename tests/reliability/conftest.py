@@ -34,6 +34,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "model.channels=[4, 8]",
     "model.hidden=[16]",
+    "model.batchnorm=false",  # a diverging trial must be able to diverge
     "confirm=null",  # the default study's confirmation: tested on its own (tests/studies)
 ]
 # A trial that trains until it is stopped: the target of a signal.

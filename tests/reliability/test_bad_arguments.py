@@ -172,6 +172,9 @@ BAD_OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "batch_size": bad_int(1, size=True),
     "val_fraction": bad_float(0.0, 1.0).filter(lambda x: x != 0.0),
     "seed": st.one_of(not_a_number(), st.integers(max_value=-1), HUGE),
+    "split_seed": st.one_of(  # None is allowed: it follows `seed`
+        not_a_number().filter(lambda v: v is not None), st.integers(max_value=-1), HUGE
+    ),
     "normalize": a_word_not_in(("none", "minmax", "standard", "pca")),
     # larger than the data keeps it all, as documented
     "train_size": st.one_of(st.integers(max_value=0), TEXT, NON_FINITE, st.floats(0.1, 9.9)),

@@ -28,6 +28,10 @@ TINY = [
     "trainer.limit_val_batches=2",
     "--set",
     "confirm=null",  # the default study's confirmation: tests/studies/test_verdicts*.py
+    "--set",
+    "model.channels=[4, 8]",
+    "--set",
+    "model.hidden=[16]",
 ]
 LRS = {"failed": 1.0e9, "complete": 0.1, "pruned": 1.0e-7}  # in the order they run
 

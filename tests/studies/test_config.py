@@ -54,7 +54,7 @@ BAD = {
         ["search.model.regularization", "dropout", "weight_decay"],
     ),
     "regularization without a strength": (
-        "search.model.regularization={choice: [none, l1]}",
+        "search={model.regularization: {choice: [none, l1]}}",
         ["search.model.regularization", "'l1' has no strength"],
     ),
     "test metric as objective": ("objective.metric=test/acc", ["objective.metric", "test"]),

@@ -25,6 +25,7 @@ TINY = [
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=4",
     "confirm=null",
+    "model.channels=[4, 8]",
 ]
 GOOD = {"model.lr": 1e-2, "model.dropout": 0.0, "model.optimizer": "adam"}
 HOPELESS = {"model.lr": 1e-4, "model.dropout": 0.5, "model.optimizer": "sgd"}
@@ -61,7 +62,12 @@ def _records(out: Path, rank: int) -> list[dict[str, object]]:
 def test_torchrun_ranks_train_rank_0s_trial_and_stop_together_when_pruned(in_tmp: Path) -> None:
     # Median pruning after one trial: the hopeless trial is pruned at its first epoch.
     overrides = [*TINY, "pruner.name=median", "pruner.n_startup_trials=1"]
-    overrides += ["pruner.n_warmup_steps=0", "early_stopping=null"]
+    overrides += ["pruner.n_warmup_steps=0", "early_stopping=null", "model.batchnorm=false"]
+    overrides += [  # the enqueued parameters, and nothing else, are searched
+        "search={model.lr: {float: [1.0e-5, 1.0], log: true}, model.dropout: {float: [0.0, 0.9]},"
+        " model.optimizer: {choice: [sgd, adam]},"
+        " model.weight_decay: {float: [1.0e-5, 1.0e-1], log: true}}"
+    ]
     url = f"journal:///{in_tmp / 'studies.log'}"  # a journal file: ranks share no RDB lock
     cfg = load_config(DEFAULT_CONFIG, overrides=overrides)
     study = open_study(cfg, url)

@@ -22,6 +22,8 @@ TINY = [
     "trainer.limit_train_batches=3",
     "--set",
     "confirm=null",
+    "--set",
+    "model.channels=[4, 8]",
     "--wandb",
     "disabled",
     "--no-progress",

@@ -30,6 +30,7 @@ TINY = [
     "trainer.limit_train_batches=3",
     "trainer.accelerator=cpu",
     "confirm=null",
+    "model.channels=[4, 8]",
 ]
 
 
@@ -102,7 +103,8 @@ def kill_a_worker_mid_trial_then_run_another(url: str, cwd: Path) -> list[Frozen
         [*command, *as_sets(endless)], cwd=cwd, env=env, stdout=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
-    while not any(len(t.params) == 4 for t in study.get_trials(states=(TrialState.RUNNING,))):
+    last = list(cfg.search)[-1]  # sampled last: the trial is training
+    while not any(last in t.params for t in study.get_trials(states=(TrialState.RUNNING,))):
         assert victim.poll() is None and time.monotonic() < deadline, "the trial never started"
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)

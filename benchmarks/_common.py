@@ -211,10 +211,11 @@ def _stored_trials(url: str, config: Path) -> list[Any]:
     import optuna
 
     from regzoo.studies import load_config
+    from regzoo.studies.loop.storage import open_storage  # its lock: the study may be creating it
 
     name = load_config(config).name
     try:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
     except KeyError:  # not created yet
         return []
     return sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
@@ -225,11 +226,12 @@ def _verdict(url: str, config: Path) -> tuple[Any, Any]:
     import optuna
 
     from regzoo.studies import load_config
+    from regzoo.studies.loop.storage import open_storage
     from regzoo.studies.results.read import ranked_trials
     from regzoo.studies.verdicts.read import read_verdicts
 
     try:
-        study = optuna.load_study(study_name=load_config(config).name, storage=url)
+        study = optuna.load_study(study_name=load_config(config).name, storage=open_storage(url))
     except KeyError:
         return None, None
     ranked = ranked_trials(study)

@@ -35,7 +35,8 @@ def study(pruner: str, *, trials: int, quick: bool = False) -> StudyRun:
     """The default study with `pruner`, run once per process for each setting."""
     key = (pruner, trials, quick)
     if key not in _runs:
-        args = ["--wandb", "disabled", "--set", f"pruner.name={pruner}"]
+        # The search alone: the default study's confirmation is not what is measured here.
+        args = ["--wandb", "disabled", "--set", f"pruner.name={pruner}", "--set", "confirm=null"]
         if quick:
             args += ["--set", f"trainer.max_epochs={QUICK_EPOCHS}"]
         _runs[key] = run_study_process(CONFIG, trials=trials, args=args)
@@ -64,7 +65,7 @@ def figures(*, quick: bool = False) -> list[Figure]:
     trials = 4 if quick else 30
     result = measure(trials=trials, quick=quick)
     none = result["none"]
-    sets = "--set pruner.name={none|median|hyperband} --wandb disabled"
+    sets = "--set pruner.name={none|median|hyperband} --set confirm=null --wandb disabled"
     cmd = f".venv/bin/regzoo run studies/configs/default.yaml --trials {trials} {sets}"
     rows = [
         Figure(

@@ -55,6 +55,7 @@ def measure(
         command = [sys.executable, "-m", "regzoo", "run", str(CONFIG), "--storage", url]
         command += ["--trials", str(trials), "--workers", str(workers), "--wandb", "disabled"]
         command += ["--devices-per-trial", str(devices_per_trial), "--no-progress"]
+        command += ["--set", "confirm=null"]  # the search alone, not the confirmation after it
         command += [arg for item in overrides for arg in ("--set", item)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         if threads is not None:

@@ -65,12 +65,17 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(ranked, key=key)
 
 
+def stored_config(study: optuna.Study) -> dict[str, Any] | None:
+    """The config the study last ran with, as stored (its `config` attribute, JSON); None when
+    none is stored. Read as it is: a study run by an older regzoo may not fit today's schema."""
+    text = study.user_attrs.get("config")
+    return json.loads(text) if text else None
+
+
 def _stored_objective(study: optuna.Study) -> Objective | None:
-    """The `objective` section of the config the study last ran with (None: none stored)."""
-    config = study.user_attrs.get("config")
-    if config is None:
-        return None
-    return Objective.model_validate(json.loads(config).get("objective", {}))
+    """The `objective` section of the stored config (None: none stored)."""
+    raw = stored_config(study)
+    return None if raw is None else Objective.model_validate(raw.get("objective", {}))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:

@@ -139,14 +139,10 @@ def log_experiment(
         _study_run(study, mode=mode, project=project, entity=entity, save_dir=save_dir) as run,
     ):
         _log_trials(run, study)
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        data = [[_cell(row.get(c)) for c in columns] for row in rows]
         run.log(
             {
                 "experiment/figure": _wandb().Image(str(figure), caption=title or None),
-                "experiment/table": _wandb().Table(
-                    columns=columns, data=data, allow_mixed_types=True
-                ),
+                "experiment/table": _rows_table(rows),
             }
         )
         return str(run.id)
@@ -400,6 +396,7 @@ def _log_verdicts(run: Any, study: optuna.Study, storage: str) -> None:
 
 
 def _rows_table(rows: list[dict[str, Any]]) -> Any:
+    """A W&B table of plain rows: every key a column, in first-seen order, numbers as numbers."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     data = [[_cell(row.get(c)) for c in columns] for row in rows]
     return _wandb().Table(columns=columns, data=data, allow_mixed_types=True)

@@ -22,11 +22,13 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
 from regzoo._checks import UserError
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.results import read
 from regzoo.studies.verdicts.stats import Paired, Summary, paired, summarize
 
 COMPANION_SUFFIX = ".seeds"
@@ -149,14 +151,21 @@ def finished_runs(companion: optuna.Study | None) -> dict[str, FrozenTrial]:
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
-    """The config the study last ran with (its `config` attribute)."""
-    text = study.user_attrs.get("config")
-    if not text:
+    """The config the study last ran with; an error for a study that records none."""
+    raw = read.stored_config(study)
+    if raw is None:
         raise VerdictError(
             f"study {study.study_name!r} records no config (made by another tool?); "
             "rerun it with regzoo run"
         )
-    return StudyConfig.model_validate(json.loads(text))
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise VerdictError(
+            f"study {study.study_name!r} was run with a config this regzoo cannot read "
+            f"({exc.error_count()} error(s), first: {exc.errors()[0]['loc']}); rerun it with "
+            "regzoo run"
+        ) from None
 
 
 def read_request(study: optuna.Study, attr: str) -> dict[str, Any] | None:

@@ -140,7 +140,7 @@ def test_the_summary_keeps_the_best_epoch_time_and_what_ended_the_trial(
         summary = run.summary
         assert summary["state"] == STATE[trial.state]
         assert summary["epochs"] == trial.user_attrs["epochs"]
-        assert isinstance(summary["seconds"], float)  # recorded; its value is the clock's
+        assert "seconds" in summary  # recorded; its value is the clock's, for benchmarks/
         assert summary["val/acc"] == max(logged(run, "val/acc"))
         losses = [
             (row["val/loss"], row["epoch"])
@@ -227,5 +227,5 @@ def test_a_trial_that_raises_closes_its_run_with_the_error_and_keeps_its_id(
     assert run.config["trial"] == 4 and run.config["seed"] == 4
     assert run.summary["state"] == "failed"
     assert run.summary["error"] == "RuntimeError: boom"
-    assert run.summary["epochs"] == 0 and isinstance(run.summary["seconds"], float)
+    assert run.summary["epochs"] == 0 and "seconds" in run.summary
     assert "val/acc" not in run.summary and "best_epoch" not in run.summary

@@ -352,6 +352,24 @@ def test_confirm_of_an_unknown_study_exits_2_with_one_line(
     assert optuna.get_all_study_names(storage=storage) == ["plain"]
 
 
+@pytest.mark.parametrize("stored", [None, {"name": "old", "model": {"name": "cnn"}}])
+def test_a_study_without_a_readable_config_exits_2_with_one_line(
+    stored: dict[str, Any] | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study made by another tool (no config) or an older regzoo (a config today's schema
+    refuses): one line, and no companion study."""
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    study = optuna.create_study(study_name="old", storage=url)
+    if stored is not None:
+        study.set_user_attr("config", json.dumps(stored))
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    for command in ("confirm", "ablate"):
+        assert main([command, "old", "--storage", url, "--wandb", "disabled"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "'old'" in err and "regzoo run" in err, err
+    assert optuna.get_all_study_names(storage=url) == ["old"]
+
+
 @pytest.mark.parametrize("command", ["confirm", "ablate"])
 def test_one_seed_is_refused_before_anything_runs(
     command: str, capsys: pytest.CaptureFixture[str]

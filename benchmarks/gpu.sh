@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmarks on a CUDA machine, unchanged: every figure of `make bench`, with training on the
 # GPU (the Trainers use accelerator="auto", the hand-written baselines the same device), and
-# training samples/second at batch sizes 64-4096 (benchmarks/throughput.py), into their own file.
+# training samples/second at batch sizes 64-4096 (benchmarks/throughput.py), and populations
+# (benchmarks/population.py: K = 1, 8, 32, 64, 128, 256 toy MLPs and K = 1, 8, 32, 64 digits CNNs
+# against a loop over the K models, eager and under torch.compile), into their own file.
 #
 #   benchmarks/gpu.sh [OUT.md]                       (default: BENCHMARKS-gpu.md)
 #   REGZOO_BENCH_TINY=1 benchmarks/gpu.sh OUT.md     seconds-long smoke run (what the tests run)
@@ -22,7 +24,7 @@ print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
 PY
 
 if [[ "${REGZOO_BENCH_TINY:-}" == "1" ]]; then
-    "$PY" -m benchmarks --quick --only overhead throughput --out "$OUT"
+    "$PY" -m benchmarks --quick --only overhead throughput population --out "$OUT"
 else
     "$PY" -m benchmarks --out "$OUT"
 fi

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmarks import augmentation, end_to_end, memory, overhead, pruning, throughput, workers
+from benchmarks import (
+    augmentation,
+    end_to_end,
+    memory,
+    overhead,
+    population,
+    pruning,
+    throughput,
+    workers,
+)
 from benchmarks._common import TINY, Figure, command, fmt, median
 
 FigureFn = Callable[..., list[Figure]]
@@ -103,4 +112,5 @@ SUITE: dict[str, FigureFn] = {
     "end-to-end": end_to_end.figures,
     "memory": memory.figures,
     "throughput": throughput.figures,
+    "population": population.figures,
 }

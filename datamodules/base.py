@@ -250,6 +250,20 @@ class ArrayDataModule(L.LightningDataModule):
             return torch.from_numpy(augment_samples(self._transform, x.numpy()))
         return x
 
+    def augmenter_for(self, augment: dict[str, Any] | None) -> DeviceAugmenter | None:
+        """A `device`-backend augmenter with other `augment` options over this module's training
+        split (None when they augment nothing): each member of a population augments its own
+        copy of a shared batch with its own strengths (`regzoo.studies.population`)."""
+        spec = parse_augment(augment)
+        if not spec.active:
+            return None
+        x_train = self.raw("train")
+        check_fits_data(spec, tuple(x_train.shape[1:]), self.dataset_name)
+        low, high = x_train.min(dim=0).values, x_train.max(dim=0).values
+        return DeviceAugmenter(
+            spec, tuple(x_train.shape[1:]), centre=(low + high) / 2, extent=high - low
+        )
+
     def raw(self, split: str) -> torch.Tensor:
         """A split's raw inputs, `(N, *raw_shape)` (every split is served raw)."""
         return self.splits[split][0]

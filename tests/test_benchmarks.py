@@ -3,7 +3,9 @@ and the CLI and GPU script end to end at tiny settings (no timing is asserted)."
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from benchmarks._common import (
     write_table,
 )
 from benchmarks.memory import rss_per_trial
+from benchmarks.population import COMPILED, HAND, POPULATION, Settings, result_figures, run
 from benchmarks.suite import SUITE
 from benchmarks.workers import measure, py_spy, read_profile
 from tests.conftest import DEFAULT_CONFIG, REPO
@@ -160,6 +163,68 @@ def test_gpu_script_runs_its_figures_on_cpu_at_tiny_settings(tmp_path: Path) -> 
     )
     assert "cuda available" in proc.stdout
     rows = table_rows(out.read_text())[2:]
-    assert {r[0] for r in rows} == {"overhead", "throughput"}
+    assert {r[0] for r in rows} == {"overhead", "throughput", "population"}
     assert any(r[1].startswith("training samples/s at batch 64 on ") for r in rows)
     assert any(r[5] == "≤ 1.10×" and r[6] in ("yes", "**no**") for r in rows)
+
+
+def test_population_measures_the_sizes_asked_for_and_restores_threads() -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    s = Settings(
+        "cpu", sizes=(2, 5), cnn_sizes=(2,), repeats=2, compiled=False, threads=1, scale=0.01
+    )
+    results = run(s, lightning=False)
+    assert torch.get_num_threads() == threads
+    assert [(r.workload, r.k) for r in results] == [
+        ("toy MLP", 2),
+        ("toy MLP", 5),
+        ("digits CNN", 2),
+    ]
+    for r in results:
+        assert set(r.rates) == {HAND, POPULATION} and not r.failed
+        for rates in (r.rates, r.cpu_rates):
+            assert all(len(v) == 2 and all(0 < x < math.inf for x in v) for v in rates.values())
+        (row,) = result_figures(r, s, "cmd")
+        assert row.ratio is not None and 0 < row.ratio < math.inf
+        assert f"K={r.k}:" in row.figure and "over 2 repeats" in row.figure
+
+
+def test_population_reports_a_step_that_fails_to_compile_in_its_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    def broken(fn: object, **kwargs: object) -> object:
+        def step(*args: object) -> None:
+            raise RuntimeError("no batching rule\nfor this op")
+
+        return step
+
+    monkeypatch.setattr(torch, "compile", broken)
+    s = Settings("cpu", sizes=(2,), cnn_sizes=(), repeats=1, compiled=True, threads=1, scale=0.01)
+    (result,) = run(s, lightning=False)
+    assert result.failed == {COMPILED: "compile failed: no batching rule"}
+    rows = result_figures(result, s, "cmd")
+    assert [r.figure.split(" vs ")[0] for r in rows] == [
+        "toy MLP, K=2: member-steps/s, population",
+        "toy MLP, K=2: member-steps/s, population, compiled",
+    ]
+    assert rows[0].ratio is not None and rows[0].ours.endswith("/s")
+    assert rows[1].ours == "compile failed: no batching rule" and rows[1].ratio is None
+
+
+def test_cli_writes_population_rows_at_tiny_settings(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "population", "--out", str(out)]
+    subprocess.run(cmd, cwd=tmp_path, env=TINY_ENV, check=True, capture_output=True)
+    rows = table_rows(out.read_text())[2:]
+    assert rows and {r[0] for r in rows} == {"population"}
+    sizes = {(r[1].split(",")[0], *re.findall(r"K=(\d+):", r[1])) for r in rows}
+    assert sizes == {("toy MLP", "1"), ("toy MLP", "3"), ("digits CNN", "1"), ("digits CNN", "2")}
+    for row in rows:
+        ratio = float(row[4].rstrip("×"))
+        assert math.isfinite(ratio) and ratio > 0
+        assert row[7].startswith("`.venv/bin/python -m benchmarks.population --device cpu")
+        assert row[8].endswith("(--quick)")

@@ -285,7 +285,7 @@ class Classifier(L.LightningModule):
             {"params": rest, "decoupled_decay": 0.0},
         ]
         groups = [g for g in groups if g["params"]]
-        optimizer = _make_optimizer(groups, hp)
+        optimizer = make_optimizer(groups, hp)
         scheduler = self._make_scheduler(optimizer)
         if scheduler is None:
             return optimizer
@@ -295,25 +295,8 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
-        hp = self.hp
-        sched = torch.optim.lr_scheduler
-        if hp.scheduler == "step":
-            return sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
-        if hp.scheduler == "cosine":
-            t_max = self.trainer.max_epochs if self._trainer is not None else None
-            if not t_max or t_max < 0:
-                raise ValueError("scheduler='cosine' needs a Trainer with a finite max_epochs")
-            return sched.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=hp.min_lr)
-        if hp.scheduler == "plateau":
-            return sched.ReduceLROnPlateau(
-                optimizer, factor=hp.gamma, patience=hp.plateau_patience, min_lr=hp.min_lr
-            )
-        if hp.scheduler == "piecewise":
-            milestones, values, base = list(hp.milestones), list(hp.lr_values), hp.lr
-            return sched.LambdaLR(
-                optimizer, lambda epoch: values[bisect.bisect_right(milestones, epoch)] / base
-            )
-        return None
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        return make_scheduler(optimizer, self.hp, max_epochs=max_epochs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # After backward, before the update: decay the weights the gradient was taken at.
@@ -361,7 +344,8 @@ def apply_decoupled_decay(optimizer: torch.optim.Optimizer) -> None:
                 p.mul_(1.0 - factor)
 
 
-def _make_optimizer(groups: list[dict[str, Any]], hp: Any) -> torch.optim.Optimizer:
+def make_optimizer(groups: list[dict[str, Any]], hp: Any) -> torch.optim.Optimizer:
+    """The torch optimizer of `hp.optimizer` over parameter groups with a `decoupled_decay`."""
     optim = torch.optim
     if hp.optimizer == "sgd":
         return optim.SGD(groups, lr=hp.lr)
@@ -376,6 +360,32 @@ def _make_optimizer(groups: list[dict[str, Any]], hp: Any) -> torch.optim.Optimi
     for g in groups:  # adamw: torch's own decoupled decay, the same formula as ours
         g["weight_decay"] = g["decoupled_decay"]
     return optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, hp: Any, *, max_epochs: int | None
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """The torch scheduler of `hp.scheduler` (None for `none`), stepped once per epoch.
+
+    `max_epochs` is the cosine schedule's period; the other schedules ignore it.
+    """
+    sched = torch.optim.lr_scheduler
+    if hp.scheduler == "step":
+        return sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+    if hp.scheduler == "cosine":
+        if not max_epochs or max_epochs < 0:
+            raise ValueError("scheduler='cosine' needs a Trainer with a finite max_epochs")
+        return sched.CosineAnnealingLR(optimizer, T_max=max_epochs, eta_min=hp.min_lr)
+    if hp.scheduler == "plateau":
+        return sched.ReduceLROnPlateau(
+            optimizer, factor=hp.gamma, patience=hp.plateau_patience, min_lr=hp.min_lr
+        )
+    if hp.scheduler == "piecewise":
+        milestones, values, base = list(hp.milestones), list(hp.lr_values), hp.lr
+        return sched.LambdaLR(
+            optimizer, lambda epoch: values[bisect.bisect_right(milestones, epoch)] / base
+        )
+    return None
 
 
 def _check_input_args(normalize: Any, class_names: Any, input_range: Any, num_classes: int) -> None:

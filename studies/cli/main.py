@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--devices-per-trial", type=_positive_int, help="train each trial with DDP on K devices"
     )
+    run.add_argument(
+        "--population",
+        type=_positive_int,
+        help="train K trials at a time as one batched model (1: one trial per Trainer)",
+    )
 
     train = sub.add_parser("train", help="one run with the config's fixed values, no search")
     _config_args(train)
@@ -115,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     lecture.add_argument("--quick", action="store_true", help="short: few epochs, less data")
     lecture.add_argument("--storage", help="default: sqlite:///runs/studies.db")
     lecture.add_argument("--wandb", choices=("online", "offline", "disabled"))
+    lecture.add_argument(
+        "--population",
+        type=_positive_int,
+        help="train at most K settings at a time as one batched model (default: 64; "
+        "1: one setting per Trainer)",
+    )
 
     wsp = sub.add_parser(
         "wandb-workspace", help="save a W&B workspace view of a study's trial runs (online)"
@@ -165,9 +176,12 @@ def _positive_int(text: str) -> int:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.config.load import load_config
+    from regzoo.studies.population.members import with_population
     from regzoo.studies.scaling.workers import run
 
     cfg = load_config(args.config, overrides=args.overrides)
+    if args.population is not None:  # refused here, before any worker, folder or storage
+        with_population(cfg, args.population)
     opts = RunOptions(
         config=args.config,
         overrides=tuple(args.overrides),
@@ -179,6 +193,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         workers=args.workers,
         devices_per_trial=args.devices_per_trial,
         worker=os.environ.get(WORKER_ENV),
+        population=args.population,
     )
     return run(opts, cfg, console)
 
@@ -373,7 +388,12 @@ def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
     total = 0.0
     for experiment in experiments:
         result = run_experiment(
-            experiment, quick=args.quick, storage=args.storage, wandb=args.wandb, console=console
+            experiment,
+            quick=args.quick,
+            storage=args.storage,
+            wandb=args.wandb,
+            population=args.population,
+            console=console,
         )
         total += result.seconds
     console.print(f"[bold]{len(experiments)} experiment(s)[/] in {total:.0f} s")

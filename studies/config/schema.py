@@ -142,6 +142,13 @@ class Confirm(Strict):
     seeds: Annotated[int, Field(ge=2, le=100)] = 5
 
 
+class Population(Strict):
+    """`population: {size: K}`: the sampler's trials trained K at a time as one batched model
+    (docs/populations.md); 1 trains one trial per Trainer."""
+
+    size: Annotated[int, Field(ge=1, le=1024)] = 1
+
+
 class Wandb(Strict):
     project: str = "regzoo"
     entity: str | None = None
@@ -206,6 +213,7 @@ class StudyConfig(Strict):
     # data (itself a form of early stopping), or the last one trained.
     checkpoint: Literal["best", "last"] = "best"
     confirm: Confirm | None = None
+    population: Population = Population()
     # Trial n trains with seed + n: room left below numpy's 2**32 for 100_000 trials.
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     wandb: Wandb = Wandb()

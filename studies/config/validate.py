@@ -15,6 +15,8 @@ from regzoo.zoo import create_model, list_models, model_hparams
 # Trial n's datamodule takes `seed + n`; `split_seed` stays an option (default: the study's
 # `seed`, so every trial is validated on the same split; see trial.train).
 DATA_SET_BY_STUDY = {"seed"}
+# Trainer precisions a population batches (population.size > 1): no mixed precision.
+BATCHED_PRECISIONS = ("32-true", "64-true")
 # A model takes these from its datamodule (trial.train.data_facts), never from the config.
 MODEL_SET_BY_DATA = {"input_shape", "num_classes", "normalize", "class_names", "input_range"}
 
@@ -91,7 +93,35 @@ def check_references(cfg: StudyConfig, *, source: str) -> None:
                     f"search.{key}: the grid sampler needs choice: [...] values (and no when:)"
                 )
     _check_regularization(cfg, fail)
+    check_population(cfg, source=source)
     _dry_build(cfg, fail)
+
+
+def check_population(cfg: StudyConfig, *, source: str) -> None:
+    """Refuse, in one line naming the key, a config that cannot be batched as configured."""
+    if cfg.population.size <= 1:
+        return
+    where = f"{source}: population.size={cfg.population.size}"
+    precision = cfg.trainer.precision
+    if precision not in BATCHED_PRECISIONS:
+        raise ConfigError(
+            f"{where} needs trainer.precision {' or '.join(BATCHED_PRECISIONS)}, got "
+            f"{precision!r} (mixed precision is not batched); or set population.size: 1"
+        )
+    backend = cfg.data.options.get("augment_backend", "device")
+    augmented = cfg.data.options.get("augment") or any(
+        k.startswith("data.augment.") for k in cfg.search
+    )
+    if backend != "device" and augmented:
+        raise ConfigError(
+            f"{where} augments each member on its device: data.augment_backend must be "
+            f"'device', got {backend!r}; or set population.size: 1"
+        )
+    if "data.augment_backend" in cfg.search:
+        raise ConfigError(
+            f"{where}: search.data.augment_backend cannot vary within a population; fix it to "
+            "'device', or set population.size: 1"
+        )
 
 
 def _check_regularization(cfg: StudyConfig, fail: Any) -> None:

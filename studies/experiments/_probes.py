@@ -3,24 +3,33 @@ trajectories, how far the weights moved from their initialization, gradient norm
 
 Each probe writes its arrays into the trial's directory (the Trainer's `default_root_dir`) when
 training ends, and `summary()` gives the numbers stored as the trial's user attributes.
+
+A probe also serves a member of a population (`regzoo.studies.population`): the same records
+from the member hooks `PopulationModule` calls with a `MemberView` (`member_fit_start`,
+`member_step`, `member_epoch_end`, `member_end`), which hand it the member's model, gradients,
+metrics, learning rate and folder instead of a Trainer's.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from regzoo.studies.population.module import MemberView
 
 
 def _trial_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.default_root_dir)
 
 
-def _weights(module: L.LightningModule) -> list[tuple[str, torch.Tensor]]:
+def _weights(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """The network's weight matrices and kernels (not biases), input layer first."""
     net = getattr(module, "net", module)
     return [(n, p) for n, p in net.named_parameters() if p.ndim >= 2]
@@ -42,7 +51,13 @@ class BoundaryProbe(L.Callback):
         self.arrays: dict[str, np.ndarray] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        splits = trainer.datamodule.splits  # type: ignore[attr-defined]
+        self._start(trainer.datamodule)  # type: ignore[attr-defined]
+
+    def member_fit_start(self, view: MemberView) -> None:
+        self._start(view.datamodule)
+
+    def _start(self, datamodule: Any) -> None:
+        splits = datamodule.splits
         x_train, y_train = splits["train"]
         x_val, y_val = splits["val"]
         if x_train.ndim != 2 or x_train.shape[1] != 2:
@@ -75,22 +90,36 @@ class BoundaryProbe(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("val/loss")
-        if trainer.sanity_checking or loss is None or not float(loss) < self.best_loss:
+        if not trainer.sanity_checking and loss is not None:
+            self._seen(float(loss), trainer.current_epoch + 1, pl_module.state_dict)
+
+    def member_epoch_end(self, view: MemberView) -> None:
+        loss = view.metrics.get("val/loss")
+        if loss is not None:
+            self._seen(loss, view.epoch + 1, view.state_dict)
+
+    def _seen(self, loss: float, epoch: int, state: Callable[[], dict[str, torch.Tensor]]) -> None:
+        if not loss < self.best_loss:
             return
-        self.best_loss, self.best_epoch = float(loss), trainer.current_epoch + 1
+        self.best_loss, self.best_epoch = loss, epoch
         # A copy of the weights is cheaper than a pass over the grid at every improvement.
-        self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.best_state = {k: v.detach().clone() for k, v in state().items()}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.arrays["p_final"] = self.probabilities(pl_module)
+        self._finish(pl_module, _trial_dir(trainer))
+
+    def member_end(self, view: MemberView) -> None:
+        self._finish(view.model(), view.run_dir)
+
+    def _finish(self, model: L.LightningModule, run_dir: Path) -> None:
+        self.arrays["p_final"] = self.probabilities(model)
         self.arrays["p_best"] = self.arrays["p_final"]
         if self.best_state is not None:
-            final = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-            pl_module.load_state_dict(self.best_state)
-            self.arrays["p_best"] = self.probabilities(pl_module)
-            pl_module.load_state_dict(final)
-        path = _trial_dir(trainer) / "boundary.npz"
-        np.savez_compressed(path, **self.arrays)  # type: ignore[arg-type]
+            final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(self.best_state)
+            self.arrays["p_best"] = self.probabilities(model)
+            model.load_state_dict(final)
+        np.savez_compressed(run_dir / "boundary.npz", **self.arrays)  # type: ignore[arg-type]
 
     def summary(self) -> dict[str, Any]:
         return {"best_epoch": self.best_epoch}
@@ -104,23 +133,38 @@ class TrajectoryProbe(L.Callback):
         self.points: list[np.ndarray] = []
 
     @staticmethod
-    def flat(pl_module: L.LightningModule) -> np.ndarray:
+    def flat(pl_module: torch.nn.Module) -> np.ndarray:
         params = [p.detach().reshape(-1) for p in pl_module.parameters() if p.requires_grad]
         return torch.cat(params).double().cpu().numpy()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.points = [self.flat(pl_module)]
+        self._start(pl_module)
+
+    def member_fit_start(self, view: MemberView) -> None:
+        self._start(view.model())
+
+    def _start(self, model: torch.nn.Module) -> None:
+        self.points = [self.flat(model)]
         mask = [
-            torch.full((p.numel(),), p.ndim >= 2) for p in pl_module.parameters() if p.requires_grad
+            torch.full((p.numel(),), p.ndim >= 2) for p in model.parameters() if p.requires_grad
         ]
         self.weight_mask = torch.cat(mask).numpy()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.points.append(self.flat(pl_module))
 
+    def member_epoch_end(self, view: MemberView) -> None:
+        self.points.append(self.flat(view.model()))
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        np.save(_trial_dir(trainer) / "trajectory.npy", np.stack(self.points))
-        np.save(_trial_dir(trainer) / "trajectory_weights.npy", self.weight_mask)
+        self._finish(_trial_dir(trainer))
+
+    def member_end(self, view: MemberView) -> None:
+        self._finish(view.run_dir)
+
+    def _finish(self, run_dir: Path) -> None:
+        np.save(run_dir / "trajectory.npy", np.stack(self.points))
+        np.save(run_dir / "trajectory_weights.npy", self.weight_mask)
 
 
 class WeightProbe(L.Callback):
@@ -138,22 +182,37 @@ class WeightProbe(L.Callback):
         self.final: dict[str, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.initial = [p.detach().clone() for _, p in _weights(pl_module)]
-        self._record(pl_module)
+        self._start(pl_module)
+
+    def member_fit_start(self, view: MemberView) -> None:
+        self._start(view.model())
+
+    def _start(self, model: torch.nn.Module) -> None:
+        self.initial = [p.detach().clone() for _, p in _weights(model)]
+        self._record(model)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(pl_module)
 
+    def member_epoch_end(self, view: MemberView) -> None:
+        self._record(view.model())
+
     @torch.no_grad()
-    def _record(self, pl_module: L.LightningModule) -> None:
-        weights = [p.detach() for _, p in _weights(pl_module)]
+    def _record(self, model: torch.nn.Module) -> None:
+        weights = [p.detach() for _, p in _weights(model)]
         self.norm.append([float(w.norm()) for w in weights])
         pairs = zip(weights, self.initial, strict=True)
         self.moved.append([float((w - w0).norm()) for w, w0 in pairs])
 
-    @torch.no_grad()
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        weights = [p.detach() for _, p in _weights(pl_module)]
+        self._finish(pl_module, _trial_dir(trainer))
+
+    def member_end(self, view: MemberView) -> None:
+        self._finish(view.model(), view.run_dir)
+
+    @torch.no_grad()
+    def _finish(self, model: torch.nn.Module, run_dir: Path) -> None:
+        weights = [p.detach() for _, p in _weights(model)]
         for tag, index in (("hidden", 0), ("output", len(weights) - 1)):
             w = weights[index].reshape(len(weights[index]), -1)  # (units, fan_in)
             self.final[f"{tag}_max_abs"] = float(w.abs().max())
@@ -161,9 +220,7 @@ class WeightProbe(L.Callback):
             self.final[f"{tag}_distinct_units"] = int(torch.unique(w, dim=0).shape[0])
         self.final["weight_norm"] = float(torch.cat([w.reshape(-1) for w in weights]).norm())
         np.savez_compressed(
-            _trial_dir(trainer) / "weights.npz",
-            norm=np.array(self.norm),
-            moved=np.array(self.moved),
+            run_dir / "weights.npz", norm=np.array(self.norm), moved=np.array(self.moved)
         )
 
     def summary(self) -> dict[str, Any]:
@@ -181,16 +238,31 @@ class GradNormProbe(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
     ) -> None:
-        grads = [p.grad.detach().reshape(-1) for p in pl_module.parameters() if p.grad is not None]
-        self.step_norms.append(float(torch.cat(grads).norm()) if grads else 0.0)
+        self._step([p.grad for p in pl_module.parameters() if p.grad is not None])
+
+    def member_step(self, view: MemberView) -> None:
+        self._step(view.grads)
+
+    def _step(self, grads: Sequence[torch.Tensor]) -> None:
+        flat = [g.detach().reshape(-1) for g in grads]
+        self.step_norms.append(float(torch.cat(flat).norm()) if flat else 0.0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch()
+
+    def member_epoch_end(self, view: MemberView) -> None:
+        self._epoch()
+
+    def _epoch(self) -> None:
         if self.step_norms:
             self.epoch_norms.append(float(np.mean(self.step_norms)))
         self.step_norms = []
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         np.save(_trial_dir(trainer) / "grad_norms.npy", np.array(self.epoch_norms))
+
+    def member_end(self, view: MemberView) -> None:
+        np.save(view.run_dir / "grad_norms.npy", np.array(self.epoch_norms))
 
     def summary(self) -> dict[str, Any]:
         norms = [n for n in self.epoch_norms if math.isfinite(n)]
@@ -209,8 +281,14 @@ class LrProbe(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
 
+    def member_epoch_end(self, view: MemberView) -> None:
+        self.lrs.append(view.lr)  # the rate this epoch trained with: schedules step after
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         np.save(_trial_dir(trainer) / "lr.npy", np.array(self.lrs))
+
+    def member_end(self, view: MemberView) -> None:
+        np.save(view.run_dir / "lr.npy", np.array(self.lrs))
 
 
 class TruthTableProbe(L.Callback):
@@ -222,12 +300,18 @@ class TruthTableProbe(L.Callback):
         self.targets = torch.tensor([0, 1, 1, 0])
         self.accuracy = math.nan
 
-    @torch.no_grad()
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        was_training = pl_module.training
-        pl_module.eval()
-        predicted = pl_module(self.inputs.to(pl_module.device)).argmax(-1).cpu()  # (4,)
-        pl_module.train(was_training)
+        self._check(pl_module)
+
+    def member_end(self, view: MemberView) -> None:
+        self._check(view.model())
+
+    @torch.no_grad()
+    def _check(self, model: L.LightningModule) -> None:
+        was_training = model.training
+        model.eval()
+        predicted = model(self.inputs.to(model.device)).argmax(-1).cpu()  # (4,)
+        model.train(was_training)
         self.accuracy = float((predicted == self.targets).float().mean())
 
     def summary(self) -> dict[str, Any]:

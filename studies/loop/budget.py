@@ -52,14 +52,20 @@ class TrialBudget:
 
     def claim(self) -> bool:
         """Block until a trial may start (True, lock held) or the target is reached (False)."""
+        return self.claim_slots(1) > 0
+
+    def claim_slots(self, wanted: int) -> int:
+        """Block until up to `wanted` trials may start (their number, lock held: a population
+        claims its members' slots at once) or the target is reached (0, lock released)."""
         while True:
             self._acquire()
             finished, running = self._counts()
             if finished >= self.target:
                 self.release()
-                return False
-            if finished + running < self.target:
-                return True
+                return 0
+            free = self.target - finished - running
+            if free > 0:
+                return min(wanted, free)
             self.release()
             time.sleep(self.poll_s)
 

@@ -6,6 +6,7 @@ import optuna
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import grid_space
+from regzoo.studies.population.pruning import PeerPruner
 
 
 def make_sampler(cfg: StudyConfig, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -18,10 +19,18 @@ def make_sampler(cfg: StudyConfig, *, seed: int | None = None) -> optuna.sampler
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=seed)
+    # A population asks K trials at once: the constant liar keeps TPE from proposing K
+    # near-copies of the same point while none of them has a value yet.
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=cfg.population.size > 1)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """The config's pruner; with populations, one that counts running peers (`PeerPruner`)."""
+    pruner = _pruner(cfg)
+    return PeerPruner(pruner) if cfg.population.size > 1 else pruner
+
+
+def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     p = cfg.pruner
     if p.name == "median":
         return optuna.pruners.MedianPruner(

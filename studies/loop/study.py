@@ -22,14 +22,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.loop.budget import FINISHED, TrialBudget, storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
+from regzoo.studies.loop.populations import optimize_populations
 from regzoo.studies.loop.preflight import check_runs_dir
 from regzoo.studies.loop.samplers import make_pruner, make_sampler
 from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.loop.threads import ThreadChoice, choose_threads, threads_for
+from regzoo.studies.population.members import with_population
 from regzoo.studies.results import tracking
 from regzoo.studies.results.console import StudyOutcome, quiet_training, trial_line
 from regzoo.studies.trial.objective import make_objective
 from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
-from regzoo.studies.trial.train import TrainFn, train_run
+from regzoo.studies.trial.train import TrainFn, fixed_size, train_run
 
 MAX_CONSECUTIVE_FAILURES = 5
 UID_ATTR = "uid"  # the study's own id: the folder of its trials under runs_dir/<study>/
@@ -121,13 +124,16 @@ def run_study(
     console: Console | None = None,
     show_progress: bool = True,
     train: TrainFn = train_run,
+    population: int | None = None,
 ) -> StudyOutcome:
     """Run (or resume) the study until `trials` trials are finished (complete or pruned).
 
     Other workers may share the storage: between them they finish exactly `trials` trials.
     `train` replaces `train_run` (a DDP study broadcasts each trial's parameters first).
+    `population` overrides the config's `population.size` (1: one trial per Trainer).
     """
     console = console or Console()
+    cfg, note = with_population(cfg, population, distributed=train is not train_run)
     check_runs_dir(cfg.runs_dir)  # before the storage: a refused study leaves no trace
     url = storage or cfg.storage
     target = trials or cfg.trials
@@ -138,13 +144,34 @@ def run_study(
         f"[bold]study[/] {cfg.name}: {already} of {target} trials already finished "
         f"in {url}" + ("" if already else " (new study)")
     )
+    if note:
+        console.print(f"[yellow]population:[/] {note}", soft_wrap=True)
+    threads = study_threads(cfg)
+    size = cfg.population.size
+    console.print(
+        f"[bold]threads[/] {threads.threads} ({threads.reason})"
+        + (f"  [bold]population[/] {size} trials per Trainer" if size > 1 else ""),
+        soft_wrap=True,
+    )
     if already < target:
         study.sampler = make_sampler(cfg, seed=claim_sampler_seed(study, url, cfg.sampler.seed))
-        with quiet_training():
+        with threads_for(threads), quiet_training():
             _optimize(
                 study, cfg, url, target, timeout or cfg.timeout, mode, console, show_progress, train
             )
     return StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
+
+
+def study_threads(cfg: StudyConfig, *, workers: int = 1) -> ThreadChoice:
+    """The torch threads a study's trials train with (`loop.threads`), from its fixed model."""
+    n_parameters, batch_size = fixed_size(cfg)
+    return choose_threads(
+        model=cfg.model.name,
+        n_parameters=n_parameters,
+        batch_size=batch_size,
+        population=cfg.population.size,
+        workers=workers,
+    )
 
 
 def _optimize(
@@ -186,6 +213,23 @@ def _optimize(
 
     # A 2nd Ctrl-C must not cut the 1st's record; collection only over the trials' own objects.
     with InterruptOnce(), progress, budget, collect_after_trials() as collect:
+        if cfg.population.size > 1:
+
+            def finished(trial: FrozenTrial) -> None:
+                collect(study, trial)
+                report(study, trial)
+
+            optimize_populations(
+                study,
+                cfg,
+                budget,
+                folder=study_folder(study, cfg.runs_dir),
+                timeout=timeout,
+                wandb_mode=mode,
+                on_finished=finished,
+                max_failures=MAX_CONSECUTIVE_FAILURES,
+            )
+            return
         if not budget.claim():  # other workers finished the study meanwhile
             return
         study.optimize(

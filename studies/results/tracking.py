@@ -95,11 +95,13 @@ def make_logger(
     objective: tuple[str, str],
     save_dir: Path,
     job_type: str = "trial",
+    concurrent: bool = False,
 ) -> WandbLogger | None:
     """A WandbLogger over a new run for one trial, its metrics defined; None when disabled.
 
     `objective` is the objective's (metric, direction); `job_type` is `trial`, or `confirm` /
-    `ablate` for a verdict's run (`job_type_of`).
+    `ablate` for a verdict's run (`job_type_of`). `concurrent` runs stay open beside each
+    other (a population's members); otherwise a new run finishes the process's previous one.
     """
     if mode == "disabled":
         return None
@@ -118,7 +120,7 @@ def make_logger(
         dir=str(save_dir.resolve()),
         mode=cast(Literal["online", "offline"], mode),
         job_type=job_type,
-        reinit="finish_previous",
+        reinit="create_new" if concurrent else "finish_previous",
         # The run's own settings, not WANDB_* variables: the process keeps its environment.
         settings=wandb.Settings(silent=True, console="off"),
     )

@@ -24,6 +24,7 @@ class RunOptions:
     workers: int = 1
     devices_per_trial: int | None = None
     worker: str | None = None  # "i/N": this process is worker i of N (from WORKER_ENV)
+    population: int | None = None  # overrides the config's population.size
 
     @property
     def devices(self) -> int:
@@ -36,6 +37,7 @@ class RunOptions:
             "trials": self.trials,
             "timeout": self.timeout,
             "wandb": self.wandb,
+            "population": self.population,
         }
 
     def url(self, cfg: StudyConfig) -> str:

@@ -25,7 +25,8 @@ from rich.console import Console
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.loop.preflight import check_runs_dir
-from regzoo.studies.loop.study import count_finished, open_study, run_study
+from regzoo.studies.loop.study import count_finished, open_study, run_study, study_threads
+from regzoo.studies.loop.threads import ENV as THREADS_ENV
 from regzoo.studies.results import tracking
 from regzoo.studies.results.console import StudyOutcome, print_summary, worker_console
 from regzoo.studies.results.wandb_study import log_study_after_run
@@ -94,7 +95,7 @@ def launch(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     target = opts.trials or cfg.trials
     n, k = opts.workers, opts.devices
     gpus = gpu_plan(cfg, n, k)
-    threads = threads_per_process(n * k)
+    threads = study_threads(cfg, workers=n * k).threads
     mode = tracking.resolve_mode(opts.wandb or cfg.wandb.mode)
     study = open_study(cfg, url)  # tables and study exist before N writers start
     already = count_finished(study)
@@ -108,6 +109,7 @@ def launch(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     procs = []
     for i in range(n):
         env = {**os.environ, WORKER_ENV: f"{i}/{n}", "OMP_NUM_THREADS": str(threads)}
+        env[THREADS_ENV] = str(threads)  # the worker's own choice reports the parent's
         env["PYTHONUNBUFFERED"] = "1"  # whole lines as they happen, not at exit
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]
@@ -135,6 +137,8 @@ def worker_command(opts: RunOptions, url: str, target: int, mode: str) -> list[s
     run += ["--storage", url, "--trials", str(target), "--wandb", mode, "--no-progress"]
     if opts.timeout is not None:
         run += ["--timeout", str(opts.timeout)]
+    if opts.population is not None:
+        run += ["--population", str(opts.population)]
     if opts.devices == 1:
         return [sys.executable, *run]
     # --standalone: a rendezvous on a free local port, so N workers' groups never meet.
@@ -167,12 +171,6 @@ def gpu_plan(cfg: StudyConfig, n: int, k: int) -> list[str] | None:
             "use fewer workers, or --set trainer.accelerator=cpu"
         )
     return [",".join(ids[i * k : (i + 1) * k]) for i in range(n)]
-
-
-def threads_per_process(processes: int) -> int:
-    """Torch threads per process so that all processes together use each core once."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // processes)
 
 
 def limit_threads() -> None:

@@ -104,7 +104,7 @@ def run_trial(
     finally:
         if task is not None:
             progress.remove_task(task)
-    _record(trial, result, time.perf_counter() - start, cfg.objective.metric)
+    record_result(trial, result, time.perf_counter() - start, cfg.objective.metric)
     for key, value in (extra_attrs(result) if extra_attrs else {}).items():
         trial.set_user_attr(key, value)
     if result.nonfinite_at is not None:
@@ -114,7 +114,9 @@ def run_trial(
     return result.value
 
 
-def _record(trial: optuna.Trial, result: TrialResult, seconds: float, objective: str) -> None:
+def record_result(trial: optuna.Trial, result: TrialResult, seconds: float, objective: str) -> None:
+    """What a trial records of its run (user attrs): epochs, seconds, checkpoint, tie-break,
+    test metrics, and `pruned_at` / `error` where they apply."""
     trial.set_user_attr("epochs", result.epochs)
     trial.set_user_attr("seconds", round(seconds, 3))
     trial.set_user_attr("checkpoint", str(result.checkpoint))

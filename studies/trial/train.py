@@ -35,7 +35,7 @@ SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
 
 @contextmanager
-def _restored_environ(names: tuple[str, ...]) -> Iterator[None]:
+def restored_environ(names: tuple[str, ...]) -> Iterator[None]:
     """The environment variables `names` as they were before the block."""
     before = {name: os.environ.get(name) for name in names}
     try:
@@ -85,7 +85,7 @@ def train_run(
     so every seed is validated on the same samples; `seed` varies the rest.
     `trainer_overrides` are Trainer arguments outside the config (DDP: strategy, devices, nodes).
     """
-    with _restored_environ(SEED_ENV):  # seed_everything tells DataLoader workers through these
+    with restored_environ(SEED_ENV):  # seed_everything tells DataLoader workers through these
         return _train(
             cfg, params, run_dir, trial, wandb_mode, run_name, callbacks, seed, trainer_overrides
         )
@@ -163,7 +163,7 @@ def _train(
             num_sanity_val_steps=0,
             log_every_n_steps=1,  # regzoo logs per epoch only: no per-step cost, no warning
         )
-        _interruptible(trainer, trainer.fit, model, datamodule=dm)
+        interruptible(trainer, trainer.fit, model, datamodule=dm)
         result = TrialResult(
             value=_score(checkpoint, trainer, cfg.objective.metric),
             test={},
@@ -176,7 +176,7 @@ def _train(
             params=params,
         )
         if result.pruned_at is None and result.nonfinite_at is None and result.checkpoint.is_file():
-            metrics = _interruptible(
+            metrics = interruptible(
                 trainer,
                 trainer.test,
                 model,
@@ -286,7 +286,7 @@ def nonfinite_reason(result: TrialResult, objective: str) -> str:
     return f"non-finite {what} at epoch {result.nonfinite_at}"
 
 
-def _interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`trainer.fit` or `trainer.test`, with Ctrl-C surfacing as KeyboardInterrupt.
 
     On Ctrl-C Lightning ignores SIGINT from then on and calls `sys.exit(1)`, in `test` as in
@@ -352,6 +352,15 @@ def data_facts(dm: ArrayDataModule) -> dict[str, Any]:
         "class_names": dm.class_names,
         "input_range": dm.raw_range,
     }
+
+
+def fixed_size(cfg: StudyConfig) -> tuple[int, int]:
+    """Trainable parameters and batch size of the config's fixed values (before any search):
+    what the thread choice (`loop.threads`) weighs. Builds the model; loads no data."""
+    model_kw, data_kw, _ = split_params(cfg, {})
+    dm = create_datamodule(cfg.data.name, **data_kw)
+    model = create_model(cfg.model.name, **data_facts(dm), **model_kw)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), dm.batch_size
 
 
 class TrainFn(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,9 +18,12 @@ import pytest
 from optuna.trial import TrialState
 
 from regzoo.studies._compat import (
+    ASK_HEARTBEAT_WARNING,
     OPTIMIZE_LOGGER,
+    early_stopping_check,
     fail_trial,
     failed_trial_number,
+    member_heartbeats,
 )
 from regzoo.studies.loop.storage import open_storage
 from tests.conftest import REPO
@@ -178,6 +182,35 @@ def private_uses(path: Path) -> list[str]:
 
 def is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
+
+
+def test_early_stopping_check_applies_lightnings_patience_and_min_delta() -> None:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    es = EarlyStopping(monitor="val/loss", patience=2, mode="min", min_delta=0.1, check_finite=True)
+    # 1.0 sets the best; 0.95 is no improvement by min_delta; 0.85 improves; then two misses.
+    stops = [early_stopping_check(es, v) for v in (1.0, 0.95, 0.85, 0.9, 0.8)]
+    assert stops == [False, False, False, False, True]
+    assert early_stopping_check(
+        EarlyStopping(monitor="val/loss", patience=5, check_finite=True), math.nan
+    )
+
+
+def test_member_heartbeats_keep_asked_trials_fresh_and_ask_still_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGZOO_HEARTBEAT_S", "1")
+    monkeypatch.setenv("REGZOO_GRACE_S", "2")
+    storage = open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(storage=storage)
+    with pytest.warns(UserWarning, match=ASK_HEARTBEAT_WARNING):
+        trials = [study.ask(), study.ask()]
+    ids = {t._trial_id for t in trials}
+    with member_heartbeats(study, trials):
+        time.sleep(3)  # longer than the grace period: only the beats keep them fresh
+        assert not ids & set(storage._get_stale_trial_ids(study._study_id))
+    time.sleep(3)  # the beats have stopped with the block
+    assert ids <= set(storage._get_stale_trial_ids(study._study_id))
 
 
 def test_no_private_api_outside_the_compat_module() -> None:

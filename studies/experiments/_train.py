@@ -1,0 +1,249 @@
+"""How an experiment's missing grid points train: one trial per Trainer (`run_trial`, through
+`study.optimize`), or as populations (`_populations.plan`) in one Trainer each.
+
+Either way every point is one Optuna trial of the experiment's study with the same user
+attributes (`fingerprint`, `run_dir`, the probes' summaries, `diverged_at`, and what
+`record_result` records), so resuming, tables, figures and W&B read them alike. A population's
+members are enqueued, asked and told by hand: their trials run while the population trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+
+from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, member_heartbeats
+from regzoo.studies.config.schema import ConfigError, Param, Population, StudyConfig
+from regzoo.studies.config.search import suggest
+from regzoo.studies.experiments._populations import Point, plan
+from regzoo.studies.experiments._populations import Population as Batch
+from regzoo.studies.experiments._spec import Experiment, trial_params
+from regzoo.studies.loop.gc import collect_after_trials
+from regzoo.studies.population.members import MemberSpec, check_population, fallback_reason
+from regzoo.studies.population.train import train_population
+from regzoo.studies.results.console import trial_line
+from regzoo.studies.trial.objective import record_result, run_trial
+from regzoo.studies.trial.train import NonFiniteObjective, TrialResult, error_text
+
+# Enough for every grid of the course to train as one population per shared configuration.
+DEFAULT_POPULATION = 64
+STALE = "queued by an earlier run that stopped before training it; queued again if still missing"
+
+
+def fingerprint(label: str, cfg: StudyConfig, seed: int) -> str:
+    """What a stored trial must match to stand for a setting: its label, whole config and seed,
+    so a trial trained before the experiment's definition changed is retrained, not reused."""
+    text = json.dumps([label, cfg.model_dump(mode="json"), seed], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def grid_params(exp: Experiment, point: Point, seeds: list[int]) -> dict[str, Any]:
+    """A point as the study's trial parameters: the setting's label, and its seed if several."""
+    params: dict[str, Any] = {exp.factor: point.label}
+    if len(seeds) > 1:
+        params["seed"] = point.seed
+    return params
+
+
+class Grid:
+    """An experiment's grid as one run trains it: the settings' configs, the seeds, the trials'
+    folder and W&B mode; it trains points one per Trainer or as populations."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        *,
+        quick: bool,
+        configs: dict[str, StudyConfig],
+        seeds: list[int],
+        folder: Path,
+        mode: str,
+        console: Console,
+    ) -> None:
+        self.exp, self.quick, self.configs, self.seeds = exp, quick, configs, seeds
+        self.folder, self.mode, self.console = folder, mode, console
+        self.metric = next(iter(configs.values())).objective.metric
+        self.space = {exp.factor: Param.model_validate({"choice": list(configs)})}
+        if len(seeds) > 1:
+            self.space["seed"] = Param.model_validate({"choice": list(seeds)})
+
+    def train(self, study: optuna.Study, points: list[Point], population: int) -> None:
+        """Train `points`: one trial per Trainer with `population` 1, else as populations of
+        at most `population` members."""
+        if not points:
+            return
+        if population <= 1:
+            self.train_singly(study, points)
+            return
+        batches = plan(self.exp, points, self.configs, quick=self.quick, size=population)
+        sizes = ", ".join(str(len(b)) for b in batches)
+        self.console.print(f"{len(points)} trials as {len(batches)} population(s): {sizes}")
+        _drain_queue(study)
+        with collect_after_trials() as collect:
+            for batch in batches:
+                refused = _refusal(batch.cfg, population)
+                if refused is not None:
+                    note = f"one trial per Trainer for {len(batch)}: {refused}"
+                    self.console.print(note, style="yellow", markup=False)
+                    self.train_singly(study, batch.points)
+                    continue
+                told = self.train_population(study, batch)
+                for trial in told:
+                    self.console.print(trial_line(trial, self.metric))
+                collect(study, told[-1])
+
+    # ---- one trial per Trainer --------------------------------------------------------------
+
+    def train_singly(self, study: optuna.Study, points: list[Point]) -> None:
+        """Each point as `study.optimize` trains a trial: enqueued, so that the points are
+        exactly these (the grid sampler would pick among every point it counts as unvisited,
+        a diverged one included)."""
+
+        def report(study: optuna.Study, trial: FrozenTrial) -> None:
+            self.console.print(trial_line(trial, self.metric))
+
+        for point in points:
+            study.enqueue_trial(grid_params(self.exp, point, self.seeds))
+        with collect_after_trials() as collect:
+            study.optimize(
+                self.objective,
+                n_trials=len(points),
+                callbacks=[collect, report],
+                catch=(NonFiniteObjective,),
+            )
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """The studies' objective (`run_trial`) at the trial's point of the grid."""
+        point = self.point(trial)
+        cfg = self.configs[point.label]
+        probes = self.exp.probes(cfg)
+        run_dir = self.folder / f"trial-{trial.number}"
+        return run_trial(
+            trial,
+            cfg,
+            trial_params(point.setting.keys(quick=self.quick)),
+            run_dir,
+            seed=point.seed,
+            wandb_mode=self.mode,
+            run_name=f"trial-{trial.number}-{point.label}",
+            callbacks=probes,
+            extra_attrs=lambda result: self.attrs(point, run_dir, probes, result),
+        )
+
+    def point(self, trial: optuna.Trial) -> Point:
+        """The trial's point: its label and seed sampled with `suggest`, like any dimension
+        (an enqueued trial gets the values it was enqueued with)."""
+        values = suggest(trial, self.space)
+        label = str(values[self.exp.factor])
+        setting = next(s for s in self.exp.settings if s.label == label)
+        return Point(setting, int(values.get("seed", self.seeds[0])))
+
+    def attrs(
+        self, point: Point, run_dir: Path, probes: list[Any], result: TrialResult
+    ) -> dict[str, Any]:
+        """The experiment's user attributes of a finished point, beside `record_result`'s."""
+        extra: dict[str, Any] = {
+            "fingerprint": fingerprint(point.label, self.configs[point.label], point.seed),
+            "run_dir": str(run_dir),
+        }
+        for probe in probes:
+            extra.update(getattr(probe, "summary", dict)())
+        if result.nonfinite_at is not None:
+            extra["diverged_at"] = result.nonfinite_at + 1
+        return extra
+
+    # ---- populations ------------------------------------------------------------------------
+
+    def train_population(self, study: optuna.Study, batch: Batch) -> list[FrozenTrial]:
+        """Ask one trial per point, train them as one population, tell each its outcome. An
+        error fails every member (recorded on each) and propagates, as in `study.optimize`."""
+        specs: list[MemberSpec] = []
+        try:
+            for point, params in zip(batch.points, batch.params, strict=True):
+                specs.append(self._member(study, point, params))
+            start = time.perf_counter()
+            trials = [m.trial for m in specs if isinstance(m.trial, optuna.Trial)]
+            with member_heartbeats(study, trials):
+                results = train_population(batch.cfg, specs, wandb_mode=self.mode)
+        except BaseException as exc:
+            for m in specs:
+                assert isinstance(m.trial, optuna.Trial)
+                m.trial.set_user_attr("error", error_text(exc))
+                study.tell(m.trial, state=TrialState.FAIL)
+            raise
+        seconds = time.perf_counter() - start
+        return [
+            self._tell(study, m, point, result, seconds)
+            for m, point, result in zip(specs, batch.points, results, strict=True)
+        ]
+
+    def _member(self, study: optuna.Study, point: Point, params: dict[str, Any]) -> MemberSpec:
+        study.enqueue_trial(grid_params(self.exp, point, self.seeds))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
+            trial = study.ask()
+        asked = self.point(trial)
+        if (asked.label, asked.seed) != (point.label, point.seed):  # another process's queue
+            study.tell(trial, state=TrialState.FAIL)
+            raise RuntimeError(
+                f"asked for {point.label!r} (seed {point.seed}), the study's queue gave "
+                f"{asked.label!r} (seed {asked.seed}): is another process training "
+                f"{study.study_name!r}?"
+            )
+        return MemberSpec(
+            trial,
+            params,
+            self.folder / f"trial-{trial.number}",
+            point.seed,
+            f"trial-{trial.number}-{point.label}",
+            probes=self.exp.probes(self.configs[point.label]),
+        )
+
+    def _tell(
+        self,
+        study: optuna.Study,
+        m: MemberSpec,
+        point: Point,
+        result: TrialResult,
+        seconds: float,
+    ) -> FrozenTrial:
+        trial = m.trial
+        assert isinstance(trial, optuna.Trial)
+        record_result(trial, result, seconds, self.metric)
+        for key, value in self.attrs(point, m.run_dir, m.probes, result).items():
+            trial.set_user_attr(key, value)
+        if result.nonfinite_at is not None:
+            return study.tell(trial, state=TrialState.FAIL)
+        if result.pruned_at is not None:
+            return study.tell(trial, state=TrialState.PRUNED)
+        return study.tell(trial, result.value)
+
+
+def _refusal(cfg: StudyConfig, size: int) -> str | None:
+    """Why a population's config trains one trial per Trainer instead (one line), or None."""
+    sized = cfg.model_copy(update={"population": Population(size=size)})
+    try:
+        check_population(sized, source=f"{cfg.name}, --population")
+    except ConfigError as exc:
+        return str(exc)
+    return fallback_reason(sized)
+
+
+def _drain_queue(study: optuna.Study) -> None:
+    """Fail the trials an interrupted run left queued (WAITING), so that each population's
+    `ask` gets the trials it enqueued; their points are in this run's missing ones again."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    for _ in waiting:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
+            trial = study.ask()
+        trial.set_user_attr("error", STALE)
+        study.tell(trial, state=TrialState.FAIL)

@@ -1,0 +1,1 @@
+"""Populations in studies: K Optuna trials trained as one batched model in one Trainer."""

@@ -1,0 +1,94 @@
+"""Which of a study's trials can share a population, and what each member is.
+
+Members of one population share everything that fixes the batched model's shape and its loop:
+the architecture, the optimizer and scheduler kinds, the batch size, the data options and the
+Trainer. They differ in every continuous training hparam (`MEMBER_HPARAMS`: learning rate,
+momentum, betas, eps, alpha, the penalties and decoupled decay, gradient clipping, dropout, the
+initialization and the scheduler's parameters), the regularization type, the augmentation
+strengths, and the seed. A search over a shared key (say `model.optimizer`) is not refused: the
+trials the sampler proposes are grouped by their shared values, and each group trains as its own
+population.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from regzoo.studies.config.schema import Population, StudyConfig
+from regzoo.studies.config.search import REGULARIZATION
+from regzoo.studies.config.validate import check_population
+from regzoo.zoo.population import MEMBER_HPARAMS
+
+# Models torch.func.vmap cannot batch: no batching rule for nn.GRU / nn.LSTM.
+UNBATCHED_MODELS = frozenset({"rnn"})
+
+
+@dataclass
+class MemberSpec:
+    """One trial to train as a member: its Optuna trial (None outside a study), sampled
+    parameters, folder, seed and run name; and its probes, objects with any of the member
+    hooks `PopulationModule` calls (`module.MemberView`), as an experiment's trial carries."""
+
+    trial: optuna.trial.BaseTrial | None
+    params: dict[str, Any]
+    run_dir: Path
+    seed: int
+    run_name: str
+    probes: list[Any] = field(default_factory=list)
+
+
+def is_member_key(key: str) -> bool:
+    """True for a search key whose value may differ between the members of one population."""
+    section, _, rest = key.partition(".")
+    if section == "model":
+        return rest in MEMBER_HPARAMS or rest == REGULARIZATION
+    return section == "data" and rest.startswith("augment.")
+
+
+def group_key(params: dict[str, Any]) -> str:
+    """The shared values of a trial's parameters: trials with equal keys share a population."""
+    shared = {k: v for k, v in params.items() if not is_member_key(k)}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def group(members: Sequence[MemberSpec]) -> list[list[MemberSpec]]:
+    """The members split into populations by `group_key`, in the order first proposed."""
+    groups: dict[str, list[MemberSpec]] = {}
+    for m in members:
+        groups.setdefault(group_key(m.params), []).append(m)
+    return list(groups.values())
+
+
+def fallback_reason(cfg: StudyConfig, *, distributed: bool = False) -> str | None:
+    """Why a config with `population.size` > 1 trains one trial per Trainer instead (one line),
+    or None when it can be batched."""
+    if cfg.model.name in UNBATCHED_MODELS:
+        return (
+            f"model {cfg.model.name!r} cannot be batched (torch.func.vmap has no rule for "
+            "nn.GRU/nn.LSTM): trials train one per Trainer"
+        )
+    if distributed:
+        return "--devices-per-trial: each trial trains with DDP, one per Trainer"
+    return None
+
+
+def with_population(
+    cfg: StudyConfig, size: int | None, *, distributed: bool = False
+) -> tuple[StudyConfig, str | None]:
+    """The config with `population.size` set to `size` (None: the config's), and the one-line
+    note of a fallback to one trial per Trainer (`fallback_reason`), where one applies."""
+    if size is not None and size != cfg.population.size:
+        cfg = cfg.model_copy(update={"population": Population(size=size)})
+        check_population(cfg, source="--population")
+    if cfg.population.size <= 1:
+        return cfg, None
+    note = fallback_reason(cfg, distributed=distributed)
+    if note is not None:
+        cfg = cfg.model_copy(update={"population": Population(size=1)})
+    return cfg, note

@@ -1,0 +1,319 @@
+"""`PopulationModule`: K members trained as one batched model inside one Lightning Trainer.
+
+Each member is still a full trial. After every epoch, each member's own metrics are logged to
+its own `metrics.csv` and W&B run; a non-finite objective or loss fails that member alone; its
+best epoch (ties broken by `objective.tie_break`) or last epoch is kept for its checkpoint; its
+own `EarlyStopping` (Lightning's criteria) may stop it; and Optuna may prune it
+(`population.pruning`). A member that stops leaves the batch: the stacked parameters, the
+optimizer's state and the schedules are compacted to the members still training, so a stopped
+member costs nothing more. The Trainer stops when no member is left.
+
+Optimization is manual: one backward pass through the sum of the members' losses gives each
+member the gradient of its own loss (their parameters are disjoint), and `StackedOptimizer`
+updates every member with its own hyperparameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from optuna.pruners import NopPruner
+
+from regzoo.studies._compat import early_stopping_check
+from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.population.members import MemberSpec
+from regzoo.studies.results import tracking
+from regzoo.zoo.classifier import Classifier
+from regzoo.zoo.population import MemberSchedulers, StackedModels, StackedOptimizer
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+# A loss gone NaN or infinite has diverged even while an accuracy objective stays finite.
+WATCHED_LOSSES = ("val/loss", "train/loss")
+
+
+@dataclass
+class Member:
+    """One member's model, loggers and record of its training so far."""
+
+    spec: MemberSpec
+    model: Classifier  # built with the member's hparams; its checkpoint's format
+    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    csv: CSVLogger
+    wandb: WandbLogger | None
+    early: EarlyStopping | None
+    record: tracking.EpochRecord = field(default_factory=tracking.EpochRecord)
+    best_score: float | None = None
+    best_tie: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0  # epochs trained
+    pruned_at: int | None = None
+    nonfinite_at: int | None = None
+    nonfinite_metric: str | None = None
+    stopped: bool = False
+
+
+@dataclass
+class MemberView:
+    """One member as its probes see it (`MemberSpec.probes`), at the hook being called.
+
+    A probe defines any of these methods, each called with the member's view: `member_fit_start`
+    (the initial weights), `member_step` (after each optimizer step, with `grads` set: the
+    member's gradients of its loss, penalty included, before clipping), `member_epoch_end` (after
+    the epoch's bookkeeping; `lr` is still the rate the epoch trained with) and `member_end`
+    (after its last epoch: when it stops, or when training ends). `model()` and `state_dict()`
+    copy the member's current weights out of the stack, so only a probe that calls them pays.
+    """
+
+    module: PopulationModule
+    row: int  # the member's row in the stack
+    grads: list[torch.Tensor] = field(default_factory=list)  # `stack.params` order
+
+    @property
+    def member(self) -> Member:
+        return self.module.members[self.module.active[self.row]]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.member.spec.run_dir
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, 0-based (at `member_epoch_end`: the one just trained)."""
+        return int(self.module.trainer.current_epoch)
+
+    @property
+    def datamodule(self) -> Any:
+        return self.module.trainer.datamodule  # type: ignore[attr-defined]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The member's metrics of the last finished epoch (`val/loss`, `train/acc`, ...)."""
+        return self.member.last_metrics
+
+    @property
+    def lr(self) -> float:
+        return float(self.module.optim.lr[self.row])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.stack.member_state_dict(self.row)
+
+    def model(self) -> Classifier:
+        """The member's `Classifier`, its current weights loaded."""
+        return self.module.stack.load_into(self.row, self.member.model)
+
+
+class PopulationModule(L.LightningModule):
+    """Trains the members of a `StackedModels` together; see the module docstring."""
+
+    def __init__(self, cfg: StudyConfig, members: list[Member], stack: StackedModels) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.members = members
+        self.stack = stack
+        self.optim = StackedOptimizer(stack)
+        self.schedules = MemberSchedulers(stack, self.optim, max_epochs=cfg.trainer.max_epochs)
+        self.active = list(range(len(members)))  # member index of each stacked row
+        self.per_member_input = any(m.augment is not None for m in members)
+        self.penalized = any(hp.get("l1") or hp.get("l2") for hp in stack.hparams)
+        self._sums: dict[str, torch.Tensor] = {}
+        self._steps = 0
+        self._step_probes = any(hasattr(p, "member_step") for m in members for p in m.spec.probes)
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        dtype = torch.float64 if str(self.trainer.precision).startswith("64") else torch.float32
+        self.stack.to(self.device, dtype)
+
+    def configure_optimizers(self) -> None:
+        return None  # StackedOptimizer, stepped in training_step
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y = batch
+        self.stack.train()
+        if self.per_member_input:
+            x = torch.stack(
+                [self._augmented(i, x) for i in self.active]
+            )  # (B, *raw) -> (K, B, *raw)
+        logits = self.stack.forward(x, per_member=self.per_member_input)  # (K, B, C)
+        ce = _member_ce(logits, y)  # (K,)
+        loss = ce + self.stack.penalty() if self.penalized else ce
+        names = list(self.stack.params)
+        grads = torch.autograd.grad(loss.sum(), [self.stack.params[n] for n in names])
+        self.optim.step(dict(zip(names, grads, strict=True)))
+        if self._step_probes:
+            self._probe_step(grads)
+        self._steps += 1
+        self._accumulate("train", ce.detach(), logits.detach(), y)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y = batch
+        self.stack.eval()
+        with torch.no_grad():
+            logits = self.stack.forward(x)  # (K, B, C)
+        self._accumulate("val", _member_ce(logits, y), logits, y)
+
+    def _augmented(self, member: int, x: torch.Tensor) -> torch.Tensor:
+        augment = self.members[member].augment
+        return augment(x) if augment is not None else x
+
+    def _accumulate(
+        self, stage: str, ce: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        n = len(y)
+        correct = (logits.argmax(-1) == y).sum(-1).to(torch.float64)  # (K,)
+        values = torch.stack([ce.to(torch.float64) * n, correct])  # (2, K)
+        total = self._sums.get(stage)
+        self._sums[stage] = values if total is None else total + values
+        self._sums[f"{stage}/n"] = self._sums.get(f"{stage}/n", torch.zeros(())) + n
+
+    # ---- the end of an epoch: each member's own bookkeeping ---------------------------------
+
+    def on_train_epoch_end(self) -> None:
+        epoch = self.trainer.current_epoch
+        metrics = self._epoch_metrics()  # one dict per stacked row
+        self._sums.clear()
+        for row, values in enumerate(metrics):
+            self._end_epoch(row, epoch, values)
+        self._prune(epoch)
+        self._probe("member_epoch_end")
+        self._probe("member_end", stopped_only=True)  # before `_leave` drops their rows
+        val_loss = torch.tensor([m.get("val/loss", math.nan) for m in metrics])
+        self.schedules.step(val_loss)
+        self._leave()
+        if not self.active:
+            self.trainer.should_stop = True
+
+    def _epoch_metrics(self) -> list[dict[str, float]]:
+        out: list[dict[str, float]] = [{} for _ in self.active]
+        for stage in ("train", "val"):
+            if stage not in self._sums:
+                continue
+            sums, n = self._sums[stage].cpu(), float(self._sums[f"{stage}/n"])
+            for row in range(len(self.active)):
+                out[row][f"{stage}/loss"] = float(sums[0, row]) / n
+                out[row][f"{stage}/acc"] = float(sums[1, row]) / n
+        return out
+
+    def _end_epoch(self, row: int, epoch: int, metrics: dict[str, float]) -> None:
+        m = self.members[self.active[row]]
+        m.epochs = epoch + 1
+        m.last_metrics = metrics
+        m.record.epochs[epoch] = {k: v for k, v in metrics.items() if k.startswith("val/")}
+        step = max(self._steps - 1, 0)
+        m.csv.log_metrics({"epoch": epoch, **metrics}, step=step)
+        if m.wandb is not None:
+            m.wandb.log_metrics({"epoch": epoch, **metrics}, step=step)
+        objective = self.cfg.objective.metric
+        watched = [k for k in (objective, *WATCHED_LOSSES) if k in metrics]
+        bad = next((k for k in watched if not math.isfinite(metrics[k])), None)
+        if bad is not None:
+            m.nonfinite_at, m.nonfinite_metric, m.stopped = epoch, bad, True
+            return
+        self._keep_checkpoint(row, epoch, metrics)
+        early = m.early
+        if early is not None and early.monitor in metrics:
+            m.stopped = m.stopped or early_stopping_check(early, metrics[early.monitor])
+
+    def _keep_checkpoint(self, row: int, epoch: int, metrics: dict[str, float]) -> None:
+        """The epoch a member is scored and tested by: as `trial.train._checkpoint` keeps it."""
+        m = self.members[self.active[row]]
+        objective = self.cfg.objective
+        score = metrics.get(objective.metric)
+        if score is None:
+            return
+        tie = metrics.get(objective.tie_break) if objective.tie_break else None
+        keep = self.cfg.checkpoint == "last" or m.best_score is None
+        if not keep:
+            sign = 1 if objective.direction == "maximize" else -1
+            keep = sign * score > sign * m.best_score
+            if not keep and score == m.best_score and tie is not None and m.best_tie is not None:
+                tie_sign = 1 if objective.tie_break_maximize else -1
+                keep = tie_sign * tie > tie_sign * m.best_tie
+        if keep:
+            m.best_score, m.best_tie, m.best_epoch = score, tie, epoch
+            m.best_state = self.stack.member_state_dict(row)
+
+    def _prune(self, epoch: int) -> None:
+        """Report every member's objective, then ask the pruner, best member first: Optuna's
+        pruners then compare each member with all its peers at this epoch (see pruning)."""
+        objective = self.cfg.objective
+        alive = [
+            self.members[i]
+            for i in self.active
+            if _prunable(self.members[i].spec.trial) and self.members[i].nonfinite_at is None
+        ]
+        scored = [m for m in alive if objective.metric in m.last_metrics]
+        for m in scored:
+            assert m.spec.trial is not None
+            m.spec.trial.report(m.last_metrics[objective.metric], step=epoch)
+        sign = -1 if objective.direction == "maximize" else 1
+        for m in sorted(scored, key=lambda m: sign * m.last_metrics[objective.metric]):
+            assert m.spec.trial is not None
+            if m.spec.trial.should_prune():
+                m.pruned_at, m.stopped = epoch, True
+
+    def _leave(self) -> None:
+        """Compact the batch to the members still training."""
+        keep = [row for row, i in enumerate(self.active) if not self.members[i].stopped]
+        if len(keep) == len(self.active):
+            return
+        self.active = [self.active[row] for row in keep]
+        if keep:
+            self.stack.keep(keep)
+            self.optim.keep(keep)
+            self.schedules.keep(keep)
+
+    # ---- member probes (MemberView) ---------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        self._probe("member_fit_start")
+
+    def on_train_end(self) -> None:
+        self._probe("member_end")  # the members still training; stopped ones were called
+
+    def _probe(self, hook: str, *, stopped_only: bool = False) -> None:
+        for row, i in enumerate(self.active):
+            m = self.members[i]
+            if stopped_only and not m.stopped:
+                continue
+            for probe in m.spec.probes:
+                call = getattr(probe, hook, None)
+                if call is not None:
+                    call(MemberView(self, row))
+
+    def _probe_step(self, grads: Sequence[torch.Tensor]) -> None:
+        for row, i in enumerate(self.active):
+            probes = [p for p in self.members[i].spec.probes if hasattr(p, "member_step")]
+            if probes:
+                view = MemberView(self, row, [g[row] for g in grads])  # (K, ...) -> member's
+                for probe in probes:
+                    probe.member_step(view)
+
+
+def _prunable(trial: Any) -> bool:
+    """Whether a member's epochs are reported to its Optuna trial: not without a trial, nor
+    under a `NopPruner` (the lecture's experiments), where nothing reads the values and one
+    storage commit per member and epoch was half of a 1000-epoch population's time (their
+    curves are in each member's metrics.csv)."""
+    study = getattr(trial, "study", None)
+    return trial is not None and not isinstance(getattr(study, "pruner", None), NopPruner)
+
+
+def _member_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy over the batch: `(K, B, C), (B,) -> (K,)`."""
+    k, b = logits.shape[:2]
+    losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none")  # (K·B,)
+    return losses.view(k, b).mean(dim=1)

@@ -1,0 +1,265 @@
+"""A population trains each member exactly as that member trains alone, in float64.
+
+The reference is a member's own `configure_optimizers()` (torch optimizer and scheduler through
+`Classifier` code), stepped as Lightning's automatic optimization does: loss = CE + penalty,
+backward, `on_before_optimizer_step` (decoupled decay), `clip_grad_norm_` over the optimizer's
+parameters, the optimizer step; the scheduler once per "epoch" of `EPOCH` steps, `plateau` with
+the loss on a fixed validation batch in eval mode. `test_reference_is_lightning` checks that
+reference against a real `Trainer.fit`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from regzoo.zoo import Classifier, create_model
+from regzoo.zoo.classifier import OPTIMIZERS, SCHEDULERS
+from regzoo.zoo.population import MemberSchedulers, StackedModels, StackedOptimizer
+from tests.zoo.helpers import loader, trainer
+
+STEPS, EPOCH = 100, 10
+MAX_EPOCHS = STEPS // EPOCH
+TOLERANCE = 1e-10
+# A bias feeding batchnorm has an exact gradient of 0: what backward returns is rounding noise
+# (~1e-16), which Adam and RMSprop divide by √v + ε, so any change of summation order (vmap's
+# kernels) moves it differently, by lr·noise/ε per step (~1e-9 after 100 steps at ε = 1e-8).
+# The batchnorm's running mean carries the same shift (outputs do not: it cancels).
+NOISE_DRIVEN = {
+    "fnn-bn": {"net.1.0.bias", "net.1.1.running_mean"},
+    "cnn-bn": {"net.0.0.bias", "net.0.1.running_mean"},
+}
+NOISE_TOLERANCE = 1e-8
+VARIANTS: dict[str, tuple[str, tuple[int, ...], dict[str, Any]]] = {
+    "linear": ("linear", (4,), {}),
+    "fnn": ("fnn", (4,), {"hidden": (5,)}),
+    "fnn-bn": ("fnn", (4,), {"hidden": (5,), "batchnorm": True}),
+    "cnn": ("cnn", (1, 6, 6), {"channels": (2,), "hidden": ()}),
+    "cnn-bn": ("cnn", (1, 6, 6), {"channels": (2,), "hidden": (), "batchnorm": True}),
+}
+LRS = {
+    "sgd": (0.1, 0.05, 0.2),
+    "momentum": (0.05, 0.02, 0.1),
+    "nesterov": (0.05, 0.02, 0.1),
+    "rmsprop": (3e-3, 1e-3, 1e-2),
+    "adam": (1e-2, 3e-3, 3e-2),
+    "adamw": (1e-2, 3e-3, 3e-2),
+}
+# Member 0 has L1, member 1 L2, member 2 decoupled decay and a clip small enough to bite; every
+# optimizer reads the constants it uses.
+MEMBERS: tuple[dict[str, Any], ...] = (
+    {"l1": 1e-3, "momentum": 0.9, "betas": (0.9, 0.999), "eps": 1e-8, "alpha": 0.99},
+    {"l2": 1e-2, "momentum": 0.5, "betas": (0.8, 0.99), "eps": 1e-6, "alpha": 0.9},
+    {
+        "weight_decay": 0.05,
+        "grad_clip": 0.05,
+        "momentum": 0.7,
+        "betas": (0.95, 0.9),
+        "eps": 1e-3,
+        "alpha": 0.95,
+    },
+)
+SCHEDULES: dict[str, tuple[dict[str, Any], ...]] = {
+    "none": ({}, {}, {}),
+    "step": (
+        {"step_size": 2, "gamma": 0.5},
+        {"step_size": 3, "gamma": 0.7},
+        {"step_size": 1, "gamma": 0.9},
+    ),
+    "cosine": ({"min_lr": 0.0}, {"min_lr": 1e-4}, {"min_lr": 1e-3}),
+    "plateau": (
+        {"plateau_patience": 0, "gamma": 0.5},
+        {"plateau_patience": 1, "gamma": 0.3},
+        {"plateau_patience": 2, "gamma": 0.7, "min_lr": 1e-3},
+    ),
+    "piecewise": (
+        {"milestones": (3,), "lr_values": (1.0, 0.1)},  # × the member's lr
+        {"milestones": (2, 5), "lr_values": (1.0, 0.5, 0.2)},
+        {"milestones": (4, 7, 9), "lr_values": (2.0, 1.0, 0.3, 0.1)},
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _own_rng_one_thread() -> Iterator[None]:
+    """Seeds set here do not leak into other tests; one thread, as these tensors are tiny
+    (two threads made each step 10-30 times slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cosine_trainer() -> L.Trainer:
+    """What `configure_optimizers` reads `max_epochs` from for `cosine`."""
+    return trainer(max_epochs=MAX_EPOCHS)
+
+
+def data(shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(56, *shape, generator=gen, dtype=torch.float64) * 2 + 1  # (56, *shape)
+    w = torch.randn(x[0].numel(), 3, generator=gen, dtype=torch.float64)
+    y = (x.flatten(1) @ w).argmax(dim=1)  # (56,)
+    return {"x": x[:40], "y": y[:40], "x_val": x[40:], "y_val": y[40:]}
+
+
+def member(variant: str, optimizer: str, scheduler: str, k: int, x: torch.Tensor) -> Classifier:
+    """Member k, double precision, with its own seed and input statistics."""
+    name, shape, arch = VARIANTS[variant]
+    lr = LRS[optimizer][k]
+    schedule = dict(SCHEDULES[scheduler][k])
+    if scheduler == "piecewise":
+        schedule["lr_values"] = tuple(lr * v for v in schedule["lr_values"])
+    torch.manual_seed(k)
+    model = create_model(
+        name,
+        input_shape=shape,
+        num_classes=3,
+        normalize="standard",
+        optimizer=optimizer,
+        scheduler=scheduler,
+        lr=lr,
+        **arch,
+        **MEMBERS[k],
+        **schedule,
+    ).double()
+    return model.fit_input(x[k:])  # statistics differ between members
+
+
+def batches(d: dict[str, torch.Tensor]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    for step in range(STEPS):
+        i = step % 5
+        yield step, d["x"][8 * i : 8 * i + 8], d["y"][8 * i : 8 * i + 8]  # (8, *shape), (8,)
+
+
+def train_alone(
+    model: Classifier, d: dict[str, torch.Tensor], trainer: L.Trainer
+) -> tuple[int, float]:
+    """Lightning's automatic optimization of one model: (steps that clipped, final lr)."""
+    model.trainer = trainer
+    config = model.configure_optimizers()
+    opt = config["optimizer"] if isinstance(config, dict) else config
+    sched = config["lr_scheduler"]["scheduler"] if isinstance(config, dict) else None
+    params = [p for g in opt.param_groups for p in g["params"]]
+    clipped = 0
+    model.train()
+    for step, x, y in batches(d):
+        loss = F.cross_entropy(model(x), y)
+        if model.hp.l1 or model.hp.l2:
+            loss = loss + model.penalty()
+        opt.zero_grad()
+        loss.backward()
+        model.on_before_optimizer_step(opt)
+        if model.hp.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(params, model.hp.grad_clip)
+            clipped += int(norm > model.hp.grad_clip)
+        opt.step()
+        if (step + 1) % EPOCH == 0 and sched is not None:
+            if model.hp.scheduler == "plateau":
+                model.eval()
+                with torch.no_grad():
+                    sched.step(F.cross_entropy(model(d["x_val"]), d["y_val"]))
+                model.train()
+            else:
+                sched.step()
+    return clipped, opt.param_groups[0]["lr"]
+
+
+def train_population(stack: StackedModels, d: dict[str, torch.Tensor]) -> StackedOptimizer:
+    opt = StackedOptimizer(stack)
+    schedulers = MemberSchedulers(stack, opt, max_epochs=MAX_EPOCHS)
+    stack.train()
+    for step, x, y in batches(d):
+        logits = stack(x)  # (K, B, C)
+        ce = F.cross_entropy(logits.transpose(1, 2), y.expand(stack.size, -1), reduction="none")
+        loss = ce.mean(dim=1) + stack.penalty()  # (K, B) -> (K,)
+        loss.sum().backward()
+        opt.step({n: p.grad for n, p in stack.params.items()})
+        for p in stack.params.values():
+            p.grad = None
+        if (step + 1) % EPOCH == 0:
+            stack.eval()
+            with torch.no_grad():
+                val = stack(d["x_val"])  # (K, B_val, C)
+                val_loss = F.cross_entropy(
+                    val.transpose(1, 2), d["y_val"].expand(stack.size, -1), reduction="none"
+                ).mean(dim=1)
+            stack.train()
+            schedulers.step(val_loss)
+    return opt
+
+
+def assert_same(
+    mine: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], noise: set[str], k: int
+) -> None:
+    assert list(mine) == list(theirs)
+    for key, value in theirs.items():
+        if value.is_floating_point():
+            diff = (mine[key] - value).abs().max().item()
+            tolerance = NOISE_TOLERANCE if key in noise else TOLERANCE
+            assert diff <= tolerance, f"member {k} {key}: max |Δ| = {diff:.3g}"
+        else:
+            assert torch.equal(mine[key], value), f"member {k} {key}"
+
+
+def check(variant: str, optimizer: str, scheduler: str, trainer: L.Trainer) -> None:
+    d = data(VARIANTS[variant][1])
+    stack = StackedModels([member(variant, optimizer, scheduler, k, d["x"]) for k in range(3)])
+    opt = train_population(stack, d)
+    for k in range(3):
+        model = member(variant, optimizer, scheduler, k, d["x"])
+        clipped, lr = train_alone(model, d, trainer)
+        noise = NOISE_DRIVEN.get(variant, set())
+        assert_same(stack.member_state_dict(k), model.state_dict(), noise, k)
+        assert opt.lr[k].item() == lr
+        assert clipped > 0 or not model.hp.grad_clip, "the clipping member never clipped"
+
+
+# Every optimizer with every scheduler on the fnn with batchnorm; every other variant with every
+# optimizer (schedulers in turn), two of them per variant in every run and the rest marked slow.
+FAST_ELSEWHERE = ("nesterov", "adamw")
+CROSS = [("fnn-bn", o, s) for o, s in itertools.product(OPTIMIZERS, SCHEDULERS)]
+CROSS += [
+    pytest.param(
+        v,
+        o,
+        SCHEDULERS[(i + j) % len(SCHEDULERS)],
+        marks=() if o in FAST_ELSEWHERE else pytest.mark.slow,
+    )
+    for i, v in enumerate(VARIANTS)
+    for j, o in enumerate(OPTIMIZERS)
+    if v != "fnn-bn"
+]
+
+
+@pytest.mark.parametrize(("variant", "optimizer", "scheduler"), CROSS)
+def test_member_trains_as_alone(
+    variant: str, optimizer: str, scheduler: str, cosine_trainer: L.Trainer
+) -> None:
+    check(variant, optimizer, scheduler, cosine_trainer)
+
+
+def test_reference_is_lightning() -> None:
+    """`train_alone` is what `Trainer.fit` does: decay, clipping, plateau on val/loss."""
+    variant, optimizer, scheduler = "fnn-bn", "adam", "plateau"
+    d = data(VARIANTS[variant][1])
+    fitted = member(variant, optimizer, scheduler, 2, d["x"])  # decay and clipping
+    xs = torch.cat([d["x"], d["x"]])  # one epoch = EPOCH batches of 8, as in `batches`
+    ys = torch.cat([d["y"], d["y"]])
+    run = trainer(max_epochs=MAX_EPOCHS, precision="64-true")
+    run.fit(fitted, loader(xs, ys, 8), loader(d["x_val"], d["y_val"], 16))
+    alone = member(variant, optimizer, scheduler, 2, d["x"])
+    _, lr = train_alone(alone, d, trainer(max_epochs=MAX_EPOCHS))
+    assert run.optimizers[0].param_groups[0]["lr"] == lr
+    assert lr < LRS[optimizer][2], "the plateau schedule never reduced the rate"
+    assert_same(fitted.state_dict(), alone.state_dict(), set(), 2)

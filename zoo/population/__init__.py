@@ -1,0 +1,24 @@
+"""Populations: K models of one architecture trained as one batched model.
+
+`StackedModels` holds the members' tensors stacked along a member axis and runs them with
+`torch.func.vmap`; `StackedOptimizer` applies each member's own torch optimizer rule, decoupled
+decay and gradient clipping; `MemberSchedulers` steps each member's own torch scheduler.
+"""
+
+from regzoo.zoo.population.optim import StackedOptimizer
+from regzoo.zoo.population.schedule import MemberSchedulers
+from regzoo.zoo.population.stack import (
+    MEMBER_HPARAMS,
+    PopulationError,
+    StackedModels,
+    check_compatible,
+)
+
+__all__ = [
+    "MEMBER_HPARAMS",
+    "MemberSchedulers",
+    "PopulationError",
+    "StackedModels",
+    "StackedOptimizer",
+    "check_compatible",
+]

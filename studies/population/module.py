@@ -235,11 +235,12 @@ class PopulationModule(L.LightningModule):
         if score is None:
             return
         tie = metrics.get(objective.tie_break) if objective.tie_break else None
-        keep = self.cfg.checkpoint == "last" or m.best_score is None
-        if not keep:
+        best = m.best_score
+        keep = self.cfg.checkpoint == "last" or best is None
+        if best is not None and not keep:
             sign = 1 if objective.direction == "maximize" else -1
-            keep = sign * score > sign * m.best_score
-            if not keep and score == m.best_score and tie is not None and m.best_tie is not None:
+            keep = sign * score > sign * best
+            if not keep and score == best and tie is not None and m.best_tie is not None:
                 tie_sign = 1 if objective.tie_break_maximize else -1
                 keep = tie_sign * tie > tie_sign * m.best_tie
         if keep:

@@ -27,6 +27,8 @@ from regzoo.studies.trial.objective import record_result
 from regzoo.studies.trial.signals import raise_if_swallowed
 from regzoo.studies.trial.train import error_text, nonfinite_reason
 
+POPULATION_ATTR = "population"  # a member's user attr: the numbers of its population's trials
+
 
 def optimize_populations(
     study: optuna.Study,
@@ -106,6 +108,10 @@ def _train_group(
     study: optuna.Study, cfg: StudyConfig, members: list[MemberSpec], mode: str
 ) -> list[FrozenTrial]:
     start = time.perf_counter()
+    together = [_number(m) for m in members]
+    for m in members:  # which trials trained in one Trainer (report, list, tests)
+        assert m.trial is not None
+        m.trial.set_user_attr(POPULATION_ATTR, together)
     try:
         results = train_population(cfg, members, wandb_mode=mode)
     except Exception as exc:  # the whole population fails; the study goes on

@@ -20,7 +20,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 
 from regzoo.datamodules import ArrayDataModule, create_datamodule
@@ -34,11 +33,13 @@ from regzoo.studies.trial.train import (
     SEED_ENV,
     TrialResult,
     data_facts,
+    early_stopping,
     error_text,
     interruptible,
     nonfinite_reason,
     restored_environ,
     run_config,
+    run_logger,
 )
 from regzoo.zoo import create_model, load_model
 from regzoo.zoo.classifier import Classifier
@@ -122,39 +123,17 @@ def _member(
         cfg, spec.params, model, data_kw, trainer_kw, seed=spec.seed, trial=spec.trial
     )
     config["population"] = {"size": size, "seed": int(dm.seed)}
-    logger = tracking.make_logger(
-        mode=wandb_mode,
-        project=cfg.wandb.project,
-        entity=cfg.wandb.entity,
-        group=cfg.name,
-        name=f"{cfg.name}-{spec.run_name}",
-        config=config,
-        tags=[cfg.name],
-        objective=(cfg.objective.metric, cfg.objective.direction),
-        save_dir=Path(cfg.runs_dir),
-        job_type=tracking.job_type_of(spec.run_name),
-        concurrent=True,
-    )
+    logger = run_logger(cfg, spec.run_name, config, mode=wandb_mode, concurrent=True)
     if spec.trial is not None:
         for key, value in tracking.run_attrs(logger).items():
             spec.trial.set_user_attr(key, value)
-    es = cfg.early_stopping
-    early = None
-    if es is not None:
-        early = EarlyStopping(
-            monitor=es.monitor,
-            patience=es.patience,
-            mode=es.resolved_mode,
-            min_delta=es.min_delta,
-            check_finite=True,
-        )
     return Member(
         spec=spec,
         model=model,
         augment=dm.augmenter_for(data_kw.get("augment")),
         csv=CSVLogger(spec.run_dir, name="", version=""),
         wandb=logger,
-        early=early,
+        early=early_stopping(cfg),
     )
 
 

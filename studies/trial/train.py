@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import lightning as L
 import optuna
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from regzoo.datamodules import ArrayDataModule, create_datamodule, datamodule_options
 from regzoo.studies.config.schema import StudyConfig
@@ -115,30 +115,16 @@ def _train(
     checkpoint = _checkpoint(cfg, run_dir)
     all_callbacks: list[L.Callback] = [checkpoint, pruning, SwallowedInterrupt()]
     all_callbacks += callbacks or []
-    if cfg.early_stopping is not None:
-        es = cfg.early_stopping
-        all_callbacks.append(
-            EarlyStopping(
-                monitor=es.monitor,
-                patience=es.patience,
-                mode=es.resolved_mode,
-                min_delta=es.min_delta,
-                check_finite=True,
-            )
-        )
+    early = early_stopping(cfg)
+    if early is not None:
+        all_callbacks.append(early)
     trainer_kw = {**trainer_kw, **(trainer_overrides or {})}
     loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
-    wandb_logger = tracking.make_logger(
+    wandb_logger = run_logger(
+        cfg,
+        run_name,
+        run_config(cfg, params, model, data_kw, trainer_kw, seed=seed, trial=trial),
         mode=wandb_mode,
-        project=cfg.wandb.project,
-        entity=cfg.wandb.entity,
-        group=cfg.name,
-        name=f"{cfg.name}-{run_name}",
-        config=run_config(cfg, params, model, data_kw, trainer_kw, seed=seed, trial=trial),
-        tags=[cfg.name],
-        objective=(cfg.objective.metric, cfg.objective.direction),
-        save_dir=Path(cfg.runs_dir),
-        job_type=tracking.job_type_of(run_name),
     )
     epochs = tracking.EpochRecord()
     if wandb_logger is not None:
@@ -224,6 +210,41 @@ def _train(
             if error is not None:
                 summary["error"] = error
         tracking.finish(wandb_logger, summary, state=state)
+
+
+def early_stopping(cfg: StudyConfig) -> EarlyStopping | None:
+    """The config's early stopping as Lightning's callback (None without one); a population
+    keeps one per member and applies its criteria itself."""
+    es = cfg.early_stopping
+    if es is None:
+        return None
+    return EarlyStopping(
+        monitor=es.monitor,
+        patience=es.patience,
+        mode=es.resolved_mode,
+        min_delta=es.min_delta,
+        check_finite=True,
+    )
+
+
+def run_logger(
+    cfg: StudyConfig, run_name: str, config: dict[str, Any], *, mode: str, concurrent: bool = False
+) -> WandbLogger | None:
+    """The W&B run of one trial (`tracking.make_logger`) in the study's group, named
+    `<study>-<run_name>`; `concurrent` for runs open side by side (a population's members)."""
+    return tracking.make_logger(
+        mode=mode,
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        group=cfg.name,
+        name=f"{cfg.name}-{run_name}",
+        config=config,
+        tags=[cfg.name],
+        objective=(cfg.objective.metric, cfg.objective.direction),
+        save_dir=Path(cfg.runs_dir),
+        job_type=tracking.job_type_of(run_name),
+        concurrent=concurrent,
+    )
 
 
 def run_config(

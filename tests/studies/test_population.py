@@ -69,9 +69,9 @@ def test_a_population_study_finishes_the_trials_prunes_among_peers_and_tests_che
     trials = trials_of(url)
     assert len(trials) == 10 and all(t.state in FINISHED for t in trials)  # 8 + 2, none running
     first, second = trials[:8], trials[8:]
-    # One population, one Trainer: its members share the wall time it took.
-    assert len({t.user_attrs["seconds"] for t in first}) == 1
-    assert len({t.user_attrs["seconds"] for t in second}) == 1
+    # One population, one Trainer each: every member names the same trials.
+    assert all(t.user_attrs["population"] == list(range(8)) for t in first)
+    assert all(t.user_attrs["population"] == [8, 9] for t in second)
     # No trial had finished before the first population: only its running peers could prune.
     states = {t.state for t in first}
     assert TrialState.PRUNED in states and TrialState.COMPLETE in states, states
@@ -139,7 +139,7 @@ def test_trials_that_cannot_share_a_model_train_as_separate_populations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A search over the optimizer with population 4: each asked batch of 4 splits into one
-    population per optimizer (members told together, sharing one Trainer's wall time)."""
+    population per optimizer (members told together, recorded as one population)."""
     url = run(tmp_path, 8, OPTIMIZER_SEARCH, "pruner.name=none", "trainer.max_epochs=2",
               flags=("--population", "4"))  # fmt: skip
     capsys.readouterr()
@@ -150,7 +150,8 @@ def test_trials_that_cannot_share_a_model_train_as_separate_populations(
     for batch in batches:
         for optimizer in {t.params["model.optimizer"] for t in batch}:
             members = [t for t in batch if t.params["model.optimizer"] == optimizer]
-            assert len({t.user_attrs["seconds"] for t in members}) == 1, optimizer
+            numbers = [t.number for t in members]
+            assert all(t.user_attrs["population"] == numbers for t in members), optimizer
         told = sorted(batch, key=lambda t: t.datetime_complete)  # one population after another
         runs = [k for k, _ in itertools.groupby(t.params["model.optimizer"] for t in told)]
         assert len(runs) == len(set(runs)), runs
@@ -210,7 +211,8 @@ def test_tpe_proposes_distinct_members_within_one_population(
     capsys.readouterr()
     population = trials_of(url)[STARTUP:]
     assert len(population) == 8 and all(t.state == TrialState.COMPLETE for t in population)
-    assert len({t.user_attrs["seconds"] for t in population}) == 1  # asked and trained together
+    numbers = [t.number for t in population]  # asked and trained together
+    assert all(t.user_attrs["population"] == numbers for t in population)
     proposed = {tuple(sorted(t.params.items())) for t in population}
     assert len(proposed) == 8, sorted(proposed)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -99,3 +99,16 @@ class Trajectory(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
     ) -> None:
         self.steps.append({n: p.detach().clone() for n, p in pl_module.named_parameters()})
+
+
+@pytest.fixture
+def own_rng_one_thread() -> Iterator[None]:
+    """Seeds set in a test do not leak into others; one thread, as the population tests'
+    tensors are tiny (two threads made each step 10-30 times slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        torch.set_num_threads(threads)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from regzoo.zoo import Classifier, create_model
 from regzoo.zoo.classifier import OPTIMIZERS, SCHEDULERS
 from regzoo.zoo.population import MemberSchedulers, StackedModels, StackedOptimizer
-from tests.zoo.helpers import loader, trainer
+from tests.zoo.helpers import loader, own_rng_one_thread, trainer  # noqa: F401 (a fixture)
 
 STEPS, EPOCH = 100, 10
 MAX_EPOCHS = STEPS // EPOCH
@@ -86,17 +86,7 @@ SCHEDULES: dict[str, tuple[dict[str, Any], ...]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _own_rng_one_thread() -> Iterator[None]:
-    """Seeds set here do not leak into other tests; one thread, as these tensors are tiny
-    (two threads made each step 10-30 times slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("own_rng_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from regzoo.zoo.population import (
     StackedOptimizer,
     check_compatible,
 )
+from tests.zoo.helpers import own_rng_one_thread  # noqa: F401 (a fixture)
 
 CNN: dict[str, Any] = {
     "input_shape": (2, 6, 6),
@@ -29,17 +29,7 @@ CNN: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _own_rng_one_thread() -> Iterator[None]:
-    """Seeds set here do not leak; one thread for tiny tensors (two threads made each step
-    10-30 times slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("own_rng_one_thread")
 
 
 def members(name: str, hps: list[dict[str, Any]], **shared: Any) -> list[Classifier]:

@@ -13,6 +13,7 @@ model's weights and a reused model takes raw inputs.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,14 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torch.profiler import record_function
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from regzoo._checks import is_int, is_number
 from regzoo._normalize import NORMALIZATIONS, fit_statistics
@@ -63,6 +71,29 @@ class TensorBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, idx: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[idx], self.y[idx]
+
+
+class MemberOrders(Sampler[torch.Tensor]):
+    """K batch orders walked in step: each step yields a `(K, B)` tensor of indices whose row k
+    is member k's batch, drawn by its own `RandomSampler` seeded as `ArrayDataModule._loader`
+    seeds a single trial's."""
+
+    def __init__(self, size: int, batch_size: int, seeds: Sequence[int]) -> None:
+        self.orders = [
+            BatchSampler(
+                RandomSampler(range(size), generator=torch.Generator().manual_seed(seed)),
+                batch_size=batch_size,
+                drop_last=False,
+            )
+            for seed in seeds
+        ]
+
+    def __len__(self) -> int:
+        return len(self.orders[0])
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for batches in zip(*self.orders, strict=True):
+            yield torch.tensor(batches)  # (K, B): every member's batch has the same size
 
 
 class ArrayDataModule(L.LightningDataModule):
@@ -223,6 +254,24 @@ class ArrayDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader[Any]:
         return self._loader("test", shuffle=False)
+
+    def member_train_dataloader(self, seeds: Sequence[int]) -> DataLoader[Any]:
+        """The training batches of K members at once, `(x (K, B, *raw), y (K, B))`: member k's
+        batches are exactly those `train_dataloader()` serves with `seed=seeds[k]` (a
+        population's members each keep their own batch order). Raw, not augmented."""
+        if self._transform is not None:
+            raise ValueError(
+                "augment_backend='albumentations' cannot serve several members' batches; "
+                "allowed: augment_backend='device'"
+            )
+        x, y = self.splits["train"]
+        return DataLoader(
+            TensorBatches(x, y),
+            batch_size=None,
+            sampler=MemberOrders(len(y), self.batch_size, seeds),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches on their device (the `device` backend)."""

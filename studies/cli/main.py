@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from rich.markup import escape
 
 from regzoo._checks import UserError, one_line
 from regzoo.studies.config.schema import DEFAULT_STORAGE, Confirm, StudyConfig
+from regzoo.studies.loop.memory import keep_freed_memory
 from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
 
 # Heavy imports (torch, Lightning, Optuna) wait for the command that needs them, so that
@@ -378,25 +380,24 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
-    from regzoo.studies.experiments import get_experiment, list_experiments, run_experiment
+    from regzoo.studies.experiments import get_experiment, list_experiments, run_experiments
 
     names = list_experiments() if args.name == "all" else [args.name]
     try:
         experiments = [get_experiment(name) for name in names]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    total = 0.0
-    for experiment in experiments:
-        result = run_experiment(
-            experiment,
-            quick=args.quick,
-            storage=args.storage,
-            wandb=args.wandb,
-            population=args.population,
-            console=console,
-        )
-        total += result.seconds
-    console.print(f"[bold]{len(experiments)} experiment(s)[/] in {total:.0f} s")
+    start = time.perf_counter()
+    run_experiments(
+        experiments,
+        quick=args.quick,
+        storage=args.storage,
+        wandb=args.wandb,
+        population=args.population,
+        console=console,
+    )
+    seconds = time.perf_counter() - start
+    console.print(f"[bold]{len(experiments)} experiment(s)[/] in {seconds:.0f} s")
     return 0
 
 
@@ -433,6 +434,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    keep_freed_memory()  # a training process reuses what it frees (studies.loop.memory)
     console = Console()
     err = Console(stderr=True)
     try:

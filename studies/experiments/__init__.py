@@ -3,6 +3,9 @@
 regzoo experiment dropout          # one experiment, in full
 regzoo experiment all --quick      # every experiment, shortened (as the tests run)
 
+`all` trains the experiments' settings together: settings of different experiments that share
+the network and data train in one population (`_populations.plan_all`).
+
 Each writes `figure.png`, `table.md` and `table.csv` under `runs/experiments/NAME/`; its trials
 live in the study storage (`experiment-NAME`) and in W&B like any study's. One module per
 experiment defines its settings, table and figure; adding one = one module + one line below.
@@ -23,7 +26,7 @@ from regzoo.studies.experiments import (
     weight_decay_vs_l2,
     xor,
 )
-from regzoo.studies.experiments._run import ExperimentResult, run_experiment
+from regzoo.studies.experiments._run import ExperimentResult, run_experiment, run_experiments
 from regzoo.studies.experiments._spec import Experiment, Setting
 
 # The order `all` runs them in: the lecture's order.
@@ -65,4 +68,5 @@ __all__ = [
     "get_experiment",
     "list_experiments",
     "run_experiment",
+    "run_experiments",
 ]

@@ -1,10 +1,11 @@
 """An experiment's grid as populations: the settings that may train as one batched model.
 
 Two grid points (a setting and a seed) share a population when their configs differ only in
-what the members of one population may differ in (`population.members.is_member_key`: the
-learning rate, the penalties, dropout, the initialization, the schedule's values, the
-augmentation strengths) and they train with the same seed, so that the population's batch order
-is each member's own (augmentation and dropout draws are the population's, see
+what the members of one population may differ in: their params (`population.members.is_member_key`:
+the learning rate, the penalties, dropout, the initialization, the schedule's values, the
+augmentation strengths) and their own early stopping and `max_epochs`
+(`population.members.MEMBER_SECTIONS`, from each member's own config). Each member keeps its
+seed's batch order and initial weights (augmentation and dropout draws are the population's, see
 `population.train`). A population's config is what its points have in common; each point's own
 values are its member `params`, merged over that config as a study merges a trial's. Every
 point is checked to train on exactly the model, data and trainer arguments of its own config,
@@ -19,7 +20,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from regzoo._dicts import set_dotted
@@ -27,7 +28,7 @@ from regzoo.studies.config.load import validate_config
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.experiments._spec import Experiment, Setting, trial_params
-from regzoo.studies.population.members import is_member_key
+from regzoo.studies.population.members import MEMBER_SECTIONS, is_member_key, shared_values
 
 # `data.augment: null` (no augmentation) is a member's own value like any strength.
 AUGMENT = "data.augment"
@@ -49,14 +50,27 @@ class Point:
 
 @dataclass
 class Population:
-    """Points trained together: the shared config and, per point, its member params."""
+    """Points trained together: the shared config and, per point, its member params and its
+    experiment (`regzoo experiment all` batches settings of different experiments)."""
 
     cfg: StudyConfig
     points: list[Point]
     params: list[dict[str, Any]]
+    experiments: list[Experiment] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.points)
+
+    def add(self, exp: Experiment, point: Point, params: dict[str, Any]) -> None:
+        self.experiments.append(exp)
+        self.points.append(point)
+        self.params.append(params)
+
+
+# Each experiment's configs by setting label, by experiment name.
+Configs = Mapping[str, Mapping[str, StudyConfig]]
+# What a population's members need not share beyond their member keys: the study's name.
+OWN_LEAVES = ("name",)
 
 
 def plan(
@@ -69,48 +83,57 @@ def plan(
 ) -> list[Population]:
     """The fewest populations of at most `size` members that train `points` as their own
     configs (`configs`, by label) would, in the order of the points' first appearance."""
-    groups: dict[str, list[tuple[Point, dict[str, Any]]]] = {}
-    for p in points:
+    return plan_all([(exp, p) for p in points], {exp.name: configs}, quick=quick, size=size)
+
+
+def plan_all(
+    items: list[tuple[Experiment, Point]], configs: Configs, *, quick: bool, size: int
+) -> list[Population]:
+    """`plan` over the points of several experiments: points of different experiments share
+    a population wherever points of one experiment could."""
+    groups: dict[str, list[tuple[Experiment, Point, dict[str, Any]]]] = {}
+    for exp, p in items:
         leaves = _flatten(exp.raw_config(p.setting, quick=quick))
-        shared = {k: v for k, v in leaves.items() if not _member_key(k)}
-        key = json.dumps([shared, p.seed], sort_keys=True, default=str)
-        groups.setdefault(key, []).append((p, leaves))
+        shared = {
+            k: v
+            for k, v in shared_values(leaves).items()
+            if not _member_key(k) and k not in OWN_LEAVES
+        }
+        key = json.dumps(shared, sort_keys=True, default=str)
+        groups.setdefault(key, []).append((exp, p, leaves))
     populations: list[Population] = []
     for group in groups.values():
         for chunk in _chunks(group, size):
-            populations += _populations(exp, chunk, configs, quick)
+            populations += _populations(chunk, configs, quick)
     return populations
 
 
 def _populations(
-    exp: Experiment,
-    chunk: list[tuple[Point, dict[str, Any]]],
-    configs: Mapping[str, StudyConfig],
-    quick: bool,
+    chunk: list[tuple[Experiment, Point, dict[str, Any]]], configs: Configs, quick: bool
 ) -> list[Population]:
     """One population of the chunk's points (each with its config's dotted leaves); a point
     whose member params would not give it its own training arguments trains alone."""
     if len(chunk) == 1:
-        return [_alone(chunk[0][0], configs, quick)]
-    first = chunk[0][1]
-    common = {k: v for k, v in first.items() if all(lv.get(k, _MISSING) == v for _, lv in chunk)}
-    source = f"experiment {exp.name!r}, population of {', '.join(p.label for p, _ in chunk)}"
-    cfg = validate_config(_unflatten(common), source=source)
+        return [_alone(chunk[0][0], chunk[0][1], configs, quick)]
+    first = chunk[0][2]
+    common = {k: v for k, v in first.items() if all(lv.get(k, _MISSING) == v for _, _, lv in chunk)}
+    common.setdefault("name", first["name"])  # the first experiment's, where several meet
+    names = ", ".join(f"{e.name}/{p.label}" for e, p, _ in chunk)
+    cfg = validate_config(_unflatten(common), source=f"population of {names}")
     joined, alone = Population(cfg, [], []), []
-    for p, leaves in chunk:
+    for exp, p, leaves in chunk:
         own = _own_params(p, quick)
         params = {**own, **_uncovered(leaves, common, own)}
-        if _training(cfg, params) == _training(configs[p.label], own):
-            joined.points.append(p)
-            joined.params.append(params)
+        if _training(cfg, params) == _training(configs[exp.name][p.label], own):
+            joined.add(exp, p, params)
         else:
-            alone.append(_alone(p, configs, quick))
+            alone.append(_alone(exp, p, configs, quick))
     return ([joined] if joined.points else []) + alone
 
 
-def _alone(p: Point, configs: Mapping[str, StudyConfig], quick: bool) -> Population:
+def _alone(exp: Experiment, p: Point, configs: Configs, quick: bool) -> Population:
     """A population of one: the point's own config and params, as `run_trial` gets them."""
-    return Population(configs[p.label], [p], [_own_params(p, quick)])
+    return Population(configs[exp.name][p.label], [p], [_own_params(p, quick)], [exp])
 
 
 def _own_params(p: Point, quick: bool) -> dict[str, Any]:
@@ -121,26 +144,31 @@ def _uncovered(
     leaves: dict[str, Any], common: dict[str, Any], own: dict[str, Any]
 ) -> dict[str, Any]:
     """The point's values outside the common config that its setting's keys do not set (a
-    quick run's key, say): dotted leaves, each set over the population's config."""
+    quick run's key, say): dotted leaves, each set over the population's config. Its early
+    stopping is not one: a member takes that from its own config (`MEMBER_SECTIONS`)."""
     out = {}
     for key, value in leaves.items():
         parts = key.split(".")
         covered = any(".".join(parts[:n]) in own for n in range(1, len(parts) + 1))
-        if key not in common and not covered:
+        if key not in common and not covered and parts[0] in TRAINING_SECTIONS:
             out[key] = value
     return out
 
 
 def _training(cfg: StudyConfig, params: dict[str, Any]) -> Any:
     """What a run trains on: the model, data and trainer arguments `train_run` builds from
-    `cfg` and `params`, and every other section of the config."""
+    `cfg` and `params`, and every other section of the config, except what a member takes
+    from its own config (`MEMBER_SECTIONS`)."""
     model, data, trainer = split_params(cfg, params)
-    rest = cfg.model_dump(mode="json", exclude=TRAINING_SECTIONS)
+    trainer.pop("max_epochs")
+    own = TRAINING_SECTIONS | {"early_stopping", *OWN_LEAVES}
+    rest = cfg.model_dump(mode="json", exclude=own)
     return cfg.model.name, cfg.data.name, model, data, trainer, rest
 
 
 def _member_key(key: str) -> bool:
-    return key == AUGMENT or is_member_key(key)
+    own = any(key == s or key.startswith(s + ".") for s in MEMBER_SECTIONS)
+    return own or key == AUGMENT or is_member_key(key)
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

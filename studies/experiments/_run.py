@@ -33,7 +33,7 @@ from regzoo.studies.experiments._spec import (
     read_curves,
 )
 from regzoo.studies.experiments._tables import print_table, write_table
-from regzoo.studies.experiments._train import DEFAULT_POPULATION, Grid, fingerprint
+from regzoo.studies.experiments._train import DEFAULT_POPULATION, Grid, fingerprint, train_grids
 from regzoo.studies.loop.storage import open_storage
 from regzoo.studies.loop.study import ensure_uid, study_uid
 from regzoo.studies.results import tracking
@@ -53,6 +53,24 @@ class ExperimentResult:
     seconds: float
 
 
+@dataclass
+class _Prepared:
+    """One experiment opened for a run: its study, grid and the points still to train."""
+
+    exp: Experiment
+    quick: bool
+    study: optuna.Study
+    grid: Grid
+    settings: list[Setting]
+    configs: dict[str, StudyConfig]
+    seeds: list[int]
+    head: StudyConfig
+    mode: str
+    out_dir: Path
+    missing: list[Point]
+    start: float
+
+
 def run_experiment(
     exp: Experiment,
     *,
@@ -68,26 +86,44 @@ def run_experiment(
         population: The most trials one population trains at once (default
             `DEFAULT_POPULATION`; 1: each trial in its own Trainer, through `run_trial`).
     """
+    [result] = run_experiments(
+        [exp], quick=quick, storage=storage, wandb=wandb, population=population, console=console
+    )
+    return result
+
+
+def run_experiments(
+    experiments: list[Experiment],
+    *,
+    quick: bool = False,
+    storage: str | None = None,
+    wandb: str | None = None,
+    population: int | None = None,
+    console: Console | None = None,
+) -> list[ExperimentResult]:
+    """`run_experiment` for several experiments at once: their missing settings train
+    together, settings of different experiments in one population where they share the
+    network and data (`regzoo experiment all`), then each writes its table and figure.
+    A result's `seconds` run from the start to its table."""
     size = DEFAULT_POPULATION if population is None else population
+    console = console or Console()
     threads = torch.get_num_threads()
     # The networks are tiny: intra-op threads cost more in synchronisation than they save
     # (5x slower on a busy 2-core machine), so each trial runs on one thread.
     torch.set_num_threads(1)
     try:
         with quiet_training():
-            return _run(exp, quick, storage, wandb, size, console or Console())
+            prepared = [_prepare(exp, quick, storage, wandb, console) for exp in experiments]
+            runs = [(p.grid, p.study, p.missing) for p in prepared]
+            train_grids(runs, size, console)
+            return [_finish(p, console) for p in prepared]
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(
-    exp: Experiment,
-    quick: bool,
-    storage: str | None,
-    wandb: str | None,
-    population: int,
-    console: Console,
-) -> ExperimentResult:
+def _prepare(
+    exp: Experiment, quick: bool, storage: str | None, wandb: str | None, console: Console
+) -> _Prepared:
     start = time.perf_counter()
     settings, seeds = exp.chosen(quick=quick), exp.replicates(quick=quick)
     configs = {s.label: _config(exp, s, quick) for s in settings}
@@ -115,27 +151,35 @@ def _run(
         mode=mode,
         console=console,
     )
-    grid.train(study, _missing(study, settings, configs, seeds), population)
-    run = ExperimentRun(exp, quick, out_dir, _records(study, settings, configs, seeds))
+    missing = _missing(study, settings, configs, seeds)
+    return _Prepared(
+        exp, quick, study, grid, settings, configs, seeds, head, mode, out_dir, missing, start
+    )
+
+
+def _finish(p: _Prepared, console: Console) -> ExperimentResult:
+    """Read the experiment's finished trials back; write, print and log its table and figure."""
+    records = _records(p.study, p.settings, p.configs, p.seeds)
+    run = ExperimentRun(p.exp, p.quick, p.out_dir, records)
     rows, figure, table = _write(run, console)
-    save_dir = out_dir / study_uid(study)
+    save_dir = p.out_dir / study_uid(p.study)
     found = log_experiment(
-        study,
-        mode=mode,
-        project=head.wandb.project,
-        entity=head.wandb.entity,
+        p.study,
+        mode=p.mode,
+        project=p.head.wandb.project,
+        entity=p.head.wandb.entity,
         save_dir=save_dir,
         figure=figure,
         rows=rows,
-        title=exp.title,
+        title=p.exp.title,
         console=console,
     )
-    print_written(found, mode, save_dir, console)
-    seconds = time.perf_counter() - start
+    print_written(found, p.mode, save_dir, console)
+    seconds = time.perf_counter() - p.start
     console.print(f"figure: {figure}  table: {table}  ({seconds:.0f} s)")
-    if mode == "offline":
-        console.print(f"wandb offline runs: {tracking.sync_command(Path(head.runs_dir))}")
-    return ExperimentResult(exp.name, rows, figure, table, run, seconds)
+    if p.mode == "offline":
+        console.print(f"wandb offline runs: {tracking.sync_command(Path(p.head.runs_dir))}")
+    return ExperimentResult(p.exp.name, rows, figure, table, run, seconds)
 
 
 def _write(run: ExperimentRun, console: Console) -> tuple[list[Row], Path, Path]:

@@ -9,6 +9,7 @@ members are enqueued, asked and told by hand: their trials run while the populat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -23,7 +24,7 @@ from rich.console import Console
 from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, member_heartbeats
 from regzoo.studies.config.schema import ConfigError, Param, Population, StudyConfig
 from regzoo.studies.config.search import suggest
-from regzoo.studies.experiments._populations import Point, plan
+from regzoo.studies.experiments._populations import Point, plan_all
 from regzoo.studies.experiments._populations import Population as Batch
 from regzoo.studies.experiments._spec import Experiment, trial_params
 from regzoo.studies.loop.gc import collect_after_trials
@@ -78,27 +79,7 @@ class Grid:
     def train(self, study: optuna.Study, points: list[Point], population: int) -> None:
         """Train `points`: one trial per Trainer with `population` 1, else as populations of
         at most `population` members."""
-        if not points:
-            return
-        if population <= 1:
-            self.train_singly(study, points)
-            return
-        batches = plan(self.exp, points, self.configs, quick=self.quick, size=population)
-        sizes = ", ".join(str(len(b)) for b in batches)
-        self.console.print(f"{len(points)} trials as {len(batches)} population(s): {sizes}")
-        _drain_queue(study)
-        with collect_after_trials() as collect:
-            for batch in batches:
-                refused = _refusal(batch.cfg, population)
-                if refused is not None:
-                    note = f"one trial per Trainer for {len(batch)}: {refused}"
-                    self.console.print(note, style="yellow", markup=False)
-                    self.train_singly(study, batch.points)
-                    continue
-                told = self.train_population(study, batch)
-                for trial in told:
-                    self.console.print(trial_line(trial, self.metric))
-                collect(study, told[-1])
+        train_grids([(self, study, points)], population, self.console)
 
     # ---- one trial per Trainer --------------------------------------------------------------
 
@@ -162,30 +143,9 @@ class Grid:
 
     # ---- populations ------------------------------------------------------------------------
 
-    def train_population(self, study: optuna.Study, batch: Batch) -> list[FrozenTrial]:
-        """Ask one trial per point, train them as one population, tell each its outcome. An
-        error fails every member (recorded on each) and propagates, as in `study.optimize`."""
-        specs: list[MemberSpec] = []
-        try:
-            for point, params in zip(batch.points, batch.params, strict=True):
-                specs.append(self._member(study, point, params))
-            start = time.perf_counter()
-            trials = [m.trial for m in specs if isinstance(m.trial, optuna.Trial)]
-            with member_heartbeats(study, trials):
-                results = train_population(batch.cfg, specs, wandb_mode=self.mode)
-        except BaseException as exc:
-            for m in specs:
-                assert isinstance(m.trial, optuna.Trial)
-                m.trial.set_user_attr("error", error_text(exc))
-                study.tell(m.trial, state=TrialState.FAIL)
-            raise
-        seconds = time.perf_counter() - start
-        return [
-            self._tell(study, m, point, result, seconds)
-            for m, point, result in zip(specs, batch.points, results, strict=True)
-        ]
-
-    def _member(self, study: optuna.Study, point: Point, params: dict[str, Any]) -> MemberSpec:
+    def member_spec(self, study: optuna.Study, point: Point, params: dict[str, Any]) -> MemberSpec:
+        """The point as a population member: its trial asked from `study` (enqueued with its
+        grid values first), its folder, run name, probes and own config."""
         study.enqueue_trial(grid_params(self.exp, point, self.seeds))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
@@ -205,9 +165,10 @@ class Grid:
             point.seed,
             f"trial-{trial.number}-{point.label}",
             probes=self.exp.probes(self.configs[point.label]),
+            config=self.configs[point.label],
         )
 
-    def _tell(
+    def tell(
         self,
         study: optuna.Study,
         m: MemberSpec,
@@ -215,6 +176,7 @@ class Grid:
         result: TrialResult,
         seconds: float,
     ) -> FrozenTrial:
+        """Record a member's result and attributes on its trial and tell the study."""
         trial = m.trial
         assert isinstance(trial, optuna.Trial)
         record_result(trial, result, seconds, self.metric)
@@ -225,6 +187,77 @@ class Grid:
         if result.pruned_at is not None:
             return study.tell(trial, state=TrialState.PRUNED)
         return study.tell(trial, result.value)
+
+
+# One experiment's grid, its study and the points it still has to train.
+GridRun = tuple[Grid, optuna.Study, list[Point]]
+
+
+def train_grids(runs: list[GridRun], population: int, console: Console) -> None:
+    """Train the missing points of one or more experiments: one trial per Trainer with
+    `population` 1, else as the fewest populations of at most `population` members, points of
+    different experiments together where their settings allow (`_populations.plan_all`)."""
+    runs = [run for run in runs if run[2]]
+    if not runs:
+        return
+    if population <= 1:
+        for grid, study, points in runs:
+            grid.train_singly(study, points)
+        return
+    owners = {grid.exp.name: (grid, study) for grid, study, _ in runs}
+    items = [(grid.exp, p) for grid, _, points in runs for p in points]
+    configs = {grid.exp.name: grid.configs for grid, _, _ in runs}
+    batches = plan_all(items, configs, quick=runs[0][0].quick, size=population)
+    sizes = ", ".join(str(len(b)) for b in batches)
+    console.print(f"{len(items)} trials as {len(batches)} population(s): {sizes}")
+    for _, study, _ in runs:
+        _drain_queue(study)
+    with collect_after_trials() as collect:
+        for batch in batches:
+            refused = _refusal(batch.cfg, population)
+            if refused is not None:
+                note = f"one trial per Trainer for {len(batch)}: {refused}"
+                console.print(note, style="yellow", markup=False)
+                for exp, point in zip(batch.experiments, batch.points, strict=True):
+                    grid, study = owners[exp.name]
+                    grid.train_singly(study, [point])
+                continue
+            told = _train_population(owners, batch)
+            for grid, trial in told:
+                console.print(trial_line(trial, grid.metric))
+            collect(owners[batch.experiments[-1].name][1], told[-1][1])
+
+
+def _train_population(
+    owners: dict[str, tuple[Grid, optuna.Study]], batch: Batch
+) -> list[tuple[Grid, FrozenTrial]]:
+    """Ask one trial per point (in its experiment's study), train them as one population,
+    tell each its outcome. An error fails every member (recorded on each) and propagates, as
+    in `study.optimize`."""
+    asked: list[tuple[Grid, optuna.Study, MemberSpec]] = []
+    try:
+        for exp, point, params in zip(batch.experiments, batch.points, batch.params, strict=True):
+            grid, study = owners[exp.name]
+            asked.append((grid, study, grid.member_spec(study, point, params)))
+        start = time.perf_counter()
+        with contextlib.ExitStack() as beats:
+            for _, study in owners.values():
+                trials = [m.trial for _, s, m in asked if s is study]
+                beats.enter_context(member_heartbeats(study, trials))  # type: ignore[arg-type]
+            results = train_population(
+                batch.cfg, [m for _, _, m in asked], wandb_mode=asked[0][0].mode
+            )
+    except BaseException as exc:
+        for _, study, m in asked:
+            assert isinstance(m.trial, optuna.Trial)
+            m.trial.set_user_attr("error", error_text(exc))
+            study.tell(m.trial, state=TrialState.FAIL)
+        raise
+    seconds = time.perf_counter() - start
+    return [
+        (grid, grid.tell(study, m, point, result, seconds))
+        for (grid, study, m), point, result in zip(asked, batch.points, results, strict=True)
+    ]
 
 
 def _refusal(cfg: StudyConfig, size: int) -> str | None:

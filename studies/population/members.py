@@ -24,6 +24,7 @@ from regzoo.studies.config.schema import Population, StudyConfig
 from regzoo.studies.config.search import REGULARIZATION
 from regzoo.studies.config.validate import check_population
 from regzoo.zoo.population import MEMBER_HPARAMS
+from regzoo.zoo.population.stack import WIDTH_HPARAMS
 
 # Models torch.func.vmap cannot batch: no batching rule for nn.GRU / nn.LSTM.
 UNBATCHED_MODELS = frozenset({"rnn"})
@@ -32,8 +33,10 @@ UNBATCHED_MODELS = frozenset({"rnn"})
 @dataclass
 class MemberSpec:
     """One trial to train as a member: its Optuna trial (None outside a study), sampled
-    parameters, folder, seed and run name; and its probes, objects with any of the member
-    hooks `PopulationModule` calls (`module.MemberView`), as an experiment's trial carries."""
+    parameters, folder, seed and run name; its probes, objects with any of the member hooks
+    `PopulationModule` calls (`module.MemberView`), as an experiment's trial carries; and its
+    own config where it differs from the population's in what members may differ in beyond
+    their params (`MEMBER_SECTIONS`: its early stopping and its Trainer's `max_epochs`)."""
 
     trial: optuna.trial.BaseTrial | None
     params: dict[str, Any]
@@ -41,20 +44,37 @@ class MemberSpec:
     seed: int
     run_name: str
     probes: list[Any] = field(default_factory=list)
+    config: StudyConfig | None = None
+
+
+# Config entries a member may have of its own (`MemberSpec.config`): it stops by its own
+# criteria or at its own last epoch, and leaves the batch there.
+MEMBER_SECTIONS = ("early_stopping", "trainer.max_epochs")
 
 
 def is_member_key(key: str) -> bool:
-    """True for a search key whose value may differ between the members of one population."""
+    """True for a search key whose value may differ between the members of one population
+    (the layer widths too: `shared_value` keeps their depth shared)."""
     section, _, rest = key.partition(".")
     if section == "model":
-        return rest in MEMBER_HPARAMS or rest == REGULARIZATION
+        return rest in MEMBER_HPARAMS or rest in WIDTH_HPARAMS or rest == REGULARIZATION
     return section == "data" and rest.startswith("augment.")
+
+
+def shared_values(leaves: dict[str, Any]) -> dict[str, Any]:
+    """What members of one population must share among a trial's dotted keys and values:
+    every value but the member keys', and the depth (not the widths) of `model.hidden` and
+    `model.channels` (members narrower than the stack are zero-padded)."""
+    shared = {k: v for k, v in leaves.items() if not is_member_key(k)}
+    for key in (f"model.{w}" for w in WIDTH_HPARAMS):
+        if isinstance(leaves.get(key), list | tuple):
+            shared[f"{key}#depth"] = len(leaves[key])
+    return shared
 
 
 def group_key(params: dict[str, Any]) -> str:
     """The shared values of a trial's parameters: trials with equal keys share a population."""
-    shared = {k: v for k, v in params.items() if not is_member_key(k)}
-    return json.dumps(shared, sort_keys=True, default=str)
+    return json.dumps(shared_values(params), sort_keys=True, default=str)
 
 
 def group(members: Sequence[MemberSpec]) -> list[list[MemberSpec]]:

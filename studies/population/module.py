@@ -16,7 +16,7 @@ updates every member with its own hyperparameters.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ class Member:
     csv: CSVLogger
     wandb: WandbLogger | None
     early: EarlyStopping | None
+    max_epochs: int | None = None  # its own Trainer's max_epochs, when it stops earlier
     record: tracking.EpochRecord = field(default_factory=tracking.EpochRecord)
     best_score: float | None = None
     best_tie: float | None = None
@@ -77,7 +78,9 @@ class MemberView:
 
     module: PopulationModule
     row: int  # the member's row in the stack
-    grads: list[torch.Tensor] = field(default_factory=list)  # `stack.params` order
+    # `stack.params` order; a member narrower than the stack sees its padding's zeros.
+    grads: list[torch.Tensor] = field(default_factory=list)
+    _model: Classifier | None = field(default=None, repr=False)
 
     @property
     def member(self) -> Member:
@@ -94,7 +97,7 @@ class MemberView:
 
     @property
     def datamodule(self) -> Any:
-        return self.module.trainer.datamodule  # type: ignore[attr-defined]
+        return self.module.data
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -109,24 +112,42 @@ class MemberView:
         return self.module.stack.member_state_dict(self.row)
 
     def model(self) -> Classifier:
-        """The member's `Classifier`, its current weights loaded."""
-        return self.module.stack.load_into(self.row, self.member.model)
+        """The member's `Classifier`, its current weights loaded (once per view: the probes
+        of one member at one hook share it)."""
+        if self._model is None:
+            self._model = self.module.stack.load_into(self.row, self.member.model)
+        return self._model
 
 
 class PopulationModule(L.LightningModule):
     """Trains the members of a `StackedModels` together; see the module docstring."""
 
-    def __init__(self, cfg: StudyConfig, members: list[Member], stack: StackedModels) -> None:
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        members: list[Member],
+        stack: StackedModels,
+        data: Any = None,
+        val: Iterable[Batch] = (),
+    ) -> None:
+        """Args:
+        data: The datamodule the members train on (what probes read as `datamodule`).
+        val: The validation batches, as the Trainer's `limit_val_batches` would cut them:
+            every member is validated on them at the end of each epoch (`_validate`).
+        """
         super().__init__()
+        self.data = data
         self.automatic_optimization = False
         self.cfg = cfg
         self.members = members
         self.stack = stack
         self.optim = StackedOptimizer(stack)
-        self.schedules = MemberSchedulers(stack, self.optim, max_epochs=cfg.trainer.max_epochs)
+        periods = [m.max_epochs or cfg.trainer.max_epochs for m in members]  # cosine's, each
+        self.schedules = MemberSchedulers(stack, self.optim, max_epochs=periods)
         self.active = list(range(len(members)))  # member index of each stacked row
-        self.per_member_input = any(m.augment is not None for m in members)
+        self.augmented = any(m.augment is not None for m in members)
         self.penalized = any(hp.get("l1") or hp.get("l2") for hp in stack.hparams)
+        self._val = list(val)  # moved to the device once, at the start of fit
         self._sums: dict[str, torch.Tensor] = {}
         self._steps = 0
         self._step_probes = any(hasattr(p, "member_step") for m in members for p in m.spec.probes)
@@ -136,6 +157,10 @@ class PopulationModule(L.LightningModule):
     def on_fit_start(self) -> None:
         dtype = torch.float64 if str(self.trainer.precision).startswith("64") else torch.float32
         self.stack.to(self.device, dtype)
+        self._val = [
+            (x.to(self.device, dtype if x.is_floating_point() else None), y.to(self.device))
+            for x, y in self._val
+        ]
 
     def configure_optimizers(self) -> None:
         return None  # StackedOptimizer, stepped in training_step
@@ -143,27 +168,36 @@ class PopulationModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch
         self.stack.train()
-        if self.per_member_input:
+        own = y.ndim == 2  # (K0, B): each member's own batch (`member_train_dataloader`)
+        if own:
+            rows = torch.as_tensor(self.active, device=y.device)
+            x, y = x[rows], y[rows]  # the members still training
+        if self.augmented:
             x = torch.stack(
-                [self._augmented(i, x) for i in self.active]
-            )  # (B, *raw) -> (K, B, *raw)
-        logits = self.stack.forward(x, per_member=self.per_member_input)  # (K, B, C)
+                [self._augmented(i, x[row] if own else x) for row, i in enumerate(self.active)]
+            )  # -> (K, B, *raw)
+        logits = self.stack.forward(x, per_member=own or self.augmented)  # (K, B, C)
         ce = _member_ce(logits, y)  # (K,)
         loss = ce + self.stack.penalty() if self.penalized else ce
         names = list(self.stack.params)
-        grads = torch.autograd.grad(loss.sum(), [self.stack.params[n] for n in names])
-        self.optim.step(dict(zip(names, grads, strict=True)))
+        raw = torch.autograd.grad(loss.sum(), [self.stack.params[n] for n in names])
+        # Members narrower than the stack: their padding gets no gradient, so it stays 0.
+        grads = self.stack.mask_grads(dict(zip(names, raw, strict=True)))
+        self.optim.step(grads)
         if self._step_probes:
-            self._probe_step(grads)
+            self._probe_step(list(grads.values()))
         self._steps += 1
         self._accumulate("train", ce.detach(), logits.detach(), y)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        x, y = batch
+    @torch.no_grad()
+    def _validate(self) -> None:
+        """Every member on the validation batches: here, not in Lightning's validation loop,
+        whose own work per epoch (hooks, a dataloader reset, mode switches; about 0.7 ms)
+        cost more than a full-batch population's whole validation pass."""
         self.stack.eval()
-        with torch.no_grad():
+        for x, y in self._val:
             logits = self.stack.forward(x)  # (K, B, C)
-        self._accumulate("val", _member_ce(logits, y), logits, y)
+            self._accumulate("val", _member_ce(logits, y), logits, y)
 
     def _augmented(self, member: int, x: torch.Tensor) -> torch.Tensor:
         augment = self.members[member].augment
@@ -172,7 +206,7 @@ class PopulationModule(L.LightningModule):
     def _accumulate(
         self, stage: str, ce: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
     ) -> None:
-        n = len(y)
+        n = y.shape[-1]
         correct = (logits.argmax(-1) == y).sum(-1).to(torch.float64)  # (K,)
         values = torch.stack([ce.to(torch.float64) * n, correct])  # (2, K)
         total = self._sums.get(stage)
@@ -183,6 +217,7 @@ class PopulationModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         epoch = self.trainer.current_epoch
+        self._validate()
         metrics = self._epoch_metrics()  # one dict per stacked row
         self._sums.clear()
         for row, values in enumerate(metrics):
@@ -226,6 +261,8 @@ class PopulationModule(L.LightningModule):
         early = m.early
         if early is not None and early.monitor in metrics:
             m.stopped = m.stopped or early_stopping_check(early, metrics[early.monitor])
+        if m.max_epochs is not None and m.epochs >= m.max_epochs:
+            m.stopped = True  # its own run ends here; longer members go on
 
     def _keep_checkpoint(self, row: int, epoch: int, metrics: dict[str, float]) -> None:
         """The epoch a member is scored and tested by: as `trial.train._checkpoint` keeps it."""
@@ -314,7 +351,8 @@ def _prunable(trial: Any) -> bool:
 
 
 def _member_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each member's mean cross-entropy over the batch: `(K, B, C), (B,) -> (K,)`."""
+    """Each member's mean cross-entropy over the batch: `(K, B, C), (B,) or (K, B) -> (K,)`."""
     k, b = logits.shape[:2]
-    losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none")  # (K·B,)
+    targets = y.flatten() if y.ndim == 2 else y.repeat(k)
+    losses = F.cross_entropy(logits.flatten(0, 1), targets, reduction="none")  # (K·B,)
     return losses.view(k, b).mean(dim=1)

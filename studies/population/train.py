@@ -2,11 +2,13 @@
 
     results = train_population(cfg, [MemberSpec(trial, params, run_dir, seed, name), ...])
 
-One datamodule serves every member: the data options, batch size and batch order (the first
-member's seed) are shared; each member augments the shared batch with its own strengths. Each
-member's initial weights come from its own seed, exactly as its single-trial run would draw
-them. Every member ends with what a single trial leaves: `best.ckpt` (or `last.ckpt`) in the
-single-model checkpoint format, `metrics.csv`, a W&B run, and test metrics from its kept state.
+One datamodule serves every member: the data options and batch size are shared. Each member
+keeps its own batch order (its seed's, as alone; `ArrayDataModule.member_train_dataloader`),
+augments its batch with its own strengths, and draws its initial weights from its own seed,
+exactly as its single-trial run would. Its `max_epochs` and early stopping may be its own
+(`MemberSpec.config`): it leaves the batch when they end it. Every member ends with what a
+single trial leaves: `best.ckpt` (or `last.ckpt`) in the single-model checkpoint format,
+`metrics.csv`, a W&B run, and test metrics from its kept state.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,8 @@ def _train(
     dm = create_datamodule(cfg.data.name, seed=specs[0].seed, **shared_data)
     dm.prepare_data()
     dm.setup("fit")
+    trainer_kw["max_epochs"] = max(_max_epochs(cfg, spec) for spec in specs)
+    seeds = [spec.seed for spec in specs]
     members: list[Member] = []
     errors: dict[int, str] = {}
     try:
@@ -83,9 +88,11 @@ def _train(
             members.append(_member(cfg, spec, dm, trainer_kw, wandb_mode, len(specs)))
         stack = StackedModels([m.model for m in members])
         L.seed_everything(specs[0].seed, workers=True, verbose=False)
-        module = PopulationModule(cfg, members, stack)
+        val = _limited(dm.val_dataloader(), trainer_kw.pop("limit_val_batches", None))
+        module = PopulationModule(cfg, members, stack, dm, val)
         trainer = L.Trainer(
             **{k: v for k, v in trainer_kw.items() if v is not None},
+            limit_val_batches=0,  # PopulationModule validates every member itself
             callbacks=[SwallowedInterrupt(), *callbacks],
             logger=False,
             enable_checkpointing=False,
@@ -93,7 +100,10 @@ def _train(
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
-        interruptible(trainer, trainer.fit, module, datamodule=dm)
+        # Each member its own batch order, as alone (one loader when they share a seed).
+        own = len(set(seeds)) > 1
+        train = dm.member_train_dataloader(seeds) if own else dm.train_dataloader()
+        interruptible(trainer, trainer.fit, module, train_dataloaders=train)
         results = [_result(cfg, m, dm) for m in members]
     except BaseException as exc:
         for i in range(len(members)):
@@ -114,16 +124,18 @@ def _member(
 ) -> Member:
     """Build one member as its single-trial run would: its seed, then its model."""
     model_kw, data_kw, _ = split_params(cfg, spec.params)
+    own = spec.config or cfg
+    trainer_kw = {**trainer_kw, "max_epochs": _max_epochs(cfg, spec)}
     L.seed_everything(spec.seed, workers=True, verbose=False)
     model = create_model(cfg.model.name, **data_facts(dm), **model_kw)
     model.pipeline.load_statistics(dm.input_statistics()[1])
     spec.run_dir.mkdir(parents=True, exist_ok=False)
     data_kw = {"split_seed": cfg.seed, **data_kw}
     config = run_config(
-        cfg, spec.params, model, data_kw, trainer_kw, seed=spec.seed, trial=spec.trial
+        own, spec.params, model, data_kw, trainer_kw, seed=spec.seed, trial=spec.trial
     )
-    config["population"] = {"size": size, "seed": int(dm.seed)}
-    logger = run_logger(cfg, spec.run_name, config, mode=wandb_mode, concurrent=True)
+    config["population"] = {"size": size}  # its batch order is its own seed's, as alone
+    logger = run_logger(own, spec.run_name, config, mode=wandb_mode, concurrent=True)
     if spec.trial is not None:
         for key, value in tracking.run_attrs(logger).items():
             spec.trial.set_user_attr(key, value)
@@ -133,8 +145,26 @@ def _member(
         augment=dm.augmenter_for(data_kw.get("augment")),
         csv=CSVLogger(spec.run_dir, name="", version=""),
         wandb=logger,
-        early=early_stopping(cfg),
+        early=early_stopping(own),
+        max_epochs=trainer_kw["max_epochs"],
     )
+
+
+def _limited(loader: Iterable[Any], limit: int | float | None) -> list[Any]:
+    """The batches Lightning's `limit_val_batches` keeps: a count (int) or a share (float) of
+    them, at least one; all with None."""
+    batches = list(loader)
+    if limit is None:
+        return batches
+    keep = limit if isinstance(limit, int) else max(1, int(len(batches) * limit))
+    return batches[:keep]
+
+
+def _max_epochs(cfg: StudyConfig, spec: MemberSpec) -> int:
+    """The member's own `max_epochs`: its config's, else the population's with its params."""
+    if spec.config is not None:
+        return int(spec.config.trainer.max_epochs)
+    return int(split_params(cfg, spec.params)[2]["max_epochs"])
 
 
 def _result(cfg: StudyConfig, m: Member, dm: ArrayDataModule) -> TrialResult:

@@ -96,3 +96,31 @@ def test_every_seed_of_a_study_is_validated_on_the_same_split(in_tmp: Path) -> N
     # A split_seed among the config's data options wins over the config's seed.
     own = run("own", 1, load_config(DEFAULT_CONFIG, overrides=[*tiny, "data.split_seed=12"]))
     assert not np.array_equal(own.splits["val"], one.splits["val"])
+
+
+def test_member_batches_are_each_seeds_own_batches_epoch_after_epoch(make_dm: Make) -> None:
+    """A population's members each keep the batch order their own seed gives a single trial
+    (`member_train_dataloader`), over several epochs of one loader, the short last batch too."""
+    seeds = [3, 5, 3]
+    dm = make_dm("glyph", seed=0, split_seed=7, train_size=20, batch_size=8)
+    dm.setup()
+    loader = dm.member_train_dataloader(seeds)
+    together = [batch for _ in range(3) for batch in loader]  # three epochs
+    for k, seed in enumerate(seeds):
+        alone = make_dm("glyph", seed=seed, split_seed=7, train_size=20, batch_size=8)
+        alone.setup()
+        single = alone.train_dataloader()
+        expected = [batch for _ in range(3) for batch in single]
+        assert len(together) == len(expected) == 9
+        for (x, y), (x1, y1) in zip(together, expected, strict=True):
+            assert torch.equal(x[k], x1) and torch.equal(y[k], y1)
+    assert not torch.equal(together[0][0][0], together[0][0][1])  # seeds 3 and 5 differ
+
+
+def test_member_batches_refuse_the_albumentations_backend(make_dm: Make) -> None:
+    dm = make_dm(
+        "digits", seed=0, augment={"noise": 0.1}, augment_backend="albumentations", batch_size=8
+    )
+    dm.setup()
+    with pytest.raises(ValueError, match=r"augment_backend='albumentations'.*allowed"):
+        dm.member_train_dataloader([0, 1])

@@ -56,6 +56,16 @@ SETTINGS = [
     ),
     Setting("sgd xavier + decay", {"model.init": "xavier", "model.weight_decay": 1e-2}),
     Setting("adam", {"model.optimizer": "adam", "model.lr": 0.03}),
+    # A member's own epoch count and early stopping: it leaves the batch where it would stop.
+    Setting("sgd 7 epochs, cosine", {"trainer.max_epochs": 7, "model.scheduler": "cosine"}),
+    Setting(
+        "adam early-stopped",
+        {
+            "model.optimizer": "adam",
+            "model.lr": 0.3,
+            "early_stopping": {"monitor": "val/loss", "patience": 2},
+        },
+    ),
 ]
 
 
@@ -150,12 +160,14 @@ def test_populations_give_the_table_of_one_trial_per_trainer(
 ) -> None:
     trainers = TrainerCount(monkeypatch)
     batched = run(EXPERIMENT, f"sqlite:///{in_tmp / 'batched.db'}")
-    # The SGD settings without a schedule share one; the schedule and Adam are their own.
-    assert trainers.count == 3
+    # One population: members may differ in optimizer and schedule kinds too.
+    assert trainers.count == 1
     trainers.count = 0
     single = run(EXPERIMENT, f"sqlite:///{in_tmp / 'single.db'}", population=1)
     assert trainers.count == len(SETTINGS)
     assert_same_rows(batched, single)
+    assert batched["sgd 7 epochs, cosine"]["epochs"] == 7
+    assert batched["adam early-stopped"]["epochs"] < EPOCHS  # it stopped on its own criteria
     # The rows hold more than losses: each probe's summary made it into the attributes.
     assert {"best_epoch", "weight_norm", "grad_norm_first", "truth_table_acc"} <= set(
         batched["adam"]
@@ -215,8 +227,8 @@ def test_a_rerun_trains_only_the_missing_settings_as_their_populations(
     assert [row["setting"] for row in result.rows] == [s.label for s in SETTINGS]
     numbers = {r.label: r.number for r in result.run.records}
     assert {label: numbers[label] for label in done} == done  # read back, not retrained
-    # Missing: two SGD settings (one population) and the schedule (its own).
-    assert trainers.count == 2
+    # Missing: two SGD settings and the schedule, trained as one population.
+    assert trainers.count == 1
     after = trials(EXPERIMENT, storage)
     stale = [t for t in after if t.state == TrialState.FAIL]
     assert [t.user_attrs["error"] for t in stale] == [STALE]
@@ -235,19 +247,19 @@ def test_a_rerun_trains_only_the_missing_settings_as_their_populations(
             64,
             {
                 "xor": [1, 1, 1],
-                "learning_rate": [3, 1],
-                "optimizers": [1, 1, 1, 1, 1],
+                "learning_rate": [4],
+                "optimizers": [5],
                 "initialization": [6],
                 "normalization": [1, 1, 1, 1],
                 "l2": [4],
-                "weight_decay_vs_l2": [2, 2],
+                "weight_decay_vs_l2": [4],
                 "dropout": [4],
-                "early_stopping": [1, 1],
-                "augmentation": [7, 7, 7],
-                "capacity": [1] * 15,
+                "early_stopping": [2],
+                "augmentation": [21],
+                "capacity": [5, 5, 5],
             },
         ),
-        (4, {"initialization": [3, 3], "augmentation": [4, 3, 4, 3, 4, 3], "l2": [4]}),
+        (4, {"initialization": [3, 3], "augmentation": [4, 3, 3, 4, 4, 3], "l2": [4]}),
     ],
 )
 def test_each_grid_trains_as_the_fewest_populations_its_settings_allow(

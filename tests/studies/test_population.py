@@ -129,32 +129,57 @@ def test_population_1_is_the_one_trial_per_trainer_path(
     assert len(metrics_files(tmp_path / "plain")) == 2
 
 
+ACTIVATION_SEARCH = (
+    "search={model.activation: {choice: [relu, tanh]}, "
+    "model.lr: {float: [1.0e-3, 1.0e-1], log: true}}"
+)
 OPTIMIZER_SEARCH = (
     "search={model.optimizer: {choice: [sgd, adam]}, "
-    "model.lr: {float: [1.0e-3, 1.0e-1], log: true}}"
+    "model.scheduler: {choice: [none, cosine]}, model.lr: {float: [1.0e-3, 1.0e-1], log: true}}"
 )
 
 
 def test_trials_that_cannot_share_a_model_train_as_separate_populations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A search over the optimizer with population 4: each asked batch of 4 splits into one
-    population per optimizer (members told together, recorded as one population)."""
-    url = run(tmp_path, 8, OPTIMIZER_SEARCH, "pruner.name=none", "trainer.max_epochs=2",
+    """A search over the activation with population 4: each asked batch of 4 splits into one
+    population per activation (members told together, recorded as one population)."""
+    url = run(tmp_path, 8, ACTIVATION_SEARCH, "pruner.name=none", "trainer.max_epochs=2",
               flags=("--population", "4"))  # fmt: skip
     capsys.readouterr()
     trials = trials_of(url)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
     batches = [trials[:4], trials[4:]]
-    assert any(len({t.params["model.optimizer"] for t in b}) == 2 for b in batches)  # mixed
+    assert any(len({t.params["model.activation"] for t in b}) == 2 for b in batches)  # mixed
     for batch in batches:
-        for optimizer in {t.params["model.optimizer"] for t in batch}:
-            members = [t for t in batch if t.params["model.optimizer"] == optimizer]
+        for activation in {t.params["model.activation"] for t in batch}:
+            members = [t for t in batch if t.params["model.activation"] == activation]
             numbers = [t.number for t in members]
-            assert all(t.user_attrs["population"] == numbers for t in members), optimizer
+            assert all(t.user_attrs["population"] == numbers for t in members), activation
         told = sorted(batch, key=lambda t: t.datetime_complete)  # one population after another
-        runs = [k for k, _ in itertools.groupby(t.params["model.optimizer"] for t in told)]
+        runs = [k for k, _ in itertools.groupby(t.params["model.activation"] for t in told)]
         assert len(runs) == len(set(runs)), runs
+
+
+def test_members_with_their_own_optimizer_and_schedule_share_one_population(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Optimizer and scheduler kinds are each member's own: a batch of 4 mixing them is one
+    population, and each member's checkpoint is a model of its own kinds."""
+    url = run(tmp_path, 8, OPTIMIZER_SEARCH, "pruner.name=none", "trainer.max_epochs=2",
+              flags=("--population", "4"))  # fmt: skip
+    capsys.readouterr()
+    trials = trials_of(url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    kinds = {(t.params["model.optimizer"], t.params["model.scheduler"]) for t in trials}
+    assert len(kinds) > 1
+    for batch in (trials[:4], trials[4:]):
+        numbers = [t.number for t in batch]
+        assert all(t.user_attrs["population"] == numbers for t in batch)
+    for t in trials:
+        model = load_model(t.user_attrs["checkpoint"])
+        assert model.hparams["optimizer"] == t.params["model.optimizer"]
+        assert model.hparams["scheduler"] == t.params["model.scheduler"]
 
 
 def test_a_members_offline_wandb_run_records_its_population_and_its_own_epochs(
@@ -170,8 +195,8 @@ def test_a_members_offline_wandb_run_records_its_population_and_its_own_epochs(
     assert sorted(runs) == [f"{STUDY}-trial-0", f"{STUDY}-trial-1"]
     for t in trials:
         member = runs[f"{STUDY}-trial-{t.number}"]
-        # Both members trained in one population, on the batch order of its first member's seed.
-        assert member.config["population"] == {"size": 2, "seed": 0}
+        # Both members trained in one population, each on its own seed's batch order.
+        assert member.config["population"] == {"size": 2}
         assert member.config["seed"] == t.number
         epochs = [row["epoch"] for row in member.history if "val/loss" in row]
         assert epochs == [0, 1]

@@ -103,14 +103,18 @@ def data(shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
     return {"x": x[:40], "y": y[:40], "x_val": x[40:], "y_val": y[40:]}
 
 
-def member(variant: str, optimizer: str, scheduler: str, k: int, x: torch.Tensor) -> Classifier:
-    """Member k, double precision, with its own seed and input statistics."""
+def member(
+    variant: str, optimizer: str, scheduler: str, k: int, x: torch.Tensor, seed: int | None = None
+) -> Classifier:
+    """Member k (hparams k of LRS, MEMBERS, SCHEDULES), double precision, with its own seed
+    (`seed`, else k) and input statistics."""
+    seed = k if seed is None else seed
     name, shape, arch = VARIANTS[variant]
     lr = LRS[optimizer][k]
     schedule = dict(SCHEDULES[scheduler][k])
     if scheduler == "piecewise":
         schedule["lr_values"] = tuple(lr * v for v in schedule["lr_values"])
-    torch.manual_seed(k)
+    torch.manual_seed(seed)
     model = create_model(
         name,
         input_shape=shape,
@@ -123,7 +127,7 @@ def member(variant: str, optimizer: str, scheduler: str, k: int, x: torch.Tensor
         **MEMBERS[k],
         **schedule,
     ).double()
-    return model.fit_input(x[k:])  # statistics differ between members
+    return model.fit_input(x[seed:])  # statistics differ between members
 
 
 def batches(d: dict[str, torch.Tensor]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -165,7 +169,13 @@ def train_alone(
     return clipped, opt.param_groups[0]["lr"]
 
 
-def train_population(stack: StackedModels, d: dict[str, torch.Tensor]) -> StackedOptimizer:
+def train_population(
+    stack: StackedModels,
+    d: dict[str, torch.Tensor],
+    leave: dict[int, list[int]] | None = None,
+) -> StackedOptimizer:
+    """Train the population; `leave` maps an epoch-ending step to the rows to keep, which keep
+    after the schedulers' step, as `PopulationModule` does."""
     opt = StackedOptimizer(stack)
     schedulers = MemberSchedulers(stack, opt, max_epochs=MAX_EPOCHS)
     stack.train()
@@ -186,6 +196,9 @@ def train_population(stack: StackedModels, d: dict[str, torch.Tensor]) -> Stacke
                 ).mean(dim=1)
             stack.train()
             schedulers.step(val_loss)
+            if leave and step + 1 in leave:
+                for part in (stack, opt, schedulers):
+                    part.keep(leave[step + 1])
     return opt
 
 
@@ -218,7 +231,7 @@ def check(variant: str, optimizer: str, scheduler: str, trainer: L.Trainer) -> N
 # Every optimizer with every scheduler on the fnn with batchnorm; every other variant with every
 # optimizer (schedulers in turn), two of them per variant in every run and the rest marked slow.
 FAST_ELSEWHERE = ("nesterov", "adamw")
-CROSS = [("fnn-bn", o, s) for o, s in itertools.product(OPTIMIZERS, SCHEDULERS)]
+CROSS: list[Any] = [("fnn-bn", o, s) for o, s in itertools.product(OPTIMIZERS, SCHEDULERS)]
 CROSS += [
     pytest.param(
         v,
@@ -253,3 +266,94 @@ def test_reference_is_lightning() -> None:
     assert run.optimizers[0].param_groups[0]["lr"] == lr
     assert lr < LRS[optimizer][2], "the plateau schedule never reduced the rate"
     assert_same(fitted.state_dict(), alone.state_dict(), set(), 2)
+
+
+# (optimizer, scheduler, hparams k): every optimizer and scheduler kind, and each optimizer with
+# the clipping, decaying member 2 or with L1/L2, so that members of one population differ in
+# update rule, state, constants and schedule at once.
+MIXED: tuple[tuple[str, str, int], ...] = (
+    ("sgd", "step", 2),
+    ("momentum", "plateau", 1),
+    ("nesterov", "cosine", 2),
+    ("rmsprop", "piecewise", 0),
+    ("adam", "none", 1),
+    ("adamw", "plateau", 2),
+    ("momentum", "cosine", 0),
+    ("adam", "step", 2),
+    ("sgd", "piecewise", 1),
+    ("adamw", "none", 0),
+)
+# Rule buffers (torch's state names) of each optimizer kind.
+BUFFERS = {
+    "sgd": set(),
+    "momentum": {"momentum_buffer"},
+    "nesterov": {"momentum_buffer"},
+    "rmsprop": {"square_avg"},
+    "adam": {"exp_avg", "exp_avg_sq"},
+    "adamw": {"exp_avg", "exp_avg_sq"},
+}
+
+
+def mixed_member(variant: str, j: int, d: dict[str, torch.Tensor]) -> Classifier:
+    optimizer, scheduler, k = MIXED[j]
+    return member(variant, optimizer, scheduler, k, d["x"], seed=j)
+
+
+def check_mixed(
+    variant: str, trainer: L.Trainer, leave: dict[int, list[int]] | None
+) -> StackedOptimizer:
+    """Every member still in the population after `leave` matches the same model alone."""
+    d = data(VARIANTS[variant][1])
+    stack = StackedModels([mixed_member(variant, j, d) for j in range(len(MIXED))])
+    opt = train_population(stack, d, leave)
+    rows = list(range(len(MIXED)))
+    for index in (leave or {}).values():
+        rows = [rows[i] for i in index]
+    assert opt.kinds == [MIXED[j][0] for j in rows]
+    for row, j in enumerate(rows):
+        model = mixed_member(variant, j, d)
+        clipped, lr = train_alone(model, d, trainer)
+        noise = NOISE_DRIVEN.get(variant, set())
+        assert_same(stack.member_state_dict(row), model.state_dict(), noise, j)
+        assert opt.lr[row].item() == lr, f"member {j}: lr {opt.lr[row].item()} vs {lr}"
+        assert clipped > 0 or not model.hp.grad_clip, f"member {j} never clipped"
+    for name, buffers in opt.state.items():
+        for key, value in buffers.items():
+            for row, j in enumerate(rows):  # a member's rows of other rules' buffers stay 0
+                if key not in BUFFERS[MIXED[j][0]]:
+                    assert not value[row].any(), f"member {j} {name} {key} was written"
+    return opt
+
+
+@pytest.mark.parametrize("variant", ["fnn-bn", pytest.param("cnn", marks=pytest.mark.slow)])
+def test_mixed_kinds_train_as_alone(variant: str, cosine_trainer: L.Trainer) -> None:
+    """All six optimizer kinds and five scheduler kinds in one population."""
+    check_mixed(variant, cosine_trainer, None)
+
+
+def test_mixed_members_leave(cosine_trainer: L.Trainer) -> None:
+    """Members leave in two waves (reordering the rows); the last two share adam's rule, so the
+    population ends on the one-rule path with only adam's buffers, and still matches."""
+    leave = {40: [5, 2, 4, 7, 9, 1], 70: [4, 0, 3]}  # -> adamw, adam, adamw (j = 9, 5, 7)
+    opt = check_mixed("fnn-bn", cosine_trainer, leave)
+    assert list(opt.rules) == ["adam"]
+    assert {k for s in opt.state.values() for k in s} == {"exp_avg", "exp_avg_sq"}
+
+
+PLATEAU_MIX = (("sgd", "step"), ("adam", "plateau"), ("rmsprop", "none"))
+
+
+def test_plateau_members_need_val_loss() -> None:
+    """A population without plateau members steps without losses; with one, it needs K."""
+    d = data(VARIANTS["fnn"][1])
+    models = [member("fnn", o, s, 0, d["x"], seed=j) for j, (o, s) in enumerate(PLATEAU_MIX)]
+    stack = StackedModels(models)
+    schedulers = MemberSchedulers(stack, StackedOptimizer(stack), max_epochs=MAX_EPOCHS)
+    with pytest.raises(ValueError, match=r"scheduler='plateau' \(members \[1\]\) needs val_loss"):
+        schedulers.step()
+    with pytest.raises(ValueError, match=r"shape \(3,\), got \(2,\)"):
+        schedulers.step(torch.zeros(2))
+    stack.keep([0, 2])
+    schedulers.keep([0, 2])
+    schedulers.step()  # step and none only: no loss needed
+    assert schedulers.kinds == ["step", "none"]

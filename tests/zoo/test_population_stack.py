@@ -119,6 +119,8 @@ def test_round_trip_after_training() -> None:
         with torch.no_grad():
             torch.testing.assert_close(fresh.eval()(x), out[k], rtol=1e-5, atol=1e-5)
         assert not torch.equal(state["net.0.0.weight"], models[k].state_dict()["net.0.0.weight"])
+    with pytest.raises(RuntimeError, match="member 0 has"):  # another architecture's model
+        stack.load_into(0, create_model("cnn", **{**stack.hparams[0], "hidden": (4,)}))
 
 
 def test_fnn_with_and_without_dropout_stack() -> None:
@@ -166,9 +168,8 @@ def test_keep_compacts_members() -> None:
 @pytest.mark.parametrize(
     ("second", "key"),
     [
-        (("fnn", {"hidden": (6,)}), "'hidden'"),
-        (("fnn", {"optimizer": "sgd"}), "'optimizer'"),
-        (("fnn", {"scheduler": "step"}), "'scheduler'"),
+        (("fnn", {"hidden": (5, 5)}), "'hidden'.*widths, not depth"),
+        (("fnn", {"activation": "tanh"}), "'activation'"),
         (("fnn", {"decay_bias": True}), "'decay_bias'"),
         (("linear", {}), "model"),
     ],
@@ -181,7 +182,9 @@ def test_check_compatible_refuses(second: tuple[str, dict[str, Any]], key: str) 
     with pytest.raises(PopulationError, match=key) as info:
         check_compatible([first, other])
     assert "\n" not in str(info.value)
-    check_compatible([first, create_model("fnn", hidden=(5,), lr=0.5, dropout=0.2, **shared)])
+    # Members may differ in training knobs, optimizer and schedule kinds, and widths.
+    kinds = {"optimizer": "sgd", "scheduler": "step", "lr": 0.5, "dropout": 0.2}
+    check_compatible([first, create_model("fnn", hidden=(9,), **kinds, **shared)])
 
 
 def test_rnn_is_refused() -> None:
@@ -250,3 +253,27 @@ def test_to_double_keeps_leaves() -> None:
     assert stack.buffers["net.0.1.num_batches_tracked"].dtype == torch.long
     assert stack.buffers["pipeline.fitted"].dtype == torch.bool
     assert stack(torch.randn(3, *CNN["input_shape"], dtype=torch.float64)).dtype == torch.float64
+
+
+def test_each_member_schedules_over_its_own_epochs() -> None:
+    """Members with their own `max_epochs` (`MemberSchedulers(max_epochs=[...])`): each cosine
+    follows torch's CosineAnnealingLR over its own period."""
+    hp = {"input_shape": (4,), "num_classes": 3, "hidden": (5,), "scheduler": "cosine"}
+    models = members("fnn", [{"lr": 0.1}, {"lr": 0.2}], **hp)
+    stack = StackedModels(models)
+    opt = StackedOptimizer(stack)
+    schedulers = MemberSchedulers(stack, opt, max_epochs=[4, 10])
+    references = []
+    for lr, period in ((0.1, 4), (0.2, 10)):
+        carrier = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+        references.append((carrier, torch.optim.lr_scheduler.CosineAnnealingLR(carrier, period)))
+    for _ in range(4):
+        schedulers.step()
+        for carrier, scheduler in references:
+            carrier.step()
+            scheduler.step()
+    expected = [carrier.param_groups[0]["lr"] for carrier, _ in references]
+    assert opt.lr.tolist() == pytest.approx(expected, abs=1e-15)
+    assert opt.lr[0] == pytest.approx(0.0, abs=1e-15) and opt.lr[1] > 0.1  # periods differ
+    with pytest.raises(ValueError, match="max_epochs: 3 values for 2 members"):
+        MemberSchedulers(stack, opt, max_epochs=[4, 10, 2])

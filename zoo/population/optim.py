@@ -6,6 +6,12 @@ rule of `torch.optim` (single-tensor code path). Hyperparameter arithmetic (bias
 step sizes) runs in float64, as torch does it in Python floats, and is cast to the parameters'
 dtype only for the elementwise operation: float32 betas alone moved a CNN's parameters by up to
 0.17 after 100 steps.
+
+Members may use different optimizer kinds. The kinds fall into four update rules (the decay is
+done before the rule, so `adamw` updates as `adam`; `nesterov` is `momentum` with a look-ahead).
+A population with one rule runs it on all rows; a mixed one runs each of its rules on all rows
+and keeps, per member, its own rule's result (`torch.where`): on tiny models a step costs its
+number of operations, not their size, and gathering each rule's rows would add operations.
 """
 
 from __future__ import annotations
@@ -21,6 +27,21 @@ from regzoo.zoo.population.stack import PopulationError, StackedModels
 
 # Members' constants, as (K,) float64 tensors, by the name used below.
 _CONSTANTS = ("momentum", "beta1", "beta2", "eps", "alpha", "weight_decay", "grad_clip")
+# The update rule of each optimizer kind, and the state buffers (torch's names) of each rule.
+RULES: dict[str, str] = {
+    "sgd": "sgd",
+    "momentum": "momentum",
+    "nesterov": "momentum",
+    "rmsprop": "rmsprop",
+    "adam": "adam",
+    "adamw": "adam",
+}
+BUFFERS: dict[str, tuple[str, ...]] = {
+    "sgd": (),
+    "momentum": ("momentum_buffer",),
+    "rmsprop": ("square_avg",),
+    "adam": ("exp_avg", "exp_avg_sq"),
+}
 
 
 def _as_member(values: Tensor, like: Tensor) -> Tensor:
@@ -28,25 +49,35 @@ def _as_member(values: Tensor, like: Tensor) -> Tensor:
     return values.to(device=like.device, dtype=like.dtype).view(-1, *[1] * (like.ndim - 1))
 
 
+def _rows(values: Tensor, like: Tensor) -> Tensor:
+    """(K,) bool -> (K, 1, ..., 1), selecting members' rows of a stacked tensor."""
+    return values.view(-1, *[1] * (like.ndim - 1))
+
+
 class StackedOptimizer:
-    """The shared `optimizer` kind with each member's own hyperparameters.
+    """Each member's own `optimizer` kind and hyperparameters.
 
     `lr` holds the current learning rates; `MemberSchedulers` writes it (and sets its initial
     value, which `piecewise` takes from `lr_values`). Create it after `StackedModels.to`: the
-    optimizer state is allocated at the first step, like the parameters.
+    optimizer state is allocated at the first step, like the parameters. `state` maps a
+    parameter's name to its buffers, each `(K, ...)`, whose rows of members of another update
+    rule stay zero.
     """
 
     KINDS = OPTIMIZERS
 
     def __init__(self, stack: StackedModels) -> None:
         self.stack = stack
-        self.kind: str = stack.hparams[0]["optimizer"]
-        if self.kind not in self.KINDS:
-            raise PopulationError(f"optimizer={self.kind!r}; allowed: {', '.join(self.KINDS)}")
         self.hparams = list(stack.hparams)
+        self.kinds: list[str] = [h["optimizer"] for h in self.hparams]
+        for i, kind in enumerate(self.kinds):
+            if kind not in self.KINDS:
+                raise PopulationError(
+                    f"optimizer={kind!r} (member {i}); allowed: {', '.join(self.KINDS)}"
+                )
         self.lr: Tensor = self._values(lambda h: h["lr"])  # (K,) float64
         self.constants: dict[str, Tensor] = {
-            "momentum": self._values(lambda h: h["momentum"] if self.kind != "sgd" else 0.0),
+            "momentum": self._values(lambda h: h["momentum"] if h["optimizer"] != "sgd" else 0.0),
             "beta1": self._values(lambda h: h["betas"][0]),
             "beta2": self._values(lambda h: h["betas"][1]),
             "eps": self._values(lambda h: h["eps"]),
@@ -56,9 +87,23 @@ class StackedOptimizer:
         }
         self.steps: Tensor = torch.zeros(len(self.hparams), dtype=torch.float64)  # (K,)
         self.state: dict[str, dict[str, Tensor]] = {}  # param name -> buffer name -> (K, ...)
+        self._group(torch.device("cpu"))
 
     def _values(self, get: Callable[[dict[str, Any]], float]) -> Tensor:
         return torch.tensor([float(get(h)) for h in self.hparams], dtype=torch.float64)
+
+    def _group(self, device: torch.device) -> None:
+        """Members by update rule: `rules` maps each rule present to its `(K,)` bool rows, and
+        `nesterov` says which `momentum`-rule members look ahead (a bool when they agree, so
+        that a one-kind population runs exactly the one-kind code)."""
+        rules = [RULES[k] for k in self.kinds]
+        self.rules: dict[str, Tensor] = {
+            r: torch.tensor([x == r for x in rules], device=device) for r in dict.fromkeys(rules)
+        }
+        looks = {k == "nesterov" for k in self.kinds if RULES[k] == "momentum"}
+        self.nesterov: bool | Tensor = looks == {True}
+        if len(looks) > 1:
+            self.nesterov = torch.tensor([k == "nesterov" for k in self.kinds], device=device)
 
     @torch.no_grad()
     def step(self, grads: dict[str, Tensor], active: Tensor | None = None) -> None:
@@ -93,6 +138,7 @@ class StackedOptimizer:
         if self.lr.device != device:
             self.lr, self.steps = self.lr.to(device), self.steps.to(device)
             self.constants = {k: v.to(device) for k, v in self.constants.items()}
+            self._group(device)
 
     def _clip(self, grads: dict[str, Tensor], clip: Tensor) -> dict[str, Tensor]:
         """torch.nn.utils.clip_grad_norm_ per member, over all of the member's gradients."""
@@ -108,18 +154,39 @@ class StackedOptimizer:
     def _update(
         self, name: str, p: Tensor, g: Tensor, lr: Tensor, c: dict[str, Tensor], mask: Tensor | None
     ) -> Tensor:
-        """The torch.optim update of `p` (already decayed) from `g`; commits the state."""
+        """Each member's torch.optim update of `p` (already decayed) from `g`; commits the
+        state of the active members."""
         state = self.state.setdefault(name, {})
-        if self.kind in ("sgd", "momentum", "nesterov"):
-            if self.kind != "sgd":
+        if len(self.rules) == 1:  # every row one rule: no selection
+            return self._rule(next(iter(self.rules)), state, p, g, lr, c, mask)
+        out = p
+        for rule, rows in self.rules.items():
+            # Every rule runs on all rows; only its own members' rows are kept, of state too.
+            own = rows if mask is None else rows & mask
+            out = torch.where(_rows(rows, p), self._rule(rule, state, p, g, lr, c, own), out)
+        return out
+
+    def _rule(
+        self,
+        rule: str,
+        state: dict[str, Tensor],
+        p: Tensor,
+        g: Tensor,
+        lr: Tensor,
+        c: dict[str, Tensor],
+        mask: Tensor | None,
+    ) -> Tensor:
+        """One update rule on every row; commits its state where `mask` (all when None)."""
+        if rule in ("sgd", "momentum"):
+            if rule == "momentum":
                 mom = _as_member(c["momentum"], p)
                 buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
                 # A zero buffer gives torch's first step, buf = g, exactly: 0·ρ + g = g.
                 new_buf = buf * mom + g
                 _commit(buf, new_buf, mask)
-                g = g + mom * new_buf if self.kind == "nesterov" else new_buf
+                g = self._look_ahead(g, mom, new_buf)
             return p + _as_member(-lr, p) * g
-        if self.kind == "rmsprop":
+        if rule == "rmsprop":
             sq = state.setdefault("square_avg", torch.zeros_like(p))
             alpha = c["alpha"]
             new_sq = sq * _as_member(alpha, p) + _as_member(1 - alpha, p) * g * g
@@ -127,6 +194,12 @@ class StackedOptimizer:
             avg = new_sq.sqrt() + _as_member(c["eps"], p)
             return p + _as_member(-lr, p) * g / avg
         return self._adam(state, p, g, lr, c, mask)
+
+    def _look_ahead(self, g: Tensor, mom: Tensor, buf: Tensor) -> Tensor:
+        """The direction of a `momentum`-rule step: `nesterov`'s g + ρ·buf, `momentum`'s buf."""
+        if isinstance(self.nesterov, bool):
+            return g + mom * buf if self.nesterov else buf
+        return torch.where(_rows(self.nesterov, g), g + mom * buf, buf)
 
     def _adam(
         self,
@@ -152,13 +225,19 @@ class StackedOptimizer:
         return p + _as_member(-step_size, p) * new_m / denom
 
     def keep(self, index: Sequence[int]) -> None:
-        """Keep only these members, in this order (call `StackedModels.keep` with it too)."""
+        """Keep only these members, in this order (call `StackedModels.keep` with it too).
+
+        Buffers of an update rule no member uses any more are dropped."""
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.lr.device)
         self.hparams = [self.hparams[i] for i in index]
+        self.kinds = [self.kinds[i] for i in index]
         self.lr, self.steps = self.lr[idx], self.steps[idx]
         self.constants = {k: v[idx] for k, v in self.constants.items()}
+        self._group(self.lr.device)
+        used = {b for r in self.rules for b in BUFFERS[r]}
         self.state = {
-            n: {k: t[idx.to(t.device)] for k, t in s.items()} for n, s in self.state.items()
+            n: {k: t[idx.to(t.device)] for k, t in s.items() if k in used}
+            for n, s in self.state.items()
         }
 
 

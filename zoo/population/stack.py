@@ -9,6 +9,7 @@ functional copy of the network runs them all under `vmap(functional_call)`, with
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -18,11 +19,13 @@ from torch.func import functional_call, vmap
 
 from regzoo.zoo.classifier import Classifier
 
-# What members may differ in: the training knobs. Everything else (optimizer and scheduler
-# kind, decay_bias, architecture, normalize, ...) must agree, since one network and one
-# update rule serve them all.
+# What members may differ in: the training knobs, the optimizer and scheduler kinds included
+# (StackedOptimizer and MemberSchedulers follow each member's own). Everything else (decay_bias,
+# architecture, normalize, ...) must agree, since one network serves them all.
 MEMBER_HPARAMS: frozenset[str] = frozenset(
     {
+        "optimizer",
+        "scheduler",
         "lr",
         "momentum",
         "betas",
@@ -102,11 +105,18 @@ def _dropouts(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, DROPOUTS)]
 
 
+# Architecture hparams whose widths may differ between members, but not their length (the
+# depth): `_stack` zero-pads every tensor to the widest member, which keeps each member exactly
+# its own network, whereas another depth is another network. Value: what the entries count.
+WIDTH_HPARAMS: dict[str, str] = {"hidden": "hidden layers", "channels": "conv blocks"}
+
+
 def check_compatible(models: Sequence[Classifier]) -> None:
     """Raise `PopulationError` unless `models` can be stacked into one population.
 
-    They must be of one class (not `rnn`), agree on every hparam outside `MEMBER_HPARAMS` and
-    have parameters and buffers of equal shapes and dtypes in the same order.
+    They must be of one class (not `rnn`), agree on every hparam outside `MEMBER_HPARAMS`
+    (`WIDTH_HPARAMS` may differ in widths, not in length) and have parameters and buffers of
+    equal dtypes and dimensions in the same order; shapes may differ only inside the network.
     """
     if not models:
         raise PopulationError("a population needs at least one model")
@@ -122,25 +132,48 @@ def check_compatible(models: Sequence[Classifier]) -> None:
             )
         for key in sorted(set(first.hparams) | set(model.hparams)):
             a, b = first.hparams.get(key), model.hparams.get(key)
-            if key not in MEMBER_HPARAMS and a != b:
-                raise PopulationError(
-                    f"hparam {key!r} differs: {a!r} (member 0) vs {b!r} (member {i}); members "
-                    f"may differ only in {', '.join(sorted(MEMBER_HPARAMS))}"
-                )
+            if key in MEMBER_HPARAMS or a == b:
+                continue
+            if key in WIDTH_HPARAMS:
+                _check_depth(key, a, b, i)
+                continue
+            raise PopulationError(
+                f"hparam {key!r} differs: {a!r} (member 0) vs {b!r} (member {i}); members "
+                f"may differ only in {', '.join(sorted(MEMBER_HPARAMS))}, and in the widths "
+                f"(not the number) of {' and '.join(WIDTH_HPARAMS)}"
+            )
         _check_tensors(first, model, i)
     _check_dropouts(models)
 
 
+def _check_depth(key: str, a: Any, b: Any, i: int) -> None:
+    """Widths may differ (zero padding), the number of layers may not (another network)."""
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list) and len(a) == len(b):
+        return
+    depth_a = len(a) if isinstance(a, tuple | list) else a
+    depth_b = len(b) if isinstance(b, tuple | list) else b
+    raise PopulationError(
+        f"hparam {key!r} (model.{key}): members have {depth_a} and {depth_b} "
+        f"{WIDTH_HPARAMS[key]} ({a!r} in member 0, {b!r} in member {i}); members of one "
+        "population may differ in widths, not depth"
+    )
+
+
 def _check_tensors(first: Classifier, model: Classifier, i: int) -> None:
+    """Tensors pair up by position with equal dtypes and dimensions. Sizes may differ in the
+    network (widths, padded by `_stack`); the input pipeline's statistics must agree, since
+    all members read one input."""
     pairs = zip(("parameters", "buffers"), _tensors(first), _tensors(model), strict=True)
     for kind, mine, theirs in pairs:
         if len(mine) != len(theirs):
             raise PopulationError(f"{kind}: member {i} has {len(theirs)}, member 0 {len(mine)}")
         for (name, a), (other, b) in zip(mine, theirs, strict=True):
-            if a.shape != b.shape or a.dtype != b.dtype:
+            paddable = name.startswith("net.") and a.ndim == b.ndim
+            if a.dtype != b.dtype or (a.shape != b.shape and not paddable):
                 raise PopulationError(
                     f"{other!r} of member {i} is {b.dtype} {tuple(b.shape)}, {name!r} of member "
-                    f"0 {a.dtype} {tuple(a.shape)}"
+                    f"0 {a.dtype} {tuple(a.shape)}; members must share the input shape, "
+                    "normalize and the layer types (only the network's widths may differ)"
                 )
 
 
@@ -180,11 +213,22 @@ class StackedModels:
         self.hparams: list[dict[str, Any]] = [dict(m.hparams) for m in models]
         self.params, self.buffers, self._keys = _stack(models, self._base, self._dropout_names)
         self._values: dict[tuple[str, Any], Tensor] = {}  # member_values' cache
+        # load_into's targets: each model's state-dict tensors, copied into in place.
+        self._targets: weakref.WeakKeyDictionary[nn.Module, dict[str, Tensor]] = (
+            weakref.WeakKeyDictionary()
+        )
         decay_bias = bool(self.hparams[0].get("decay_bias", False))
         self.penalized: frozenset[str] = frozenset(
             n
             for n, p in self.params.items()
             if n.startswith("net.") and (decay_bias or p.ndim - 1 >= 2)
+        )
+        # The members' forward as batched ops (batched.py; imported here, since it imports
+        # MemberDropout from this module), or None: a module it does not know, then vmap.
+        from regzoo.zoo.population.batched import BatchedForward
+
+        self.batched: BatchedForward | None = BatchedForward.build(
+            self._base.pipeline, self._base.net, self.buffers
         )
         self._call: Callable[..., Tensor] = vmap(
             self._member_forward, in_dims=(0, 0, None), randomness="different"
@@ -192,6 +236,11 @@ class StackedModels:
         self._call_each: Callable[..., Tensor] = vmap(
             self._member_forward, in_dims=(0, 0, 0), randomness="different"
         )
+        # Members of different widths: each one's own shapes of the padded tensors, and the
+        # `(K, *shape)` masks of their real entries (`mask_grads`); both empty when none is.
+        self._shapes: list[dict[str, torch.Size]]
+        self.masks: dict[str, Tensor]
+        self._shapes, self.masks = _padding(models, self._keys, self.params | self.buffers)
 
     @property
     def size(self) -> int:
@@ -208,7 +257,8 @@ class StackedModels:
         return functional_call(self._base, (params, buffers), (x,))
 
     def train(self, mode: bool = True) -> StackedModels:
-        self._base.train(mode)
+        if self._base.training != mode:  # twice an epoch: a walk over every submodule
+            self._base.train(mode)
         return self
 
     def eval(self) -> StackedModels:
@@ -236,8 +286,13 @@ class StackedModels:
 
         Returns:
             `(K, B, num_classes)` logits. In training mode batchnorm running statistics update
-            per member, in place in `buffers`.
+            per member, in place in `buffers`. Computed by `batched` where it knows every
+            module, else by `vmap(functional_call)`; the two differ only by rounding (dropout
+            masks included: both draw one `(K, B, *f)` tensor per layer, except that `batched`
+            draws none for a layer whose rate is 0 for every member).
         """
+        if self.batched is not None:
+            return self.batched(self.params, self.buffers, x, per_member=per_member)
         call = self._call_each if per_member else self._call
         return call(self.params, self.buffers, x)  # -> (K, B, num_classes)
 
@@ -264,13 +319,39 @@ class StackedModels:
         return total
 
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
-        """Member k's state dict with its own model's keys: detached clones on the cpu."""
-        stacked = self.params | self.buffers
-        return {own: stacked[n][k].detach().clone().cpu() for own, n in self._keys[k]}
+        """Member k's state dict with its own model's keys and shapes (padding sliced away):
+        detached clones on the cpu."""
+        stacked, shapes = self.params | self.buffers, self._shapes[k]
+        out = {}
+        for own, n in self._keys[k]:
+            t = stacked[n][k].detach()
+            if n in shapes:
+                t = t[_corner(shapes[n])]
+            out[own] = t.clone().cpu()
+        return out
 
     def load_into(self, k: int, model: Classifier) -> Classifier:
-        """Copy member k into `model`, built with member k's hparams (strict loading)."""
-        model.load_state_dict(self.member_state_dict(k), strict=True)
+        """Copy member k into `model`, built with member k's hparams: every key of its state
+        dict, shape for shape, as strict loading checks, copied in place (probes read a member
+        every epoch; `load_state_dict`'s per-module hooks cost 10x the copy)."""
+        stacked, shapes = self.params | self.buffers, self._shapes[k]
+        targets = self._targets.get(model)
+        if targets is None:  # its tensors, found once (state_dict walks every submodule)
+            targets = self._targets[model] = model.state_dict(keep_vars=True)
+        keys = self._keys[k]
+        if sorted(targets) != sorted(own for own, _ in keys):
+            raise RuntimeError(f"member {k}'s keys do not match {type(model).__name__}'s")
+        with torch.no_grad():
+            for own, n in keys:
+                t = stacked[n][k]
+                if n in shapes:
+                    t = t[_corner(shapes[n])]
+                if targets[own].shape != t.shape:
+                    raise RuntimeError(
+                        f"{own!r}: member {k} has {tuple(t.shape)}, the model "
+                        f"{tuple(targets[own].shape)}"
+                    )
+                targets[own].copy_(t)
         return model
 
     def keep(self, index: Sequence[int]) -> None:
@@ -281,14 +362,42 @@ class StackedModels:
         self.buffers = {n: b[idx] for n, b in self.buffers.items()}
         self.hparams = [self.hparams[i] for i in index]
         self._keys = [self._keys[i] for i in index]
+        self._shapes = [self._shapes[i] for i in index]
+        self.masks = {n: m[idx.to(m.device)] for n, m in self.masks.items()}
         self._values.clear()
+
+    def mask_grads(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The gradients with padded entries set to 0 (`grads` itself when none is padded).
+
+        Padded entries start at 0, and with a 0 gradient every update keeps them there: decay
+        scales 0, momentum and Adam's moments stay 0 (0 / (√0 + ε) = 0), L1's sign(0) is 0 and
+        clipping scales 0. So each member computes exactly its own network, whatever the
+        activation's value at 0 (a padded unit's output meets only zero weights), and its norm
+        for clipping is its own. `where`, not a product: a diverged member's NaN gradient must
+        not reach its padding.
+
+        Args:
+            grads: name -> `(K, *shape)` gradient, as `StackedOptimizer.step` takes them.
+        """
+        if not self.masks:
+            return grads
+        out = dict(grads)
+        for name, mask in self.masks.items():
+            g = out.get(name)
+            if g is None:
+                continue
+            if mask.device != g.device:  # once, after `to`
+                mask = self.masks[name] = mask.to(g.device)
+            out[name] = g.where(mask, 0.0)
+        return out
 
 
 def _stack(
     models: Sequence[Classifier], base: nn.Module, dropout_names: list[str]
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], list[list[tuple[str, str]]]]:
     """Members' tensors stacked under the base's names, matched by position (check_compatible
-    guarantees equal order and shapes), and each member's (own key, stacked name) pairs."""
+    guarantees equal order and dimensions), and each member's (own key, stacked name) pairs.
+    Members of different widths are zero-padded to the widest (`_pad_stack`)."""
     base_params = [n for n, _ in base.named_parameters()]
     base_buffers = [n for n, _ in base.named_buffers() if n not in dropout_names]
     params: dict[str, list[Tensor]] = {n: [] for n in base_params}
@@ -309,9 +418,53 @@ def _stack(
         for name, p in zip(dropout_names, rates, strict=True):
             buffers[name].append(torch.tensor(p, dtype=dtype))
         keys.append([(k, names[k]) for k in model.state_dict()])
-    stacked_params = {n: torch.stack(ts).requires_grad_() for n, ts in params.items()}
-    stacked_buffers = {n: torch.stack(ts) for n, ts in buffers.items()}  # name -> (K, *shape)
+    stacked_params = {n: _pad_stack(ts).requires_grad_() for n, ts in params.items()}
+    stacked_buffers = {n: _pad_stack(ts) for n, ts in buffers.items()}  # name -> (K, *shape)
     return stacked_params, stacked_buffers, keys
+
+
+def _pad_stack(tensors: Sequence[Tensor]) -> Tensor:
+    """`(K, *max_shape)`: each tensor in the leading corner of zeros, the largest size per dim.
+
+    A member's entries keep their indices, which is what each layer needs: units and channels
+    are the leading ones, and the flattened conv features of a member with fewer channels are
+    the leading `C_k·H·W` of the `C_max·H·W` (channel-major flatten, padded channels last), so
+    the first head layer's weight is padded by trailing columns like any other.
+    """
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) == 1:
+        return torch.stack(list(tensors))
+    shape = tuple(max(sizes) for sizes in zip(*shapes, strict=True))
+    out = tensors[0].new_zeros((len(tensors), *shape))
+    for k, t in enumerate(tensors):
+        out[k][_corner(t.shape)] = t
+    return out
+
+
+def _corner(shape: Sequence[int]) -> tuple[slice, ...]:
+    """The index of a member's own entries in its padded tensor."""
+    return tuple(slice(0, size) for size in shape)
+
+
+def _padding(
+    models: Sequence[Classifier], keys: list[list[tuple[str, str]]], stacked: dict[str, Tensor]
+) -> tuple[list[dict[str, torch.Size]], dict[str, Tensor]]:
+    """Per member, the own shape of each padded stacked tensor; per padded name, the `(K,
+    *shape)` bool mask of the members' real entries. Both empty when no member is padded."""
+    shapes: list[dict[str, torch.Size]] = []
+    padded: set[str] = set()
+    for model, pairs in zip(models, keys, strict=True):
+        state = model.state_dict()
+        own = {name: state[key].shape for key, name in pairs}
+        shapes.append(own)
+        padded |= {name for name, shape in own.items() if shape != stacked[name].shape[1:]}
+    masks: dict[str, Tensor] = {}
+    for name in (n for n in stacked if n in padded):
+        mask = torch.zeros(stacked[name].shape, dtype=torch.bool)  # (K, *shape)
+        for k, own in enumerate(shapes):
+            mask[k][_corner(own[name])] = True
+        masks[name] = mask
+    return [{n: s for n, s in own.items() if n in padded} for own in shapes], masks
 
 
 def _functional_base(template: Classifier) -> _Network:

@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
         help="train at most K settings at a time as one batched model (default: 64; "
         "1: one setting per Trainer)",
     )
+    lecture.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="processes training populations side by side, one thread each (default: 1)",
+    )
 
     wsp = sub.add_parser(
         "wandb-workspace", help="save a W&B workspace view of a study's trial runs (online)"
@@ -394,6 +400,7 @@ def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
         storage=args.storage,
         wandb=args.wandb,
         population=args.population,
+        workers=args.workers,
         console=console,
     )
     seconds = time.perf_counter() - start

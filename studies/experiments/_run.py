@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
@@ -99,12 +98,17 @@ def run_experiments(
     storage: str | None = None,
     wandb: str | None = None,
     population: int | None = None,
+    workers: int = 1,
     console: Console | None = None,
 ) -> list[ExperimentResult]:
     """`run_experiment` for several experiments at once: their missing settings train
     together, settings of different experiments in one population where they share the
     network and data (`regzoo experiment all`), then each writes its table and figure.
-    A result's `seconds` run from the start to its table."""
+    A result's `seconds` run from the start to its table.
+
+    Args:
+        workers: Processes training populations side by side (each on one thread).
+    """
     size = DEFAULT_POPULATION if population is None else population
     console = console or Console()
     threads = torch.get_num_threads()
@@ -115,7 +119,7 @@ def run_experiments(
         with quiet_training():
             prepared = [_prepare(exp, quick, storage, wandb, console) for exp in experiments]
             runs = [(p.grid, p.study, p.missing) for p in prepared]
-            train_grids(runs, size, console)
+            train_grids(runs, size, console, workers=workers)
             return [_finish(p, console) for p in prepared]
     finally:
         torch.set_num_threads(threads)
@@ -131,26 +135,21 @@ def _prepare(
     url = storage or head.storage
     mode = tracking.resolve_mode(wandb or head.wandb.mode)
     out_dir = Path(head.runs_dir) / "experiments" / (exp.name + ("-quick" if quick else ""))
-    sampler = optuna.samplers.GridSampler(_grid(settings, exp.factor, seeds), seed=0)
+    grid = Grid(
+        exp, quick=quick, configs=configs, seeds=seeds, folder=out_dir, mode=mode,
+        console=console, storage=url,
+    )  # fmt: skip
     study = optuna.create_study(
         storage=open_storage(url),
         study_name=exp.study_name(quick=quick),
         direction=head.objective.direction,
-        sampler=sampler,
+        sampler=grid.sampler(),
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
     ensure_uid(study, url)
+    grid.folder = out_dir / study_uid(study)
     console.print(f"[bold]experiment[/] {exp.name}: {exp.title} ({url})")
-    grid = Grid(
-        exp,
-        quick=quick,
-        configs=configs,
-        seeds=seeds,
-        folder=out_dir / study_uid(study),
-        mode=mode,
-        console=console,
-    )
     missing = _missing(study, settings, configs, seeds)
     return _Prepared(
         exp, quick, study, grid, settings, configs, seeds, head, mode, out_dir, missing, start
@@ -196,13 +195,6 @@ def _write(run: ExperimentRun, console: Console) -> tuple[list[Row], Path, Path]
 def _config(exp: Experiment, setting: Setting, quick: bool) -> StudyConfig:
     source = f"experiment {exp.name!r}, setting {setting.label!r}"
     return validate_config(exp.raw_config(setting, quick=quick), source=source)
-
-
-def _grid(settings: list[Setting], factor: str, seeds: list[int]) -> dict[str, list[Any]]:
-    grid: dict[str, list[Any]] = {factor: [s.label for s in settings]}
-    if len(seeds) > 1:
-        grid["seed"] = seeds
-    return grid
 
 
 def _finished(study: optuna.Study) -> dict[str, FrozenTrial]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
+import multiprocessing
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,9 @@ from regzoo.studies.config.search import suggest
 from regzoo.studies.experiments._populations import Point, plan_all
 from regzoo.studies.experiments._populations import Population as Batch
 from regzoo.studies.experiments._spec import Experiment, trial_params
+from regzoo.studies.loop.budget import storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
+from regzoo.studies.loop.storage import open_storage
 from regzoo.studies.population.members import MemberSpec, check_population, fallback_reason
 from regzoo.studies.population.train import train_population
 from regzoo.studies.results.console import trial_line
@@ -68,13 +73,31 @@ class Grid:
         folder: Path,
         mode: str,
         console: Console,
+        storage: str | None = None,
     ) -> None:
         self.exp, self.quick, self.configs, self.seeds = exp, quick, configs, seeds
-        self.folder, self.mode, self.console = folder, mode, console
+        self.folder, self.mode, self.console, self.storage = folder, mode, console, storage
         self.metric = next(iter(configs.values())).objective.metric
         self.space = {exp.factor: Param.model_validate({"choice": list(configs)})}
         if len(seeds) > 1:
             self.space["seed"] = Param.model_validate({"choice": list(seeds)})
+
+    def sampler(self) -> optuna.samplers.GridSampler:
+        """The study's sampler: a grid over the settings' labels (and the seeds)."""
+        grid: dict[str, list[Any]] = {self.exp.factor: list(self.configs)}
+        if len(self.seeds) > 1:
+            grid["seed"] = list(self.seeds)
+        return optuna.samplers.GridSampler(grid, seed=0)
+
+    def reopen(self) -> optuna.Study:
+        """The experiment's study on a connection of its own (a forked worker's)."""
+        assert self.storage is not None, "a worker needs the storage's URL"
+        return optuna.load_study(
+            study_name=self.exp.study_name(quick=self.quick),
+            storage=open_storage(self.storage),
+            sampler=self.sampler(),
+            pruner=optuna.pruners.NopPruner(),
+        )
 
     def train(self, study: optuna.Study, points: list[Point], population: int) -> None:
         """Train `points`: one trial per Trainer with `population` 1, else as populations of
@@ -146,8 +169,9 @@ class Grid:
     def member_spec(self, study: optuna.Study, point: Point, params: dict[str, Any]) -> MemberSpec:
         """The point as a population member: its trial asked from `study` (enqueued with its
         grid values first), its folder, run name, probes and own config."""
-        study.enqueue_trial(grid_params(self.exp, point, self.seeds))
-        with warnings.catch_warnings():
+        # Enqueued and asked under the study's lock: a worker process may be asking too.
+        with self._lock(study), warnings.catch_warnings():
+            study.enqueue_trial(grid_params(self.exp, point, self.seeds))
             warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
             trial = study.ask()
         asked = self.point(trial)
@@ -167,6 +191,11 @@ class Grid:
             probes=self.exp.probes(self.configs[point.label]),
             config=self.configs[point.label],
         )
+
+    def _lock(self, study: optuna.Study) -> contextlib.AbstractContextManager[None]:
+        if self.storage is None:
+            return contextlib.nullcontext()
+        return storage_lock(self.storage, study.study_name)
 
     def tell(
         self,
@@ -193,10 +222,14 @@ class Grid:
 GridRun = tuple[Grid, optuna.Study, list[Point]]
 
 
-def train_grids(runs: list[GridRun], population: int, console: Console) -> None:
+def train_grids(
+    runs: list[GridRun], population: int, console: Console, *, workers: int = 1
+) -> None:
     """Train the missing points of one or more experiments: one trial per Trainer with
     `population` 1, else as the fewest populations of at most `population` members, points of
-    different experiments together where their settings allow (`_populations.plan_all`)."""
+    different experiments together where their settings allow (`_populations.plan_all`).
+    With `workers` > 1 that many processes take the populations one after another, largest
+    first (`_work_on`)."""
     runs = [run for run in runs if run[2]]
     if not runs:
         return
@@ -204,7 +237,6 @@ def train_grids(runs: list[GridRun], population: int, console: Console) -> None:
         for grid, study, points in runs:
             grid.train_singly(study, points)
         return
-    owners = {grid.exp.name: (grid, study) for grid, study, _ in runs}
     items = [(grid.exp, p) for grid, _, points in runs for p in points]
     configs = {grid.exp.name: grid.configs for grid, _, _ in runs}
     batches = plan_all(items, configs, quick=runs[0][0].quick, size=population)
@@ -212,6 +244,24 @@ def train_grids(runs: list[GridRun], population: int, console: Console) -> None:
     console.print(f"{len(items)} trials as {len(batches)} population(s): {sizes}")
     for _, study, _ in runs:
         _drain_queue(study)
+    workers = min(workers, len(batches))
+    if workers <= 1:
+        _train_batches(runs, batches, population, console)
+        return
+    console.print(f"{workers} worker processes")
+    largest = sorted(batches, key=lambda b: _cost(b, configs), reverse=True)
+    _work_on(runs, largest, population, console, workers)
+
+
+def _train_batches(
+    runs: list[GridRun],
+    batches: Iterable[Batch],
+    population: int,
+    console: Console,
+) -> None:
+    """Train the populations in order, each as one population (or, where its config cannot
+    be batched, one trial per Trainer with a one-line note)."""
+    owners = {grid.exp.name: (grid, study) for grid, study, _ in runs}
     with collect_after_trials() as collect:
         for batch in batches:
             refused = _refusal(batch.cfg, population)
@@ -226,6 +276,58 @@ def train_grids(runs: list[GridRun], population: int, console: Console) -> None:
             for grid, trial in told:
                 console.print(trial_line(trial, grid.metric))
             collect(owners[batch.experiments[-1].name][1], told[-1][1])
+
+
+def _work_on(
+    runs: list[GridRun], batches: list[Batch], population: int, console: Console, workers: int
+) -> None:
+    """`workers` processes (this one and forked children, which inherit the plan) take the
+    next untrained population until none is left. A child opens its own connections to the
+    studies' storages; asking a member's trial is atomic across them (`storage_lock`). A
+    failed or interrupted child fails its own members only; the run then stops with an error
+    (or exit 130), and a rerun trains what is missing."""
+    context = multiprocessing.get_context("fork")
+    taken = context.Value("i", 0)
+
+    def next_batches() -> Iterator[Batch]:
+        while True:
+            with taken.get_lock():
+                index = taken.value
+                taken.value += 1
+            if index >= len(batches):
+                return
+            yield batches[index]
+
+    def child() -> None:
+        mine = [(grid, grid.reopen(), points) for grid, _, points in runs]
+        _train_batches(mine, next_batches(), population, console)
+
+    children = [context.Process(target=child, daemon=True) for _ in range(workers - 1)]
+    for process in children:
+        process.start()
+    try:
+        _train_batches(runs, next_batches(), population, console)
+    finally:
+        for process in children:
+            process.join()
+    failed = [p.exitcode for p in children if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(children)} worker processes failed (exit codes {failed}); "
+            "their populations' trials are failed in the storage: rerun to train them"
+        )
+
+
+def _cost(batch: Batch, configs: Mapping[str, Mapping[str, StudyConfig]]) -> float:
+    """A population's rough cost, to start the largest first: its steps (epochs x batches per
+    epoch), with one step of overhead per step of its longest member and a tenth of one for
+    each member's own (what a member adds to a batched step)."""
+    own = [configs[e.name][p.label] for e, p in zip(batch.experiments, batch.points, strict=True)]
+    epochs = [c.trainer.max_epochs for c in own]
+    data = batch.cfg.data.options
+    size, per_batch = data.get("train_size"), data.get("batch_size")
+    steps = math.ceil(size / per_batch) if size and per_batch else 1
+    return steps * (max(epochs) + 0.1 * sum(epochs))
 
 
 def _train_population(

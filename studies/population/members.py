@@ -1,12 +1,13 @@
 """Which of a study's trials can share a population, and what each member is.
 
-Members of one population share everything that fixes the batched model's shape and its loop:
-the architecture, the optimizer and scheduler kinds, the batch size, the data options and the
-Trainer. They differ in every continuous training hparam (`MEMBER_HPARAMS`: learning rate,
-momentum, betas, eps, alpha, the penalties and decoupled decay, gradient clipping, dropout, the
-initialization and the scheduler's parameters), the regularization type, the augmentation
-strengths, and the seed. A search over a shared key (say `model.optimizer`) is not refused: the
-trials the sampler proposes are grouped by their shared values, and each group trains as its own
+Members of one population share everything that fixes the batched model's structure and its
+loop: the model, its depth and layer types, the batch size, the data options and the Trainer.
+They differ in every continuous training hparam (`MEMBER_HPARAMS`: learning rate, momentum,
+betas, eps, alpha, the penalties and decoupled decay, gradient clipping, dropout, the
+initialization and the scheduler's parameters), the optimizer and scheduler kinds, the layer
+widths (`WIDTH_HPARAMS`, zero-padded), the regularization type, the augmentation strengths, and
+the seed. A search over a shared key (say `model.activation`) is not refused: the trials the
+sampler proposes are grouped by their shared values, and each group trains as its own
 population.
 """
 

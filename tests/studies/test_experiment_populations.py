@@ -28,7 +28,12 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from regzoo.studies.cli.main import main
-from regzoo.studies.experiments import get_experiment, list_experiments, run_experiment
+from regzoo.studies.experiments import (
+    get_experiment,
+    list_experiments,
+    run_experiment,
+    run_experiments,
+)
 from regzoo.studies.experiments._course import course_config
 from regzoo.studies.experiments._populations import Point, plan
 from regzoo.studies.experiments._probes import (
@@ -309,3 +314,35 @@ def test_cli_population_1_trains_one_setting_per_trainer(
     args = ["experiment", "xor", "--quick", "--storage", storage, "--wandb", "disabled"]
     assert main([*args, "--population", "1"]) == 0
     assert trainers.count == 3 and "population(s)" not in capsys.readouterr().out
+
+
+def test_worker_processes_train_the_same_populations_as_one_process(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--workers 2`: a forked process takes populations too (populations of at most 2 here,
+    so there are several); each point is trained once, in its own study, with the numbers one
+    process gives."""
+    one = run(EXPERIMENT, f"sqlite:///{in_tmp / 'one.db'}", population=2)
+    storage = f"sqlite:///{in_tmp / 'two.db'}"
+    result = run_experiments(
+        [EXPERIMENT],
+        quick=True,
+        storage=storage,
+        wandb="disabled",
+        population=2,
+        workers=2,
+        console=Console(quiet=True),
+    )[0]
+    two = {row["setting"]: row for row in result.rows}
+    assert two.keys() == one.keys()
+    for label in one:  # the same populations, so the same arithmetic: equal, not close
+        assert two[label] == one[label], label
+    done = trials(EXPERIMENT, storage)
+    assert [t.state for t in done] == [TrialState.COMPLETE] * len(SETTINGS)
+    assert sorted(t.params["setting"] for t in done) == sorted(s.label for s in SETTINGS)
+    # Two populations trained at the same time: the second process took its share. (A
+    # population's members share its wall time, `seconds`.)
+    populations = {t.user_attrs["seconds"]: t for t in done}
+    assert len(populations) > 2
+    spans = [(t.datetime_start, t.datetime_complete) for t in populations.values()]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])

@@ -357,3 +357,50 @@ def test_plateau_members_need_val_loss() -> None:
     schedulers.keep([0, 2])
     schedulers.step()  # step and none only: no loss needed
     assert schedulers.kinds == ["step", "none"]
+
+
+def population_grads(
+    stack: StackedModels, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Each member's gradient of its own loss (CE + penalty), as `PopulationModule` takes it."""
+    logits = stack(x)  # (K, B, C)
+    ce = F.cross_entropy(logits.transpose(1, 2), y.expand(stack.size, -1), reduction="none")
+    names = list(stack.params)
+    loss = (ce.mean(dim=1) + stack.penalty()).sum()  # (K, B) -> (K,) -> ()
+    raw = torch.autograd.grad(loss, [stack.params[n] for n in names])
+    return dict(zip(names, raw, strict=True))
+
+
+def test_mixed_members_sit_out_a_step() -> None:
+    """In a mixed population, members left out of a step (`active`) keep their parameters and
+    state exactly, while the others take exactly the step they take without a mask; members of
+    another rule keep their rows of a rule's buffers at 0. The left-out members include every
+    member of one rule (rmsprop), and the active ones every other rule, decay and clipping."""
+    d = data(VARIANTS["fnn"][1])
+    stacks = [StackedModels([mixed_member("fnn", j, d) for j in range(len(MIXED))]) for _ in "ab"]
+    opts = [StackedOptimizer(s) for s in stacks]
+    for _, x, y in itertools.islice(batches(d), 5):  # both alike: every rule has state
+        for stack, opt in zip(stacks, opts, strict=True):
+            opt.step(population_grads(stack, x, y))
+    (masked, full), (opt, opt_full) = stacks, opts
+    before = {n: p.detach().clone() for n, p in masked.params.items()}
+    state = {n: {k: t.clone() for k, t in s.items()} for n, s in opt.state.items()}
+    out = {1, 3, 4, 8}  # momentum, rmsprop (its only member), adam, sgd
+    active = torch.tensor([j not in out for j in range(len(MIXED))])
+    grads = population_grads(masked, d["x"][:8], d["y"][:8])
+    opt.step(grads, active=active)
+    opt_full.step(grads)
+    assert opt.steps.tolist() == [5.0 if j in out else 6.0 for j in range(len(MIXED))]
+    moved = False
+    for n, p in masked.params.items():
+        assert torch.equal(p[~active], before[n][~active]), n
+        assert torch.equal(p[active], full.params[n][active]), n
+        moved |= not torch.equal(p[active], before[n][active])
+    assert moved, "no active member moved"
+    for n, buffers in opt.state.items():
+        for key, value in buffers.items():
+            assert torch.equal(value[~active], state[n][key][~active]), (n, key)
+            assert torch.equal(value[active], opt_full.state[n][key][active]), (n, key)
+            for j, (kind, _, _) in enumerate(MIXED):
+                if key not in BUFFERS[kind]:
+                    assert not value[j].any(), f"member {j} {n} {key} was written"

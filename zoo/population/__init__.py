@@ -1,8 +1,9 @@
-"""Populations: K models of one architecture trained as one batched model.
+"""Populations: K models of one architecture (widths may differ) trained as one batched model.
 
-`StackedModels` holds the members' tensors stacked along a member axis and runs them with
-`torch.func.vmap`; `StackedOptimizer` applies each member's own torch optimizer rule, decoupled
-decay and gradient clipping; `MemberSchedulers` steps each member's own torch scheduler.
+`StackedModels` holds the members' tensors stacked along a member axis (zero-padded to the
+widest) and runs them with batched operations (`batched.BatchedForward`), or `torch.func.vmap`
+for layers it does not know; `StackedOptimizer` applies each member's own torch optimizer rule,
+decoupled decay and gradient clipping; `MemberSchedulers` steps each member's own torch scheduler.
 """
 
 from regzoo.zoo.population.optim import StackedOptimizer

@@ -12,6 +12,12 @@ done before the rule, so `adamw` updates as `adam`; `nesterov` is `momentum` wit
 A population with one rule runs it on all rows; a mixed one runs each of its rules on all rows
 and keeps, per member, its own rule's result (`torch.where`): on tiny models a step costs its
 number of operations, not their size, and gathering each rule's rows would add operations.
+
+For the same reason a step is written as few torch calls as its arithmetic allows: each
+elementwise operation runs once over all parameters (`torch._foreach_*`, which on the cpu
+calls the same kernel per tensor, so every value is the one the per-tensor operation gives),
+in place on the parameters and state where no member is left out, and the members'
+hyperparameters are broadcast views made once (`_Broadcast`), not per parameter and step.
 """
 
 from __future__ import annotations
@@ -25,8 +31,6 @@ from torch import Tensor
 from regzoo.zoo.classifier import OPTIMIZERS
 from regzoo.zoo.population.stack import PopulationError, StackedModels
 
-# Members' constants, as (K,) float64 tensors, by the name used below.
-_CONSTANTS = ("momentum", "beta1", "beta2", "eps", "alpha", "weight_decay", "grad_clip")
 # The update rule of each optimizer kind, and the state buffers (torch's names) of each rule.
 RULES: dict[str, str] = {
     "sgd": "sgd",
@@ -43,15 +47,59 @@ BUFFERS: dict[str, tuple[str, ...]] = {
     "adam": ("exp_avg", "exp_avg_sq"),
 }
 
-
-def _as_member(values: Tensor, like: Tensor) -> Tensor:
-    """(K,) float64 -> (K, 1, ..., 1) in `like`'s dtype, broadcasting over a stacked tensor."""
-    return values.to(device=like.device, dtype=like.dtype).view(-1, *[1] * (like.ndim - 1))
+# Tensors of a step, one per parameter (as `torch._foreach_*` takes and returns them), and
+# members' values as one `(K, 1, ..., 1)` view per parameter.
+Tensors = tuple[Tensor, ...] | list[Tensor]
+Views = list[Tensor]
+# What a parameter's views depend on: its dtype, device and number of dimensions.
+Spec = tuple[torch.dtype, torch.device, int]
 
 
 def _rows(values: Tensor, like: Tensor) -> Tensor:
-    """(K,) bool -> (K, 1, ..., 1), selecting members' rows of a stacked tensor."""
+    """(K,) -> (K, 1, ..., 1), broadcasting over (or selecting rows of) a stacked tensor."""
     return values.view(-1, *[1] * (like.ndim - 1))
+
+
+class _Broadcast:
+    """Named rows of members' float64 values, as `(K, 1, ..., 1)` views in each parameter's
+    dtype and device.
+
+    The values are cast once per dtype and device into an `(R, K)` tensor, and its views are
+    made once per dimension count: new values (the per-step ones) are copied into that same
+    tensor, so a step makes no views. The cast is `Tensor.to`'s, as `values.to(dtype)` per
+    parameter would do it.
+    """
+
+    def __init__(self, values: dict[str, Tensor]) -> None:
+        self.names = tuple(values)
+        self._values = list(values.values())  # each (K,) float64
+        self._cast: dict[tuple[torch.dtype, torch.device], Tensor] = {}  # -> (R, K)
+        self._lists: dict[tuple[Spec, ...], dict[str, Views]] = {}
+
+    def write(self, values: dict[str, Tensor]) -> None:
+        """New values of the same names, each `(K,)` float64."""
+        self._values = [values[n] for n in self.names]
+        if self._cast:
+            # One row is copied as it is (broadcast into (1, K)): a stack less per step.
+            new = self._values[0] if len(self._values) == 1 else torch.stack(self._values)
+            for cast in self._cast.values():
+                cast.copy_(new)
+
+    def lists(self, specs: tuple[Spec, ...]) -> dict[str, Views]:
+        """name -> one view per parameter, for parameters of these specs."""
+        found = self._lists.get(specs)
+        if found is None:
+            views = {spec: self._views(*spec) for spec in set(specs)}
+            found = {n: [views[spec][i] for spec in specs] for i, n in enumerate(self.names)}
+            self._lists[specs] = found
+        return found
+
+    def _views(self, dtype: torch.dtype, device: torch.device, ndim: int) -> tuple[Tensor, ...]:
+        cast = self._cast.get((dtype, device))
+        if cast is None:
+            cast = torch.stack(self._values).to(device=device, dtype=dtype)  # a new tensor
+            self._cast[(dtype, device)] = cast
+        return cast.view(len(self.names), -1, *[1] * (ndim - 1)).unbind(0)
 
 
 class StackedOptimizer:
@@ -95,7 +143,8 @@ class StackedOptimizer:
     def _group(self, device: torch.device) -> None:
         """Members by update rule: `rules` maps each rule present to its `(K,)` bool rows, and
         `nesterov` says which `momentum`-rule members look ahead (a bool when they agree, so
-        that a one-kind population runs exactly the one-kind code)."""
+        that a one-kind population runs exactly the one-kind code). Also what a step needs of
+        the members' constants, made once here (see `_Broadcast`)."""
         rules = [RULES[k] for k in self.kinds]
         self.rules: dict[str, Tensor] = {
             r: torch.tensor([x == r for x in rules], device=device) for r in dict.fromkeys(rules)
@@ -104,6 +153,49 @@ class StackedOptimizer:
         self.nesterov: bool | Tensor = looks == {True}
         if len(looks) > 1:
             self.nesterov = torch.tensor([k == "nesterov" for k in self.kinds], device=device)
+        # Zero decay scales by exactly 1 and a zero clip leaves gradients as they are: skipped
+        # when no member has any (known without a device sync).
+        self._decays = any(h["weight_decay"] for h in self.hparams)
+        self._clips = any(h["grad_clip"] for h in self.hparams)
+        self._clip_all = all(h["grad_clip"] > 0 for h in self.hparams)
+        self._clip_on = self.constants["grad_clip"] > 0  # (K,) bool
+        self._clip_cast: dict[torch.dtype, Tensor] = {}  # grad_clip in the gradients' dtype
+        c = self.constants
+        self._fixed = _Broadcast(
+            {
+                "momentum": c["momentum"],
+                "alpha": c["alpha"],
+                "1-alpha": 1 - c["alpha"],
+                "beta2": c["beta2"],
+                "1-beta2": 1 - c["beta2"],
+                "1-beta1": 1 - c["beta1"],
+                "eps": c["eps"],
+            }
+        )
+        self._per_step = _Broadcast({n: self.lr for n in self._step_names()})
+        self._selects: dict[tuple[str, int], Tensor] = {}  # (rows' name, ndim) -> view
+        self._hyper: dict[tuple[Spec, ...], dict[str, Views]] = {}  # both, by parameter specs
+
+    def _step_names(self) -> list[str]:
+        """The per-step values (of `lr` and `steps`) that the rules present read."""
+        names = ["-lr"] if set(self.rules) - {"adam"} else []
+        names += ["-step_size", "sqrt_bc2"] if "adam" in self.rules else []
+        return names + (["decay"] if self._decays else [])
+
+    def _step_values(self) -> dict[str, Tensor]:
+        """`_step_names`' values, each `(K,)` float64, as torch computes them in floats."""
+        lr, c, out = self.lr, self.constants, {}
+        names = self._per_step.names
+        if "-lr" in names:
+            out["-lr"] = -lr
+        if "-step_size" in names:
+            bias_correction1 = 1.0 - c["beta1"] ** self.steps  # 1.0: no int to promote
+            bias_correction2 = 1.0 - c["beta2"] ** self.steps
+            out["-step_size"] = -(lr / bias_correction1)
+            out["sqrt_bc2"] = bias_correction2.sqrt()
+        if "decay" in names:
+            out["decay"] = 1.0 - lr * c["weight_decay"]
+        return out
 
     @torch.no_grad()
     def step(self, grads: dict[str, Tensor], active: Tensor | None = None) -> None:
@@ -119,19 +211,27 @@ class StackedOptimizer:
         if not names:
             return
         self._move(params[names[0]].device)
-        lr, c = self.lr, self.constants
         mask = None if active is None else active.to(device=self.lr.device, dtype=torch.bool)
-        self.steps += 1 if mask is None else mask.to(torch.float64)
+        self.steps += 1.0 if mask is None else mask.to(torch.float64)
         # Optimizer group order: penalized parameters first (clip_grad_norm_ sums in this order).
         order = [n for n in names if n in self.stack.penalized]
+        decayed = len(order)
         order += [n for n in names if n not in self.stack.penalized]
-        clipped = self._clip({n: grads[n] for n in order}, c["grad_clip"])
-        for name in order:
-            p, g = params[name], clipped[name]
-            decay = c["weight_decay"] if name in self.stack.penalized else None
-            new_p = p if decay is None else p * _as_member(1 - lr * decay, p)
-            new_p = self._update(name, new_p, g, lr, c, mask)
-            _commit(p, new_p, mask)
+        ps = [params[n] for n in order]
+        gs = self._clip([grads[n] for n in order])
+        self._per_step.write(self._step_values())
+        specs = tuple((p.dtype, p.device, p.ndim) for p in ps)
+        h = self._hyper.get(specs)
+        if h is None:
+            h = self._hyper[specs] = self._fixed.lists(specs) | self._per_step.lists(specs)
+        # The new parameters: in place, or in copies when some members sit this step out.
+        new = ps if mask is None else [p.clone() for p in ps]
+        if self._decays and decayed:
+            torch._foreach_mul_(new[:decayed], h["decay"][:decayed])
+        torch._foreach_add_(new, self._update(order, ps, gs, h, mask))
+        if mask is not None:
+            for p, q in zip(ps, new, strict=True):
+                p.copy_(torch.where(_rows(mask, p), q, p))
 
     def _move(self, device: torch.device) -> None:
         """Keep the hyperparameters where the parameters are (no copy per step)."""
@@ -140,89 +240,132 @@ class StackedOptimizer:
             self.constants = {k: v.to(device) for k, v in self.constants.items()}
             self._group(device)
 
-    def _clip(self, grads: dict[str, Tensor], clip: Tensor) -> dict[str, Tensor]:
+    def _clip(self, grads: Tensors) -> Tensors:
         """torch.nn.utils.clip_grad_norm_ per member, over all of the member's gradients."""
-        if not any(h["grad_clip"] for h in self.hparams):  # no device sync to find out
+        if not self._clips:
             return grads
-        norms = [torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads.values()]  # (K,)
+        norms = [torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]  # (K,) each
         total = torch.linalg.vector_norm(torch.stack(norms, dim=1), dim=1)  # (K, P) -> (K,)
+        clip = self._clip_cast.get(total.dtype)
+        if clip is None:
+            clip = self._clip_cast[total.dtype] = self.constants["grad_clip"].to(total.dtype)
         # torch's max_norm / (total + 1e-6) is (total + 1e-6).reciprocal() * max_norm.
-        coef = (total + 1e-6).reciprocal() * clip.to(total.dtype)
-        coef = torch.where(clip > 0, coef.clamp(max=1.0), torch.ones_like(coef))  # (K,)
-        return {n: g * coef.view(-1, *[1] * (g.ndim - 1)) for n, g in grads.items()}
+        coef = ((total + 1e-6).reciprocal() * clip).clamp_(max=1.0)  # (K,)
+        if not self._clip_all:  # a member without clipping keeps its gradients (× 1)
+            coef = torch.where(self._clip_on, coef, 1.0)
+        views = {g.ndim: _rows(coef, g) for g in grads}
+        return torch._foreach_mul(grads, [views[g.ndim] for g in grads])
 
     def _update(
-        self, name: str, p: Tensor, g: Tensor, lr: Tensor, c: dict[str, Tensor], mask: Tensor | None
-    ) -> Tensor:
-        """Each member's torch.optim update of `p` (already decayed) from `g`; commits the
-        state of the active members."""
-        state = self.state.setdefault(name, {})
+        self,
+        order: list[str],
+        ps: Tensors,
+        gs: Tensors,
+        h: dict[str, Views],
+        mask: Tensor | None,
+    ) -> Tensors:
+        """Each member's torch.optim step, the tensors that its rule adds to the (decayed)
+        parameters; commits the state of the active members."""
         if len(self.rules) == 1:  # every row one rule: no selection
-            return self._rule(next(iter(self.rules)), state, p, g, lr, c, mask)
-        out = p
+            return self._run(next(iter(self.rules)), order, ps, gs, h, mask, None)
+        out: Tensors = []
         for rule, rows in self.rules.items():
             # Every rule runs on all rows; only its own members' rows are kept, of state too.
             own = rows if mask is None else rows & mask
-            out = torch.where(_rows(rows, p), self._rule(rule, state, p, g, lr, c, own), out)
+            step = self._run(rule, order, ps, gs, h, own, rows if mask is None else None)
+            if out:
+                select = self._select(rule, rows, step)
+                step = [s.where(r, o) for s, r, o in zip(step, select, out, strict=True)]
+            out = step
         return out
 
-    def _rule(
+    def _run(
         self,
         rule: str,
-        state: dict[str, Tensor],
-        p: Tensor,
-        g: Tensor,
-        lr: Tensor,
-        c: dict[str, Tensor],
-        mask: Tensor | None,
-    ) -> Tensor:
-        """One update rule on every row; commits its state where `mask` (all when None)."""
-        if rule in ("sgd", "momentum"):
-            if rule == "momentum":
-                mom = _as_member(c["momentum"], p)
-                buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
-                # A zero buffer gives torch's first step, buf = g, exactly: 0·ρ + g = g.
-                new_buf = buf * mom + g
-                _commit(buf, new_buf, mask)
-                g = self._look_ahead(g, mom, new_buf)
-            return p + _as_member(-lr, p) * g
-        if rule == "rmsprop":
-            sq = state.setdefault("square_avg", torch.zeros_like(p))
-            alpha = c["alpha"]
-            new_sq = sq * _as_member(alpha, p) + _as_member(1 - alpha, p) * g * g
-            _commit(sq, new_sq, mask)
-            avg = new_sq.sqrt() + _as_member(c["eps"], p)
-            return p + _as_member(-lr, p) * g / avg
-        return self._adam(state, p, g, lr, c, mask)
+        order: list[str],
+        ps: Tensors,
+        gs: Tensors,
+        h: dict[str, Views],
+        own: Tensor | None,
+        rows: Tensor | None,
+    ) -> Tensors:
+        """One update rule on every row; its state changes only where `own` (all when None).
 
-    def _look_ahead(self, g: Tensor, mom: Tensor, buf: Tensor) -> Tensor:
+        With `rows` (the rule's own members, all active) the others' gradients enter as 0,
+        which keeps their rows of the state at 0 (0·c + 0 = 0) without a selection; else the
+        state of some members must stay as it is, and the rule runs on copies."""
+        state = [self.state.setdefault(n, {}) for n in order]
+        buffers = [
+            [_buffer(s, b, p) for s, p in zip(state, ps, strict=True)] for b in BUFFERS[rule]
+        ]
+        update: Callable[[list[list[Tensor]], Tensors, dict[str, Views]], Tensors]
+        update = getattr(self, f"_{rule}")  # _sgd, _momentum, _rmsprop or _adam
+        if own is None or not buffers:
+            return update(buffers, gs, h)
+        if rows is not None:
+            zero = [g.where(r, 0.0) for g, r in zip(gs, self._select(rule, rows, gs), strict=True)]
+            return update(buffers, zero, h)
+        copies = [[b.clone() for b in bs] for bs in buffers]
+        out = update(copies, gs, h)
+        for bs, cs in zip(buffers, copies, strict=True):
+            for b, c in zip(bs, cs, strict=True):
+                b.copy_(torch.where(_rows(own, b), c, b))
+        return out
+
+    def _select(self, name: str, rows: Tensor, like: Tensors) -> Tensors:
+        """`rows` (a `(K,)` bool known as `name`, fixed until `_group`) viewed for each of
+        `like`, made once per dimension count."""
+        out = []
+        for t in like:
+            view = self._selects.get((name, t.ndim))
+            if view is None:
+                view = self._selects[(name, t.ndim)] = _rows(rows, t)
+            out.append(view)
+        return out
+
+    def _sgd(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
+        return torch._foreach_mul(g, h["-lr"])
+
+    def _momentum(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
+        (buf,) = buffers
+        # A zero buffer gives torch's first step, buf = g, exactly: 0·ρ + g = g.
+        torch._foreach_mul_(buf, h["momentum"])
+        torch._foreach_add_(buf, g)
+        return torch._foreach_mul(self._look_ahead(g, h["momentum"], buf), h["-lr"])
+
+    def _look_ahead(self, g: Tensors, mom: Views, buf: Tensors) -> Tensors:
         """The direction of a `momentum`-rule step: `nesterov`'s g + ρ·buf, `momentum`'s buf."""
+        if isinstance(self.nesterov, bool) and not self.nesterov:
+            return buf
+        ahead = torch._foreach_mul(buf, mom)
+        torch._foreach_add_(ahead, g)
         if isinstance(self.nesterov, bool):
-            return g + mom * buf if self.nesterov else buf
-        return torch.where(_rows(self.nesterov, g), g + mom * buf, buf)
+            return ahead
+        select = self._select("nesterov", self.nesterov, g)
+        return [a.where(r, b) for a, r, b in zip(ahead, select, buf, strict=True)]
 
-    def _adam(
-        self,
-        state: dict[str, Tensor],
-        p: Tensor,
-        g: Tensor,
-        lr: Tensor,
-        c: dict[str, Tensor],
-        mask: Tensor | None,
-    ) -> Tensor:
+    def _rmsprop(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
+        (sq,) = buffers
+        torch._foreach_mul_(sq, h["alpha"])
+        torch._foreach_add_(sq, _squares(g, h["1-alpha"]))  # sq·α + (1 - α)·g·g
+        avg = torch._foreach_sqrt(sq)
+        torch._foreach_add_(avg, h["eps"])
+        out = torch._foreach_mul(g, h["-lr"])
+        torch._foreach_div_(out, avg)  # -lr·g / (√sq + ε)
+        return out
+
+    def _adam(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
         """torch's `_single_tensor_adam` (AdamW's decay is done by the caller, the same way)."""
-        m = state.setdefault("exp_avg", torch.zeros_like(p))
-        v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
-        beta1, beta2 = c["beta1"], c["beta2"]
-        new_m = torch.lerp(m, g, _as_member(1 - beta1, p))
-        new_v = v * _as_member(beta2, p) + _as_member(1 - beta2, p) * g * g
-        _commit(m, new_m, mask)
-        _commit(v, new_v, mask)
-        bias_correction1 = 1 - beta1**self.steps  # (K,) float64
-        bias_correction2 = 1 - beta2**self.steps
-        step_size = lr / bias_correction1
-        denom = new_v.sqrt() / _as_member(bias_correction2.sqrt(), p) + _as_member(c["eps"], p)
-        return p + _as_member(-step_size, p) * new_m / denom
+        m, v = buffers
+        torch._foreach_lerp_(m, g, h["1-beta1"])
+        torch._foreach_mul_(v, h["beta2"])
+        torch._foreach_add_(v, _squares(g, h["1-beta2"]))  # v·β₂ + (1 - β₂)·g·g
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, h["sqrt_bc2"])
+        torch._foreach_add_(denom, h["eps"])  # √v / √(1 - β₂ᵗ) + ε
+        out = torch._foreach_mul(m, h["-step_size"])
+        torch._foreach_div_(out, denom)  # -(lr / (1 - β₁ᵗ))·m / denom
+        return out
 
     def keep(self, index: Sequence[int]) -> None:
         """Keep only these members, in this order (call `StackedModels.keep` with it too).
@@ -241,9 +384,16 @@ class StackedOptimizer:
         }
 
 
-def _commit(target: Tensor, new: Tensor, mask: Tensor | None) -> None:
-    """target ← new for the active members (all when `mask` is None)."""
-    if mask is None:
-        target.copy_(new)
-    else:
-        target.copy_(torch.where(mask.view(-1, *[1] * (target.ndim - 1)), new, target))
+def _buffer(state: dict[str, Tensor], name: str, like: Tensor) -> Tensor:
+    """A state buffer, zeros at first (torch's first step then follows from the same code)."""
+    buf = state.get(name)
+    if buf is None:
+        buf = state[name] = torch.zeros_like(like)
+    return buf
+
+
+def _squares(g: Tensors, weight: Views) -> Tensors:
+    """(c·g)·g per tensor, in torch's order of operations for `c * g * g`."""
+    out = torch._foreach_mul(g, weight)
+    torch._foreach_mul_(out, g)
+    return out

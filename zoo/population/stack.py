@@ -1,9 +1,11 @@
-"""K zoo models of one architecture as one batched model: stacked tensors and `torch.func.vmap`.
+"""K zoo models of one architecture as one batched model: stacked tensors, one forward pass.
 
 Each member keeps its own parameters, buffers (batchnorm running statistics, the input
-pipeline's statistics) and dropout rate, stacked along a leading member axis of size K. One
-functional copy of the network runs them all under `vmap(functional_call)`, with
-`randomness="different"` so that every member draws its own dropout masks.
+pipeline's statistics) and dropout rate, stacked along a leading member axis of size K; members
+narrower than the widest are zero-padded, their padding masked out of every gradient
+(`mask_grads`). `batched.BatchedForward` runs the zoo's layers on the stack with batched
+operations; a network with another layer runs one functional copy under `vmap(functional_call)`,
+with `randomness="different"` so that every member draws its own dropout masks.
 """
 
 from __future__ import annotations

@@ -131,8 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     lecture.add_argument(
         "--workers",
         type=_positive_int,
-        default=1,
-        help="processes training populations side by side, one thread each (default: 1)",
+        help="processes training populations side by side, one thread each (default: one a "
+        "usable core on Linux, else 1)",
     )
 
     wsp = sub.add_parser(
@@ -387,6 +387,7 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.experiments import get_experiment, list_experiments, run_experiments
+    from regzoo.studies.experiments._train import default_workers
 
     names = list_experiments() if args.name == "all" else [args.name]
     try:
@@ -400,7 +401,7 @@ def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
         storage=args.storage,
         wandb=args.wandb,
         population=args.population,
-        workers=args.workers,
+        workers=args.workers or default_workers(),
         console=console,
     )
     seconds = time.perf_counter() - start

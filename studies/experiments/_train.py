@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,6 +34,7 @@ from regzoo.studies.experiments._spec import Experiment, trial_params
 from regzoo.studies.loop.budget import storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
 from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.loop.threads import usable_cores
 from regzoo.studies.population.members import MemberSpec, check_population, fallback_reason
 from regzoo.studies.population.train import train_population
 from regzoo.studies.results.console import trial_line
@@ -216,6 +218,13 @@ class Grid:
         if result.pruned_at is not None:
             return study.tell(trial, state=TrialState.PRUNED)
         return study.tell(trial, result.value)
+
+
+def default_workers() -> int:
+    """`regzoo experiment`'s worker processes: one a usable core on Linux (the networks are
+    too small to split over threads, so processes, each on one thread, use the cores), else 1
+    (forking a process that has imported torch is only safe on Linux)."""
+    return usable_cores() if sys.platform.startswith("linux") else 1
 
 
 # One experiment's grid, its study and the points it still has to train.

@@ -1,10 +1,11 @@
 """`PopulationModule`: K members trained as one batched model inside one Lightning Trainer.
 
-Each member is still a full trial. After every epoch, each member's own metrics are logged to
+Each member is still a full trial. After every epoch every member is validated (here, not in
+Lightning's validation loop: see `_validate`), and each member's own metrics are logged to
 its own `metrics.csv` and W&B run; a non-finite objective or loss fails that member alone; its
 best epoch (ties broken by `objective.tie_break`) or last epoch is kept for its checkpoint; its
-own `EarlyStopping` (Lightning's criteria) may stop it; and Optuna may prune it
-(`population.pruning`). A member that stops leaves the batch: the stacked parameters, the
+own `EarlyStopping` (Lightning's criteria) or its own `max_epochs` may stop it; and Optuna may
+prune it (`population.pruning`). A member that stops leaves the batch: the stacked parameters, the
 optimizer's state and the schedules are compacted to the members still training, so a stopped
 member costs nothing more. The Trainer stops when no member is left.
 
@@ -130,10 +131,12 @@ class PopulationModule(L.LightningModule):
         data: Any = None,
         val: Iterable[Batch] = (),
     ) -> None:
-        """Args:
-        data: The datamodule the members train on (what probes read as `datamodule`).
-        val: The validation batches, as the Trainer's `limit_val_batches` would cut them:
-            every member is validated on them at the end of each epoch (`_validate`).
+        """The members, their stack, and what they are validated on.
+
+        Args:
+            data: The datamodule the members train on (what probes read as `datamodule`).
+            val: The validation batches, as the Trainer's `limit_val_batches` would cut them:
+                every member is validated on them at the end of each epoch (`_validate`).
         """
         super().__init__()
         self.data = data

@@ -16,6 +16,8 @@ with rtol 1e-5, ten times that, and atol 1e-6 for quantities that are themselves
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +348,18 @@ def test_worker_processes_train_the_same_populations_as_one_process(
     assert len(populations) > 2
     spans = [(t.datetime_start, t.datetime_complete) for t in populations.values()]
     assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux only")
+def test_the_cli_takes_one_worker_a_usable_core(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without `--workers`, `regzoo experiment` forks one process a usable core (at most one a
+    population): here two cores for xor's three populations (three models)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    storage = f"sqlite:///{in_tmp / 'cli.db'}"
+    args = ["experiment", "xor", "--quick", "--storage", storage, "--wandb", "disabled"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 worker processes" in out
+    assert [t.state for t in trials(get_experiment("xor"), storage)] == [TrialState.COMPLETE] * 3

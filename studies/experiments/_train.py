@@ -311,7 +311,7 @@ def _work_on(
         mine = [(grid, grid.reopen(), points) for grid, _, points in runs]
         _train_batches(mine, next_batches(), population, console)
 
-    children = [context.Process(target=child, daemon=True) for _ in range(workers - 1)]
+    children = [context.Process(target=child) for _ in range(workers - 1)]
     for process in children:
         process.start()
     try:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from regzoo.zoo._layers import Abs
 from regzoo.zoo._pipeline import InputPipeline
-from regzoo.zoo.population.stack import MemberDropout
+from regzoo.zoo.population.dropout import MemberDropout
 
 Layout = Literal["shared", "member", "batch"]
 Tensors = Mapping[str, Tensor]

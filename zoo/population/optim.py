@@ -14,8 +14,9 @@ and keeps, per member, its own rule's result (`torch.where`): on tiny models a s
 number of operations, not their size, and gathering each rule's rows would add operations.
 
 For the same reason a step is written as few torch calls as its arithmetic allows: each
-elementwise operation runs once over all parameters (`torch._foreach_*`, which on the cpu
-calls the same kernel per tensor, so every value is the one the per-tensor operation gives),
+elementwise operation runs once over all parameters (`torch._foreach_*`, from `zoo._compat`,
+which on the cpu calls the same kernel per tensor, so every value is the one the per-tensor
+operation gives),
 in place on the parameters and state where no member is left out, and the members'
 hyperparameters are broadcast views made once (`_Broadcast`), not per parameter and step.
 """
@@ -28,6 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from regzoo.zoo._compat import (
+    foreach_add_,
+    foreach_div_,
+    foreach_lerp_,
+    foreach_mul,
+    foreach_mul_,
+    foreach_sqrt,
+)
 from regzoo.zoo.classifier import OPTIMIZERS
 from regzoo.zoo.population.stack import PopulationError, StackedModels
 
@@ -227,8 +236,8 @@ class StackedOptimizer:
         # The new parameters: in place, or in copies when some members sit this step out.
         new = ps if mask is None else [p.clone() for p in ps]
         if self._decays and decayed:
-            torch._foreach_mul_(new[:decayed], h["decay"][:decayed])
-        torch._foreach_add_(new, self._update(order, ps, gs, h, mask))
+            foreach_mul_(new[:decayed], h["decay"][:decayed])
+        foreach_add_(new, self._update(order, ps, gs, h, mask))
         if mask is not None:
             for p, q in zip(ps, new, strict=True):
                 p.copy_(torch.where(_rows(mask, p), q, p))
@@ -254,7 +263,7 @@ class StackedOptimizer:
         if not self._clip_all:  # a member without clipping keeps its gradients (× 1)
             coef = torch.where(self._clip_on, coef, 1.0)
         views = {g.ndim: _rows(coef, g) for g in grads}
-        return torch._foreach_mul(grads, [views[g.ndim] for g in grads])
+        return foreach_mul(grads, [views[g.ndim] for g in grads])
 
     def _update(
         self,
@@ -324,21 +333,21 @@ class StackedOptimizer:
         return out
 
     def _sgd(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
-        return torch._foreach_mul(g, h["-lr"])
+        return foreach_mul(g, h["-lr"])
 
     def _momentum(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
         (buf,) = buffers
         # A zero buffer gives torch's first step, buf = g, exactly: 0·ρ + g = g.
-        torch._foreach_mul_(buf, h["momentum"])
-        torch._foreach_add_(buf, g)
-        return torch._foreach_mul(self._look_ahead(g, h["momentum"], buf), h["-lr"])
+        foreach_mul_(buf, h["momentum"])
+        foreach_add_(buf, g)
+        return foreach_mul(self._look_ahead(g, h["momentum"], buf), h["-lr"])
 
     def _look_ahead(self, g: Tensors, mom: Views, buf: Tensors) -> Tensors:
         """The direction of a `momentum`-rule step: `nesterov`'s g + ρ·buf, `momentum`'s buf."""
         if isinstance(self.nesterov, bool) and not self.nesterov:
             return buf
-        ahead = torch._foreach_mul(buf, mom)
-        torch._foreach_add_(ahead, g)
+        ahead = foreach_mul(buf, mom)
+        foreach_add_(ahead, g)
         if isinstance(self.nesterov, bool):
             return ahead
         select = self._select("nesterov", self.nesterov, g)
@@ -346,25 +355,25 @@ class StackedOptimizer:
 
     def _rmsprop(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
         (sq,) = buffers
-        torch._foreach_mul_(sq, h["alpha"])
-        torch._foreach_add_(sq, _squares(g, h["1-alpha"]))  # sq·α + (1 - α)·g·g
-        avg = torch._foreach_sqrt(sq)
-        torch._foreach_add_(avg, h["eps"])
-        out = torch._foreach_mul(g, h["-lr"])
-        torch._foreach_div_(out, avg)  # -lr·g / (√sq + ε)
+        foreach_mul_(sq, h["alpha"])
+        foreach_add_(sq, _squares(g, h["1-alpha"]))  # sq·α + (1 - α)·g·g
+        avg = foreach_sqrt(sq)
+        foreach_add_(avg, h["eps"])
+        out = foreach_mul(g, h["-lr"])
+        foreach_div_(out, avg)  # -lr·g / (√sq + ε)
         return out
 
     def _adam(self, buffers: list[list[Tensor]], g: Tensors, h: dict[str, Views]) -> Tensors:
         """torch's `_single_tensor_adam` (AdamW's decay is done by the caller, the same way)."""
         m, v = buffers
-        torch._foreach_lerp_(m, g, h["1-beta1"])
-        torch._foreach_mul_(v, h["beta2"])
-        torch._foreach_add_(v, _squares(g, h["1-beta2"]))  # v·β₂ + (1 - β₂)·g·g
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, h["sqrt_bc2"])
-        torch._foreach_add_(denom, h["eps"])  # √v / √(1 - β₂ᵗ) + ε
-        out = torch._foreach_mul(m, h["-step_size"])
-        torch._foreach_div_(out, denom)  # -(lr / (1 - β₁ᵗ))·m / denom
+        foreach_lerp_(m, g, h["1-beta1"])
+        foreach_mul_(v, h["beta2"])
+        foreach_add_(v, _squares(g, h["1-beta2"]))  # v·β₂ + (1 - β₂)·g·g
+        denom = foreach_sqrt(v)
+        foreach_div_(denom, h["sqrt_bc2"])
+        foreach_add_(denom, h["eps"])  # √v / √(1 - β₂ᵗ) + ε
+        out = foreach_mul(m, h["-step_size"])
+        foreach_div_(out, denom)  # -(lr / (1 - β₁ᵗ))·m / denom
         return out
 
     def keep(self, index: Sequence[int]) -> None:
@@ -394,6 +403,6 @@ def _buffer(state: dict[str, Tensor], name: str, like: Tensor) -> Tensor:
 
 def _squares(g: Tensors, weight: Views) -> Tensors:
     """(c·g)·g per tensor, in torch's order of operations for `c * g * g`."""
-    out = torch._foreach_mul(g, weight)
-    torch._foreach_mul_(out, g)
+    out = foreach_mul(g, weight)
+    foreach_mul_(out, g)
     return out

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from regzoo.zoo.classifier import Classifier
+from regzoo.zoo.population.batched import BatchedForward
+from regzoo.zoo.population.dropout import MemberDropout
 
 # What members may differ in: the training knobs, the optimizer and scheduler kinds included
 # (StackedOptimizer and MemberSchedulers follow each member's own). Everything else (decay_bias,
@@ -54,25 +56,6 @@ MEMBER_HPARAMS: frozenset[str] = frozenset(
 
 class PopulationError(ValueError):
     """Models that cannot be trained as one population; the message names the offending key."""
-
-
-class MemberDropout(nn.Module):
-    """Dropout whose rate is a buffer, so that each member of a stack has its own.
-
-    The mask is computed without Python control flow on `p` (vmap sees one graph); `p = 0`
-    keeps every unit and divides by 1, so it returns `x` exactly.
-    """
-
-    p: Tensor
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.register_buffer("p", torch.tensor(float(p)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
-            return x
-        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
 
 
 class _Network(nn.Module):
@@ -225,10 +208,8 @@ class StackedModels:
             for n, p in self.params.items()
             if n.startswith("net.") and (decay_bias or p.ndim - 1 >= 2)
         )
-        # The members' forward as batched ops (batched.py; imported here, since it imports
-        # MemberDropout from this module), or None: a module it does not know, then vmap.
-        from regzoo.zoo.population.batched import BatchedForward
-
+        # The members' forward as batched ops (batched.py), or None: a module it does not
+        # know, then vmap.
         self.batched: BatchedForward | None = BatchedForward.build(
             self._base.pipeline, self._base.net, self.buffers
         )

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import optuna
 import pytest
+import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -323,3 +324,21 @@ def test_workers_and_populations_finish_exactly_the_requested_trials(
 @pytest.fixture(autouse=True)
 def _quiet_optuna_warnings(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR", logger="optuna")
+
+
+def test_members_are_validated_on_the_batches_lightning_would_keep() -> None:
+    """`limit_val_batches` as Lightning reads it (a count, or a share of at least one batch),
+    then the kept samples regrouped into as few batches as fit: the same samples in order."""
+    from regzoo.studies.population.train import VAL_VALUES, _limited, _regrouped
+
+    batches = [(torch.full((4, 3), float(i)), torch.full((4,), i)) for i in range(10)]
+    assert [int(y[0]) for _, y in _limited(batches, 2)] == [0, 1]
+    assert [int(y[0]) for _, y in _limited(batches, 0.25)] == [0, 1]  # int(2.5)
+    assert len(_limited(batches, 0.01)) == 1 and len(_limited(batches, None)) == 10
+    kept = _limited(batches, 5)
+    merged = _regrouped(kept, members=3)
+    assert len(merged) == 1  # 20 samples x 3 values x 3 members fit
+    assert torch.equal(merged[0][1], torch.cat([y for _, y in kept]))
+    assert torch.equal(merged[0][0], torch.cat([x for x, _ in kept]))
+    many = _regrouped(batches, members=VAL_VALUES // 12)  # 4 samples of 3 values a batch
+    assert [len(y) for _, y in many] == [4] * 10  # never smaller than the loader's batches

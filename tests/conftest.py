@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
+from optuna.trial import FrozenTrial
 
 # W&B must never prompt or reach the network from a test.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -57,3 +60,23 @@ def trials_folder(study_dir: Path) -> Path:
     (`regzoo train` runs sit beside it as `train-<n>/`)."""
     [folder] = [p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith("train-")]
     return folder
+
+
+# Trial attributes that differ between two runs of the same trials: the clock, the pid, the
+# run's own folder.
+MEASURED = {"seconds", "worker", "checkpoint"}
+
+
+def reproducible(trials: Iterable[FrozenTrial]) -> list[dict[str, Any]]:
+    """What two runs of the same trials must share: everything but `MEASURED`."""
+    return [
+        {
+            "number": t.number,
+            "state": t.state,
+            "params": t.params,
+            "value": t.value,
+            "attrs": {k: v for k, v in t.user_attrs.items() if k not in MEASURED},
+            "intermediate": t.intermediate_values,
+        }
+        for t in trials
+    ]

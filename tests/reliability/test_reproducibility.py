@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from regzoo.studies.cli.main import main
-from tests.conftest import DEFAULT_CONFIG
+from tests.conftest import DEFAULT_CONFIG, reproducible
 from tests.reliability.conftest import TINY, Tally, as_sets, load
 
 TRIALS = 2
-MEASURED = {"seconds", "worker", "checkpoint"}  # the clock, the pid, the run's own folder
 
 
 def run_into(root: Path) -> list[dict[str, Any]]:
@@ -25,17 +24,7 @@ def run_into(root: Path) -> list[dict[str, Any]]:
     args = ["run", str(DEFAULT_CONFIG), "--storage", url, "--trials", str(TRIALS)]
     extra = as_sets([*TINY, f"runs_dir={root / 'runs'}", "pruner.name=median"])
     assert main([*args, "--wandb", "disabled", "--no-progress", *extra]) == 0
-    return [
-        {
-            "number": t.number,
-            "state": t.state,
-            "params": t.params,
-            "value": t.value,
-            "attrs": {k: v for k, v in t.user_attrs.items() if k not in MEASURED},
-            "intermediate": t.intermediate_values,
-        }
-        for t in load(url).trials
-    ]
+    return reproducible(load(url).trials)
 
 
 def test_a_rerun_into_a_new_storage_repeats_every_trial_exactly(

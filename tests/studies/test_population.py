@@ -27,7 +27,7 @@ from regzoo.studies.loop.budget import FINISHED
 from regzoo.studies.loop.storage import open_storage
 from regzoo.studies.population.pruning import PeerPruner
 from regzoo.zoo import load_model
-from tests.conftest import DEFAULT_CONFIG
+from tests.conftest import DEFAULT_CONFIG, reproducible
 from tests.studies.wandb_records import read_run
 
 STUDY = "cnn-digits"  # the default config's name
@@ -41,7 +41,6 @@ TINY = [
     "model.hidden=[16]",
 ]
 PEERS_PRUNE = "pruner={name: median, n_startup_trials: 0, n_warmup_steps: 0}"
-MEASURED = {"seconds", "worker", "checkpoint"}  # the clock, the pid, the run's own folder
 
 
 def overrides(root: Path, *extra: str) -> list[str]:
@@ -96,17 +95,7 @@ def test_a_population_study_finishes_the_trials_prunes_among_peers_and_tests_che
 
 def record(url: str) -> list[dict[str, Any]]:
     """What two runs of the same trials must share: all but the clock, pid and folder."""
-    return [
-        {
-            "number": t.number,
-            "state": t.state,
-            "params": t.params,
-            "value": t.value,
-            "attrs": {k: v for k, v in t.user_attrs.items() if k not in MEASURED},
-            "intermediate": t.intermediate_values,
-        }
-        for t in trials_of(url)
-    ]
+    return reproducible(trials_of(url))
 
 
 def metrics_files(root: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ values are its member `params`, merged over that config as a study merges a tria
 point is checked to train on exactly the model, data and trainer arguments of its own config,
 else it trains alone. Groups larger than `size` are split into balanced populations.
 
-    populations = plan(exp, points, configs, quick=True, size=64)
+    populations = plan_all([(exp, p) for p in points], {exp.name: configs}, quick=True, size=64)
 """
 
 from __future__ import annotations
@@ -73,24 +73,12 @@ Configs = Mapping[str, Mapping[str, StudyConfig]]
 OWN_LEAVES = ("name",)
 
 
-def plan(
-    exp: Experiment,
-    points: list[Point],
-    configs: Mapping[str, StudyConfig],
-    *,
-    quick: bool,
-    size: int,
-) -> list[Population]:
-    """The fewest populations of at most `size` members that train `points` as their own
-    configs (`configs`, by label) would, in the order of the points' first appearance."""
-    return plan_all([(exp, p) for p in points], {exp.name: configs}, quick=quick, size=size)
-
-
 def plan_all(
     items: list[tuple[Experiment, Point]], configs: Configs, *, quick: bool, size: int
 ) -> list[Population]:
-    """`plan` over the points of several experiments: points of different experiments share
-    a population wherever points of one experiment could."""
+    """The fewest populations of at most `size` members that train each (experiment, point) as
+    its own config (`configs[experiment][label]`) would, in the order of first appearance;
+    points of different experiments share a population wherever points of one could."""
     groups: dict[str, list[tuple[Experiment, Point, dict[str, Any]]]] = {}
     for exp, p in items:
         leaves = _flatten(exp.raw_config(p.setting, quick=quick))

@@ -63,7 +63,8 @@ def grid_params(exp: Experiment, point: Point, seeds: list[int]) -> dict[str, An
 
 class Grid:
     """An experiment's grid as one run trains it: the settings' configs, the seeds, the trials'
-    folder and W&B mode; it trains points one per Trainer or as populations."""
+    folder and W&B mode; it trains points one per Trainer (`train_singly`) and makes a point a
+    population's member (`member_spec`, `tell`; `train_grids` trains the populations)."""
 
     def __init__(
         self,
@@ -100,11 +101,6 @@ class Grid:
             sampler=self.sampler(),
             pruner=optuna.pruners.NopPruner(),
         )
-
-    def train(self, study: optuna.Study, points: list[Point], population: int) -> None:
-        """Train `points`: one trial per Trainer with `population` 1, else as populations of
-        at most `population` members."""
-        train_grids([(self, study, points)], population, self.console)
 
     # ---- one trial per Trainer --------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from regzoo.studies.experiments import (
     run_experiments,
 )
 from regzoo.studies.experiments._course import course_config
-from regzoo.studies.experiments._populations import Point, plan
+from regzoo.studies.experiments._populations import Point, plan_all
 from regzoo.studies.experiments._probes import (
     BoundaryProbe,
     GradNormProbe,
@@ -280,7 +280,8 @@ def test_each_grid_trains_as_the_fewest_populations_its_settings_allow(
         settings, seeds = exp.chosen(quick=False), exp.replicates(quick=False)
         configs = {s.label: _config(exp, s, False) for s in settings}
         points = [Point(s, seed) for s in settings for seed in seeds]
-        batches = plan(exp, points, configs, quick=False, size=size)
+        items = [(exp, p) for p in points]
+        batches = plan_all(items, {exp.name: configs}, quick=False, size=size)
         assert [len(b) for b in batches] == sizes, name
         assert sorted((p.label, p.seed) for b in batches for p in b.points) == sorted(
             (p.label, p.seed) for p in points

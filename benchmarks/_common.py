@@ -211,7 +211,7 @@ def _stored_trials(url: str, config: Path) -> list[Any]:
     import optuna
 
     from regzoo.studies import load_config
-    from regzoo.studies.loop.storage import open_storage  # its lock: the study may be creating it
+    from regzoo.studies.executor.storage import open_storage  # its lock: the study may be creating it
 
     name = load_config(config).name
     try:
@@ -226,7 +226,7 @@ def _verdict(url: str, config: Path) -> tuple[Any, Any]:
     import optuna
 
     from regzoo.studies import load_config
-    from regzoo.studies.loop.storage import open_storage
+    from regzoo.studies.executor.storage import open_storage
     from regzoo.studies.results.read import ranked_trials
     from regzoo.studies.verdicts.read import read_verdicts
 

@@ -7,30 +7,12 @@ behaviour fails there, by name, instead of somewhere deep in a study.
 
 from __future__ import annotations
 
-import logging
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-
-if TYPE_CHECKING:
-    from lightning.pytorch.callbacks import EarlyStopping
-
-# Optuna logs "Trial 7 failed with parameters: ..." (with the exception) and then
-# "Trial 7 failed with value None." from `optuna.study._optimize`; no public hook says which
-# trial a log record is about.
-OPTIMIZE_LOGGER = "optuna.study._optimize"
-_FAILED_TRIAL = re.compile(r"Trial (\d+) failed with ")
-
-
-def failed_trial_number(record: logging.LogRecord) -> int | None:
-    """The trial number of one of Optuna's "Trial N failed with ..." log records, else None."""
-    match = _FAILED_TRIAL.match(str(record.msg))
-    return int(match.group(1)) if match else None
 
 
 def fail_trial(study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -42,14 +24,12 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial) -> bool:
         return False
 
 
-def early_stopping_check(callback: EarlyStopping, value: float) -> bool:
-    """Lightning's `EarlyStopping` criteria (patience, min_delta, mode, check_finite) applied to
-    one value, outside a Trainer: True when the callback would stop. A population keeps one
-    callback per member (`regzoo.studies.population`), each fed its own member's metric."""
-    import torch
-
-    should_stop, _reason = callback._evaluate_stopping_criteria(torch.tensor(float(value)))
-    return bool(should_stop)
+def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
+    """Trial `number` of `study` as a `Trial` to report to, prune and tell, in a process other
+    than the one that asked it (an executor's worker). Optuna's public API gives a `Trial` only
+    to the process that asks it; its constructor takes the storage's private trial id."""
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return optuna.trial.Trial(study, trial_id)
 
 
 # `Study.ask` warns that heartbeats are meant for `Study.optimize`: a population asks its

@@ -161,6 +161,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def _verdict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE)
     p.add_argument(
+        "--population",
+        type=_positive_int,
+        metavar="N",
+        help="runs trained as one batched model at most (default: every run that batches; "
+        "1: one run per Trainer)",
+    )
+    p.add_argument(
         "--wandb",
         choices=("online", "offline", "disabled"),
         help="W&B mode of the runs and the study run (default: the study config's, else online "
@@ -208,10 +215,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.config.load import load_config
+    from regzoo.studies.executor import Job, execute
     from regzoo.studies.loop.preflight import check_runs_dir
     from regzoo.studies.results import tracking
     from regzoo.studies.results.console import quiet_training
-    from regzoo.studies.trial.train import train_run
+    from regzoo.studies.trial.spec import TrialSpec
 
     cfg = load_config(args.config, overrides=args.overrides)
     if cfg.trainer.devices != 1:
@@ -221,12 +229,18 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         )
     check_runs_dir(cfg.runs_dir)
     mode = tracking.resolve_mode(args.wandb or cfg.wandb.mode)
+    folder = _fresh_folder(cfg.study_dir, "train")
+    spec = TrialSpec(config=cfg, params={}, run_dir=folder, seed=cfg.seed, run_name="train")
     with quiet_training():
-        result = train_run(cfg, {}, _fresh_folder(cfg.study_dir, "train"), wandb_mode=mode)
+        [result] = execute([Job([spec], batched=False)], wandb_mode=mode)
+    if result.error is not None and result.diverged_epoch is None:
+        console.print(f"[red]train failed:[/] {result.error}", soft_wrap=True)
+        return 1
     console.print(
         f"{cfg.objective.metric}={result.value:.4f} "
-        + " ".join(f"{k}={v:.4f}" for k, v in result.test.items())
+        + " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith("test/"))
         + f" epochs={result.epochs}"
+        + (f" ({result.error})" if result.error else "")
     )
     console.print(f"checkpoint: {result.checkpoint}", soft_wrap=True)
     if mode == "offline":
@@ -337,6 +351,7 @@ def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
         seeds=args.seeds or defaults.seeds,
         wandb_mode=mode,
         console=console,
+        population=args.population,
     )
     _refresh_study_run(study, cfg, mode, args.storage, console)
     return 0
@@ -347,7 +362,14 @@ def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
 
     study, cfg, mode = _verdict_study(args)
     seeds = args.seeds or (cfg.confirm or Confirm()).seeds
-    ablate_study(study, args.storage, seeds=seeds, wandb_mode=mode, console=console)
+    ablate_study(
+        study,
+        args.storage,
+        seeds=seeds,
+        wandb_mode=mode,
+        console=console,
+        population=args.population,
+    )
     _refresh_study_run(study, cfg, mode, args.storage, console)
     return 0
 

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from regzoo.studies.config.load import validate_config
 from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.experiments._plots import save_png
 from regzoo.studies.experiments._populations import Point
 from regzoo.studies.experiments._spec import (
@@ -33,7 +34,6 @@ from regzoo.studies.experiments._spec import (
 )
 from regzoo.studies.experiments._tables import print_table, write_table
 from regzoo.studies.experiments._train import DEFAULT_POPULATION, Grid, fingerprint, train_grids
-from regzoo.studies.loop.storage import open_storage
 from regzoo.studies.loop.study import ensure_uid, study_uid
 from regzoo.studies.results import tracking
 from regzoo.studies.results.console import quiet_training

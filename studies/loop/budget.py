@@ -11,8 +11,6 @@ them may still fail (or die) and need a replacement.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,10 +23,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from regzoo.studies._compat import fail_trial
-from regzoo.studies.loop.storage import MAX_RETRY, FileLock, storage_path, with_driver
+from regzoo.studies.executor.storage import MAX_RETRY, FileLock, storage_path, with_driver
+from regzoo.studies.executor.trials import WORKER_ATTR, died_here, worker_id
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-WORKER_ATTR = "worker"  # "host:pid" of the process running the trial
 POLL_S = 1.0
 
 
@@ -115,25 +113,6 @@ class TrialBudget:
         if dead:
             _fail_and_requeue(self.study, dead)
         return len(trials) - len(running), len(running) - len(dead)
-
-
-def worker_id() -> str:
-    """This process, as a trial's `WORKER_ATTR` records it: "host:pid"."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def died_here(trial: FrozenTrial) -> bool:
-    """True for a running trial whose worker was a process of this machine that is gone."""
-    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _fail_and_requeue(study: optuna.Study, dead: list[FrozenTrial]) -> None:

@@ -16,18 +16,15 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import optuna
-from optuna.trial import FrozenTrial
-
 
 class CollectAfterTrial:
-    """An Optuna study callback; use it instead of `gc_after_trial=True`, inside
+    """Called after each job (any arguments: an Optuna study callback too), inside
     `collect_after_trials()`, which undoes its freeze."""
 
     def __init__(self) -> None:
         self.froze = False
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def __call__(self, *_: object) -> None:
         gc.collect()
         if not self.froze and gc.get_freeze_count() == 0:
             gc.freeze()  # the modules and caches the first trial brought in, not its garbage
@@ -36,7 +33,7 @@ class CollectAfterTrial:
 
 @contextmanager
 def collect_after_trials() -> Iterator[CollectAfterTrial]:
-    """The callback for one `study.optimize`; on exit, what it froze is unfrozen."""
+    """The collector of one loop over jobs; on exit, what it froze is unfrozen."""
     callback = CollectAfterTrial()
     try:
         yield callback

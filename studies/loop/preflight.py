@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from regzoo.studies.loop.storage import StorageError
+from regzoo.studies.executor.storage import StorageError
 
 MIN_FREE_ENV = "REGZOO_MIN_FREE_MB"
 MIN_FREE_MB = 100

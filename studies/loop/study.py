@@ -11,44 +11,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
+import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, member_heartbeats
 from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.config.search import suggest
+from regzoo.studies.executor import Trials, execute, plan
+from regzoo.studies.executor.samplers import make_pruner, make_sampler
+from regzoo.studies.executor.storage import open_storage
+from regzoo.studies.executor.trials import WORKER_ATTR, fail_untold, worker_id
 from regzoo.studies.loop.budget import FINISHED, TrialBudget, storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
-from regzoo.studies.loop.populations import optimize_populations
 from regzoo.studies.loop.preflight import check_runs_dir
-from regzoo.studies.loop.samplers import make_pruner, make_sampler
-from regzoo.studies.loop.storage import open_storage
 from regzoo.studies.loop.threads import ThreadChoice, choose_threads, threads_for
 from regzoo.studies.population.members import with_population
 from regzoo.studies.results import tracking
-from regzoo.studies.results.console import StudyOutcome, quiet_training, trial_line
-from regzoo.studies.trial.objective import make_objective
+from regzoo.studies.results.console import StudyOutcome, quiet_training, result_line
+from regzoo.studies.trial.callbacks import EpochProgress
 from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
+from regzoo.studies.trial.spec import RunResult, TrialRef, TrialSpec
 from regzoo.studies.trial.train import TrainFn, fixed_size, train_run
 
 MAX_CONSECUTIVE_FAILURES = 5
 UID_ATTR = "uid"  # the study's own id: the folder of its trials under runs_dir/<study>/
 PROCESSES_ATTR = "processes"  # how many processes have run the study: each one's sampler seed
-
-
-class _StopOnFailures:
-    """Stop the study after N failures in a row: a broken config must not loop forever."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.streak = limit, 0
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.streak = self.streak + 1 if trial.state == TrialState.FAIL else 0
-        if self.streak >= self.limit:
-            study.stop()
 
 
 def open_study(cfg: StudyConfig, url: str) -> optuna.Study:
@@ -185,6 +179,14 @@ def _optimize(
     show_progress: bool,
     train: TrainFn,
 ) -> None:
+    """Ask trials and hand them to the executor until the budget is spent, `timeout` seconds
+    have passed (nothing new starts after it), or `MAX_CONSECUTIVE_FAILURES` failed in a row.
+
+    Each round claims up to `population.size` slots under the study's lock, asks that many
+    trials (TPE's constant liar keeps them apart), and trains them as populations where they
+    batch. Every run is told by its own lifecycle; one that was asked and never told (Ctrl-C,
+    an error before it trained) is failed here before the loop stops.
+    """
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -195,53 +197,71 @@ def _optimize(
         disable=not show_progress,
         transient=False,
     )
-    budget = TrialBudget(study, url, target)
-    objective = budget.wrap(
-        make_objective(
-            cfg,
-            folder=study_folder(study, cfg.runs_dir),
-            wandb_mode=mode,
-            progress=progress,
-            train=train,
+    folder = study_folder(study, cfg.runs_dir)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    streak = 0
+
+    tasks: dict[str, Any] = {}  # a run on its own's live progress, by run name
+
+    def live(spec: TrialSpec) -> list[Any]:
+        epochs = int(spec.params.get("trainer.max_epochs", cfg.trainer.max_epochs))
+        task = progress.add_task(spec.run_name.replace("-", " "), total=epochs, metrics="")
+        tasks[spec.run_name] = task
+        return [EpochProgress(progress, task, (cfg.objective.metric, "val/loss"))]
+
+    with InterruptOnce(), progress, TrialBudget(study, url, target) as budget:
+        done = progress.add_task(
+            "trials", total=target, completed=count_finished(study), metrics=""
         )
+
+        def finished(spec: TrialSpec, result: RunResult) -> None:
+            nonlocal streak
+            streak = streak + 1 if result.state == "failed" else 0
+            if spec.run_name in tasks:
+                progress.remove_task(tasks.pop(spec.run_name))
+            progress.update(done, completed=count_finished(study))
+            console.print(result_line(result, spec, cfg.objective.metric))
+
+        with collect_after_trials() as collect:
+            while deadline is None or time.monotonic() < deadline:
+                wanted = budget.claim_slots(cfg.population.size)
+                if not wanted:
+                    return
+                trials = Trials()
+                try:
+                    specs = [_ask(study, cfg, url, folder, trials) for _ in range(wanted)]
+                finally:
+                    budget.release()
+                with fail_untold(trials), member_heartbeats(study, trials.asked()):
+                    execute(
+                        plan(specs, size=cfg.population.size),
+                        wandb_mode=mode,
+                        trials=trials,
+                        on_result=finished,
+                        train=train,
+                        callbacks=live,
+                    )
+                collect()
+                raise_if_swallowed()  # a Ctrl-C a finalizer swallowed, after the trials are told
+                if streak >= MAX_CONSECUTIVE_FAILURES:
+                    return
+
+
+def _ask(
+    study: optuna.Study, cfg: StudyConfig, url: str, folder: Path, trials: Trials
+) -> TrialSpec:
+    """Ask trial n: its sampled parameters, `folder/trial-<n>`, seed `cfg.seed + n`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
+        trial = study.ask()
+    trial.set_user_attr(WORKER_ATTR, worker_id())
+    ref = TrialRef(url, study.study_name, trial.number)
+    trials.add(ref, trial)
+    return TrialSpec(
+        config=cfg,
+        params=suggest(trial, cfg.search),
+        run_dir=folder / f"trial-{trial.number}",
+        seed=cfg.seed + trial.number,
+        run_name=f"trial-{trial.number}",
+        trial=ref,
     )
-    done = progress.add_task("trials", total=target, completed=count_finished(study), metrics="")
-
-    def report(study: optuna.Study, trial: FrozenTrial) -> None:
-        progress.update(done, completed=count_finished(study))
-        console.print(trial_line(trial, cfg.objective.metric))
-
-    # A 2nd Ctrl-C must not cut the 1st's record; collection only over the trials' own objects.
-    with InterruptOnce(), progress, budget, collect_after_trials() as collect:
-        if cfg.population.size > 1:
-
-            def finished(trial: FrozenTrial) -> None:
-                collect(study, trial)
-                report(study, trial)
-
-            optimize_populations(
-                study,
-                cfg,
-                budget,
-                folder=study_folder(study, cfg.runs_dir),
-                timeout=timeout,
-                wandb_mode=mode,
-                on_finished=finished,
-                max_failures=MAX_CONSECUTIVE_FAILURES,
-            )
-            return
-        if not budget.claim():  # other workers finished the study meanwhile
-            return
-        study.optimize(
-            objective,
-            n_trials=None,
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=[
-                collect,
-                _StopOnFailures(MAX_CONSECUTIVE_FAILURES),
-                report,
-                budget,
-                lambda study, trial: raise_if_swallowed(),  # after the trial is recorded
-            ],
-        )

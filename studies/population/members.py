@@ -1,4 +1,4 @@
-"""Which of a study's trials can share a population, and what each member is.
+"""Which runs can share a population.
 
 Members of one population share everything that fixes the batched model's structure and its
 loop: the model, its depth and layer types, the batch size, the data options and the Trainer.
@@ -14,16 +14,12 @@ population.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import optuna
-
 from regzoo.studies.config.schema import Population, StudyConfig
-from regzoo.studies.config.search import REGULARIZATION
+from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.config.validate import check_population
+from regzoo.studies.trial.spec import TrialSpec
 from regzoo.zoo.population import MEMBER_HPARAMS
 from regzoo.zoo.population.stack import WIDTH_HPARAMS
 
@@ -31,24 +27,7 @@ from regzoo.zoo.population.stack import WIDTH_HPARAMS
 UNBATCHED_MODELS = frozenset({"rnn"})
 
 
-@dataclass
-class MemberSpec:
-    """One trial to train as a member: its Optuna trial (None outside a study), sampled
-    parameters, folder, seed and run name; its probes, objects with any of the member hooks
-    `PopulationModule` calls (`module.MemberView`), as an experiment's trial carries; and its
-    own config where it differs from the population's in what members may differ in beyond
-    their params (`MEMBER_SECTIONS`: its early stopping and its Trainer's `max_epochs`)."""
-
-    trial: optuna.trial.BaseTrial | None
-    params: dict[str, Any]
-    run_dir: Path
-    seed: int
-    run_name: str
-    probes: list[Any] = field(default_factory=list)
-    config: StudyConfig | None = None
-
-
-# Config entries a member may have of its own (`MemberSpec.config`): it stops by its own
+# Config entries a member may have of its own (its spec's config): it stops by its own
 # criteria or at its own last epoch, and leaves the batch there.
 MEMBER_SECTIONS = ("early_stopping", "trainer.max_epochs")
 
@@ -73,17 +52,22 @@ def shared_values(leaves: dict[str, Any]) -> dict[str, Any]:
     return shared
 
 
-def group_key(params: dict[str, Any]) -> str:
-    """The shared values of a trial's parameters: trials with equal keys share a population."""
-    return json.dumps(shared_values(params), sort_keys=True, default=str)
-
-
-def group(members: Sequence[MemberSpec]) -> list[list[MemberSpec]]:
-    """The members split into populations by `group_key`, in the order first proposed."""
-    groups: dict[str, list[MemberSpec]] = {}
-    for m in members:
-        groups.setdefault(group_key(m.params), []).append(m)
-    return list(groups.values())
+def group_key(spec: TrialSpec) -> str:
+    """What a run must share with the other members of its population: the model, data and
+    Trainer values it trains with (its params over its fixed config), less what members may
+    differ in. Runs with equal keys may share a population."""
+    model, data, trainer = split_params(spec.fixed, spec.params)
+    trainer.pop("max_epochs", None)
+    augment = data.pop("augment", None) or {}
+    leaves = {
+        "model.name": spec.fixed.model.name,
+        "data.name": spec.fixed.data.name,
+        **{f"model.{k}": v for k, v in model.items()},
+        **{f"data.{k}": v for k, v in data.items()},
+        **{f"data.augment.{k}": v for k, v in augment.items()},
+        **{f"trainer.{k}": v for k, v in trainer.items()},
+    }
+    return json.dumps(shared_values(leaves), sort_keys=True, default=str)
 
 
 def fallback_reason(cfg: StudyConfig, *, distributed: bool = False) -> str | None:

@@ -1,23 +1,19 @@
-"""`PopulationModule`: K members trained as one batched model inside one Lightning Trainer.
+"""`PopulationModule`: a zoo `Population` whose members are runs, each with its own lifecycle.
 
-Each member is still a full trial. After every epoch every member is validated (here, not in
-Lightning's validation loop: see `_validate`), and each member's own metrics are logged to
-its own `metrics.csv` and W&B run; a non-finite objective or loss fails that member alone; its
-best epoch (ties broken by `objective.tie_break`) or last epoch is kept for its checkpoint; its
-own `EarlyStopping` (Lightning's criteria) or its own `max_epochs` may stop it; and Optuna may
-prune it (`population.pruning`). A member that stops leaves the batch: the stacked parameters, the
-optimizer's state and the schedules are compacted to the members still training, so a stopped
-member costs nothing more. The Trainer stops when no member is left.
-
-Optimization is manual: one backward pass through the sum of the members' losses gives each
-member the gradient of its own loss (their parameters are disjoint), and `StackedOptimizer`
-updates every member with its own hyperparameters.
+The batched training (the stacked members, their optimizers and schedules, validation on the
+batches given, members leaving the batch) is `regzoo.zoo.Population`'s. After each epoch this
+subclass feeds every member's metrics to that member's own `Lifecycle`, the object that decides
+for a run on its own too: divergence, the kept epoch, early stopping, pruning. Pruning asks the
+members best first, so the worst ones decide against all their peers (`population.pruning`).
+A member that ends (pruned, stopped early, diverged, at its own `max_epochs`) is finished at
+once: its kept state written as a checkpoint, tested, recorded and told to Optuna, while the
+others train on. Its probes see it through a `MemberView`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,49 +21,53 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from optuna.pruners import NopPruner
+from lightning.pytorch.loggers import CSVLogger
 
-from regzoo.studies._compat import early_stopping_check
-from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.population.members import MemberSpec
-from regzoo.studies.results import tracking
+from regzoo.studies.trial.lifecycle import Lifecycle
+from regzoo.studies.trial.spec import RunResult, TrialSpec
+from regzoo.studies.trial.train import probe_attrs
 from regzoo.zoo.classifier import Classifier
-from regzoo.zoo.population import MemberSchedulers, StackedModels, StackedOptimizer
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-# A loss gone NaN or infinite has diverged even while an accuracy objective stays finite.
-WATCHED_LOSSES = ("val/loss", "train/loss")
+from regzoo.zoo.population import Population, StackedModels
+from regzoo.zoo.population.module import Augment, Batch
 
 
 @dataclass
 class Member:
-    """One member's model, loggers and record of its training so far."""
+    """One member: its run's spec and lifecycle, its model (the checkpoint's format), its own
+    augmentation, `metrics.csv`, probes, and the state of its kept epoch."""
 
-    spec: MemberSpec
-    model: Classifier  # built with the member's hparams; its checkpoint's format
-    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    spec: TrialSpec
+    life: Lifecycle
+    model: Classifier
+    augment: Augment | None
     csv: CSVLogger
-    wandb: WandbLogger | None
-    early: EarlyStopping | None
-    max_epochs: int | None = None  # its own Trainer's max_epochs, when it stops earlier
-    record: tracking.EpochRecord = field(default_factory=tracking.EpochRecord)
-    best_score: float | None = None
-    best_tie: float | None = None
+    max_epochs: int
+    probes: list[Any] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
-    best_epoch: int | None = None
-    last_metrics: dict[str, float] = field(default_factory=dict)
-    epochs: int = 0  # epochs trained
-    pruned_at: int | None = None
-    nonfinite_at: int | None = None
-    nonfinite_metric: str | None = None
-    stopped: bool = False
+
+    @property
+    def checkpoint(self) -> Path:
+        name = "last.ckpt" if self.spec.config.checkpoint == "last" else "best.ckpt"
+        return self.spec.run_dir / name
+
+    def finish(self, data: Any) -> RunResult:
+        """Write the kept state as the member's checkpoint, test it unless the run was pruned
+        or diverged, save its metrics.csv; its lifecycle records and tells the result."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            save_checkpoint(self.model, self.checkpoint, epoch=self.life.best_epoch or 0)
+        test = {}
+        if self.life.testable and self.checkpoint.is_file():
+            test = evaluate(self.model, data)
+        self.csv.save()
+        return self.life.finish(
+            checkpoint=self.checkpoint, test=test, attrs=probe_attrs(self.probes)
+        )
 
 
 @dataclass
 class MemberView:
-    """One member as its probes see it (`MemberSpec.probes`), at the hook being called.
+    """One member as its probes see it, at the hook being called.
 
     A probe defines any of these methods, each called with the member's view: `member_fit_start`
     (the initial weights), `member_step` (after each optimizer step, with `grads` set: the
@@ -85,7 +85,7 @@ class MemberView:
 
     @property
     def member(self) -> Member:
-        return self.module.members[self.module.active[self.row]]
+        return self.module.runs[self.module.active[self.row]]
 
     @property
     def run_dir(self) -> Path:
@@ -103,7 +103,7 @@ class MemberView:
     @property
     def metrics(self) -> dict[str, float]:
         """The member's metrics of the last finished epoch (`val/loss`, `train/acc`, ...)."""
-        return self.member.last_metrics
+        return self.member.life.metrics
 
     @property
     def lr(self) -> float:
@@ -120,202 +120,61 @@ class MemberView:
         return self._model
 
 
-class PopulationModule(L.LightningModule):
-    """Trains the members of a `StackedModels` together; see the module docstring."""
+class PopulationModule(Population):
+    """The members of a `StackedModels` trained together, each a run; see the module docstring."""
 
     def __init__(
-        self,
-        cfg: StudyConfig,
-        members: list[Member],
-        stack: StackedModels,
-        data: Any = None,
-        val: Iterable[Batch] = (),
+        self, members: list[Member], stack: StackedModels, data: Any, val: Iterable[Batch]
     ) -> None:
         """The members, their stack, and what they are validated on.
 
         Args:
             data: The datamodule the members train on (what probes read as `datamodule`).
             val: The validation batches, as the Trainer's `limit_val_batches` would cut them:
-                every member is validated on them at the end of each epoch (`_validate`).
+                every member is validated on them at the end of each epoch.
         """
-        super().__init__()
+        super().__init__(
+            [m.model for m in members],
+            max_epochs=[m.max_epochs for m in members],
+            augment=[m.augment for m in members],
+            val=val,
+            log_members=False,  # each member's metrics go to its own loggers
+            stack=stack,
+        )
         self.data = data
-        self.automatic_optimization = False
-        self.cfg = cfg
-        self.members = members
-        self.stack = stack
-        self.optim = StackedOptimizer(stack)
-        periods = [m.max_epochs or cfg.trainer.max_epochs for m in members]  # cosine's, each
-        self.schedules = MemberSchedulers(stack, self.optim, max_epochs=periods)
-        self.active = list(range(len(members)))  # member index of each stacked row
-        self.augmented = any(m.augment is not None for m in members)
-        self.penalized = any(hp.get("l1") or hp.get("l2") for hp in stack.hparams)
-        self._val = list(val)  # moved to the device once, at the start of fit
-        self._sums: dict[str, torch.Tensor] = {}
-        self._steps = 0
-        self._step_probes = any(hasattr(p, "member_step") for m in members for p in m.spec.probes)
+        self.runs = members
+        self.results: dict[int, RunResult] = {}  # members finished so far, by index
+        self._step_probes = any(hasattr(p, "member_step") for m in members for p in m.probes)
 
-    # ---- training ---------------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        dtype = torch.float64 if str(self.trainer.precision).startswith("64") else torch.float32
-        self.stack.to(self.device, dtype)
-        self._val = [
-            (x.to(self.device, dtype if x.is_floating_point() else None), y.to(self.device))
-            for x, y in self._val
-        ]
-
-    def configure_optimizers(self) -> None:
-        return None  # StackedOptimizer, stepped in training_step
-
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
-        x, y = batch
-        self.stack.train()
-        own = y.ndim == 2  # (K0, B): each member's own batch (`member_train_dataloader`)
-        if own:
-            rows = torch.as_tensor(self.active, device=y.device)
-            x, y = x[rows], y[rows]  # the members still training
-        if self.augmented:
-            x = torch.stack(
-                [self._augmented(i, x[row] if own else x) for row, i in enumerate(self.active)]
-            )  # -> (K, B, *raw)
-        logits = self.stack.forward(x, per_member=own or self.augmented)  # (K, B, C)
-        ce = _member_ce(logits, y)  # (K,)
-        loss = ce + self.stack.penalty() if self.penalized else ce
-        names = list(self.stack.params)
-        raw = torch.autograd.grad(loss.sum(), [self.stack.params[n] for n in names])
-        # Members narrower than the stack: their padding gets no gradient, so it stays 0.
-        grads = self.stack.mask_grads(dict(zip(names, raw, strict=True)))
-        self.optim.step(grads)
+    def members_step(self, grads: dict[str, torch.Tensor]) -> None:
         if self._step_probes:
             self._probe_step(list(grads.values()))
-        self._steps += 1
-        self._accumulate("train", ce.detach(), logits.detach(), y)
 
-    @torch.no_grad()
-    def _validate(self) -> None:
-        """Every member on the validation batches: here, not in Lightning's validation loop,
-        whose own work per epoch (hooks, a dataloader reset, mode switches; about 0.7 ms)
-        cost more than a full-batch population's whole validation pass."""
-        self.stack.eval()
-        for x, y in self._val:
-            logits = self.stack.forward(x)  # (K, B, C)
-            self._accumulate("val", _member_ce(logits, y), logits, y)
-
-    def _augmented(self, member: int, x: torch.Tensor) -> torch.Tensor:
-        augment = self.members[member].augment
-        return augment(x) if augment is not None else x
-
-    def _accumulate(
-        self, stage: str, ce: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
-    ) -> None:
-        n = y.shape[-1]
-        correct = (logits.argmax(-1) == y).sum(-1).to(torch.float64)  # (K,)
-        values = torch.stack([ce.to(torch.float64) * n, correct])  # (2, K)
-        total = self._sums.get(stage)
-        self._sums[stage] = values if total is None else total + values
-        self._sums[f"{stage}/n"] = self._sums.get(f"{stage}/n", torch.zeros(())) + n
-
-    # ---- the end of an epoch: each member's own bookkeeping ---------------------------------
-
-    def on_train_epoch_end(self) -> None:
-        epoch = self.trainer.current_epoch
-        self._validate()
-        metrics = self._epoch_metrics()  # one dict per stacked row
-        self._sums.clear()
-        for row, values in enumerate(metrics):
-            self._end_epoch(row, epoch, values)
-        self._prune(epoch)
+    def members_epoch_end(self, epoch: int, metrics: dict[int, dict[str, float]]) -> None:
+        step = max(self.steps - 1, 0)
+        for i, values in metrics.items():
+            m = self.runs[i]
+            m.csv.log_metrics({"epoch": epoch, **values}, step=step)
+            if m.life.wandb is not None:
+                m.life.wandb.log_metrics({"epoch": epoch, **values}, step=step)
+            if m.life.epoch_end(epoch, values).keep:
+                m.best_state = self.stack.member_state_dict(self.active.index(i))
+        self._prune(epoch, list(metrics))
         self._probe("member_epoch_end")
-        self._probe("member_end", stopped_only=True)  # before `_leave` drops their rows
-        val_loss = torch.tensor([m.get("val/loss", math.nan) for m in metrics])
-        self.schedules.step(val_loss)
-        self._leave()
-        if not self.active:
-            self.trainer.should_stop = True
+        ending = [i for i in metrics if self.runs[i].life.stopped or i in self.stopped]
+        self._probe("member_end", only=ending)  # before they leave the stack
+        for i in ending:
+            self.stop(i)
+            self.results[i] = self.runs[i].finish(self.data)
 
-    def _epoch_metrics(self) -> list[dict[str, float]]:
-        out: list[dict[str, float]] = [{} for _ in self.active]
-        for stage in ("train", "val"):
-            if stage not in self._sums:
-                continue
-            sums, n = self._sums[stage].cpu(), float(self._sums[f"{stage}/n"])
-            for row in range(len(self.active)):
-                out[row][f"{stage}/loss"] = float(sums[0, row]) / n
-                out[row][f"{stage}/acc"] = float(sums[1, row]) / n
-        return out
-
-    def _end_epoch(self, row: int, epoch: int, metrics: dict[str, float]) -> None:
-        m = self.members[self.active[row]]
-        m.epochs = epoch + 1
-        m.last_metrics = metrics
-        m.record.epochs[epoch] = {k: v for k, v in metrics.items() if k.startswith("val/")}
-        step = max(self._steps - 1, 0)
-        m.csv.log_metrics({"epoch": epoch, **metrics}, step=step)
-        if m.wandb is not None:
-            m.wandb.log_metrics({"epoch": epoch, **metrics}, step=step)
-        objective = self.cfg.objective.metric
-        watched = [k for k in (objective, *WATCHED_LOSSES) if k in metrics]
-        bad = next((k for k in watched if not math.isfinite(metrics[k])), None)
-        if bad is not None:
-            m.nonfinite_at, m.nonfinite_metric, m.stopped = epoch, bad, True
-            return
-        self._keep_checkpoint(row, epoch, metrics)
-        early = m.early
-        if early is not None and early.monitor in metrics:
-            m.stopped = m.stopped or early_stopping_check(early, metrics[early.monitor])
-        if m.max_epochs is not None and m.epochs >= m.max_epochs:
-            m.stopped = True  # its own run ends here; longer members go on
-
-    def _keep_checkpoint(self, row: int, epoch: int, metrics: dict[str, float]) -> None:
-        """The epoch a member is scored and tested by: as `trial.train._checkpoint` keeps it."""
-        m = self.members[self.active[row]]
-        objective = self.cfg.objective
-        score = metrics.get(objective.metric)
-        if score is None:
-            return
-        tie = metrics.get(objective.tie_break) if objective.tie_break else None
-        best = m.best_score
-        keep = self.cfg.checkpoint == "last" or best is None
-        if best is not None and not keep:
-            sign = 1 if objective.direction == "maximize" else -1
-            keep = sign * score > sign * best
-            if not keep and score == best and tie is not None and m.best_tie is not None:
-                tie_sign = 1 if objective.tie_break_maximize else -1
-                keep = tie_sign * tie > tie_sign * m.best_tie
-        if keep:
-            m.best_score, m.best_tie, m.best_epoch = score, tie, epoch
-            m.best_state = self.stack.member_state_dict(row)
-
-    def _prune(self, epoch: int) -> None:
-        """Report every member's objective, then ask the pruner, best member first: Optuna's
-        pruners then compare each member with all its peers at this epoch (see pruning)."""
-        objective = self.cfg.objective
-        alive = [
-            self.members[i]
-            for i in self.active
-            if _prunable(self.members[i].spec.trial) and self.members[i].nonfinite_at is None
-        ]
-        scored = [m for m in alive if objective.metric in m.last_metrics]
-        for m in scored:
-            assert m.spec.trial is not None
-            m.spec.trial.report(m.last_metrics[objective.metric], step=epoch)
-        sign = -1 if objective.direction == "maximize" else 1
-        for m in sorted(scored, key=lambda m: sign * m.last_metrics[objective.metric]):
-            assert m.spec.trial is not None
-            if m.spec.trial.should_prune():
-                m.pruned_at, m.stopped = epoch, True
-
-    def _leave(self) -> None:
-        """Compact the batch to the members still training."""
-        keep = [row for row, i in enumerate(self.active) if not self.members[i].stopped]
-        if len(keep) == len(self.active):
-            return
-        self.active = [self.active[row] for row in keep]
-        if keep:
-            self.stack.keep(keep)
-            self.optim.keep(keep)
-            self.schedules.keep(keep)
+    def _prune(self, epoch: int, members: list[int]) -> None:
+        """Report every member's objective, then ask the pruner, best member first."""
+        reported = {i: self.runs[i].life.report(epoch) for i in members}
+        scored = [i for i in members if reported[i] is not None]
+        maximize = self.runs[members[0]].life.objective.direction == "maximize" if members else True
+        sign = -1 if maximize else 1
+        for i in sorted(scored, key=lambda i: sign * float(reported[i] or math.nan)):
+            self.runs[i].life.should_prune(epoch)
 
     # ---- member probes (MemberView) ---------------------------------------------------------
 
@@ -323,39 +182,51 @@ class PopulationModule(L.LightningModule):
         self._probe("member_fit_start")
 
     def on_train_end(self) -> None:
-        self._probe("member_end")  # the members still training; stopped ones were called
+        self._probe("member_end")  # the members still training; ended ones were called
 
-    def _probe(self, hook: str, *, stopped_only: bool = False) -> None:
+    def _probe(self, hook: str, *, only: Sequence[int] | None = None) -> None:
         for row, i in enumerate(self.active):
-            m = self.members[i]
-            if stopped_only and not m.stopped:
+            if only is not None and i not in only:
                 continue
-            for probe in m.spec.probes:
+            for probe in self.runs[i].probes:
                 call = getattr(probe, hook, None)
                 if call is not None:
                     call(MemberView(self, row))
 
     def _probe_step(self, grads: Sequence[torch.Tensor]) -> None:
         for row, i in enumerate(self.active):
-            probes = [p for p in self.members[i].spec.probes if hasattr(p, "member_step")]
+            probes = [p for p in self.runs[i].probes if hasattr(p, "member_step")]
             if probes:
                 view = MemberView(self, row, [g[row] for g in grads])  # (K, ...) -> member's
                 for probe in probes:
                     probe.member_step(view)
 
 
-def _prunable(trial: Any) -> bool:
-    """Whether a member's epochs are reported to its Optuna trial: not without a trial, nor
-    under a `NopPruner` (the lecture's experiments), where nothing reads the values and one
-    storage commit per member and epoch was half of a 1000-epoch population's time (their
-    curves are in each member's metrics.csv)."""
-    study = getattr(trial, "study", None)
-    return trial is not None and not isinstance(getattr(study, "pruner", None), NopPruner)
+def save_checkpoint(model: Classifier, path: Path, *, epoch: int) -> None:
+    """`model` in the checkpoint format Lightning's `trainer.save_checkpoint` writes for a run
+    on its own (what `load_model`, export and the report read), written whole or not at all."""
+    checkpoint: dict[str, Any] = {
+        "epoch": epoch,
+        "global_step": 0,
+        "pytorch-lightning_version": L.__version__,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "hyper_parameters": dict(model.hparams),
+    }
+    model.on_save_checkpoint(checkpoint)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(checkpoint, partial)
+    partial.replace(path)
 
 
-def _member_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each member's mean cross-entropy over the batch: `(K, B, C), (B,) or (K, B) -> (K,)`."""
-    k, b = logits.shape[:2]
-    targets = y.flatten() if y.ndim == 2 else y.repeat(k)
-    losses = F.cross_entropy(logits.flatten(0, 1), targets, reduction="none")  # (K·B,)
-    return losses.view(k, b).mean(dim=1)
+@torch.no_grad()
+def evaluate(model: Classifier, dm: Any) -> dict[str, float]:
+    """`test/loss` and `test/acc` of a model on the test split, as `Classifier.test_step`
+    computes them (the mean over samples of the batches' mean cross-entropy)."""
+    model.eval()
+    loss = correct = count = 0.0
+    for x, y in dm.test_dataloader():
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y)) * len(y)
+        correct += float((logits.argmax(-1) == y).sum())
+        count += len(y)
+    return {"test/loss": loss / count, "test/acc": correct / count}

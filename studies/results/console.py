@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from regzoo.studies._compat import OPTIMIZE_LOGGER, failed_trial_number
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.results import tracking
 from regzoo.studies.results.read import TIE_BREAK_ATTR, ranked_trials
-from regzoo.studies.trial.train import NonFiniteObjective
+from regzoo.studies.trial.spec import RunResult, TrialSpec
 
 QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 # Hints that hold for every trial of a small model on in-memory data, not news to the user.
@@ -45,71 +44,37 @@ class StudyOutcome:
 @contextmanager
 def quiet_training() -> Iterator[None]:
     """Within the block: no per-trial banners of Lightning, no data-loader hints, Optuna at
-    WARNING, and its failed-trial warnings less what is not a bug. Everything is restored after.
-    """
+    WARNING (a run's own line says how it ended). Everything is restored after."""
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     verbosity = optuna.logging.get_verbosity()
-    outcomes = _QuietTrialOutcomes()
-    optimize_log = logging.getLogger(OPTIMIZE_LOGGER)
     with warnings.catch_warnings():
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        optimize_log.addFilter(outcomes)
         try:
             yield
         finally:
-            optimize_log.removeFilter(outcomes)
             optuna.logging.set_verbosity(verbosity)
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
 
 
-class _QuietTrialOutcomes(logging.Filter):
-    """Optuna's warnings of failed trials, less what is not a bug.
-
-    A diverged trial is an outcome: its warning stays, without the traceback. An interrupted
-    trial is the user's Ctrl-C: both of its warnings go (the CLI prints one line instead).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._interrupted: set[int] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        number = failed_trial_number(record)
-        if isinstance(error, KeyboardInterrupt):
-            if number is not None:
-                self._interrupted.add(number)
-            return False
-        if number is not None and number in self._interrupted:  # "...failed with value None."
-            self._interrupted.discard(number)
-            return False
-        if isinstance(error, NonFiniteObjective):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def trial_line(trial: FrozenTrial, metric: str) -> str:
-    """One line for a finished trial: state, value, test accuracy, epochs and time."""
-    attrs = trial.user_attrs
-    state = trial.state.name.lower()
-    colour = {"complete": "green", "pruned": "yellow", "fail": "red"}.get(state, "white")
-    parts = [f"[{colour}]trial {trial.number:>3} {state:<8}[/]"]
-    if trial.value is not None:
-        parts.append(f"{metric}={trial.value:.4f}")
-    if "test/acc" in attrs:
-        parts.append(f"test/acc={attrs['test/acc']:.4f}")
-    if "epochs" in attrs:
-        parts.append(f"epochs={attrs['epochs']}")
-    if "seconds" in attrs:
-        parts.append(f"{attrs['seconds']:.1f}s")
-    if "error" in attrs:
-        parts.append(f"error: {attrs['error']}")
-    params = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in trial.params.items())
+def result_line(result: RunResult, spec: TrialSpec, metric: str) -> str:
+    """One line for a finished run: its trial (or run name), state, value, test accuracy,
+    epochs, time, error, and the parameters it was given."""
+    colour = {"complete": "green", "pruned": "yellow", "failed": "red"}[result.state]
+    name = f"trial {result.number:>3}" if result.number is not None else spec.run_name
+    parts = [f"[{colour}]{name} {result.state:<8}[/]"]
+    if result.state == "complete":
+        parts.append(f"{metric}={result.value:.4f}")
+    if "test/acc" in result.metrics:
+        parts.append(f"test/acc={result.metrics['test/acc']:.4f}")
+    parts += [f"epochs={result.epochs}", f"{result.seconds:.1f}s"]
+    if result.error is not None:
+        parts.append(f"error: {result.error}")
+    params = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in spec.params.items())
     return " ".join(parts) + (f"  [dim]{params}[/]" if params else "")
 
 

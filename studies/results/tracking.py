@@ -30,7 +30,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 MODES = ("online", "offline", "disabled")
@@ -149,20 +148,12 @@ def run_attrs(logger: WandbLogger | None) -> dict[str, str]:
     return attrs
 
 
-class EpochRecord(L.Callback):
-    """The validation metrics of each epoch, as logged: the run's best-of summary values."""
+class EpochRecord:
+    """The validation metrics of each epoch, as a run's lifecycle takes them: the run's
+    best-of summary values."""
 
     def __init__(self) -> None:
         self.epochs: dict[int, dict[str, float]] = {}
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        self.epochs[trainer.current_epoch] = {
-            key: float(value)
-            for key, value in trainer.callback_metrics.items()
-            if key.startswith("val/") and value.numel() == 1
-        }
 
     def summary(
         self, metric: str, direction: str, *, tie_break: str | None = None, tie_max: bool = False

@@ -9,8 +9,8 @@ Rank 0 runs the study as a single process would and, before each trial trains, h
 parameters and seed to the other ranks through the launcher's c10d store (key `job/<n>`). The
 other ranks never open the storage, never sample and never log to W&B: they train the parameters
 they receive, so a trial ends with one value and one W&B run. Pruning stops every rank at the
-same epoch (`OptunaPruning` broadcasts rank 0's decision) and Lightning's EarlyStopping reduces
-its decision over the ranks.
+same epoch: rank 0's lifecycle decides keeping, early stopping and pruning, and its decision is
+broadcast (`LifecycleCallback`).
 
 Each trial has its own process group: every rank creates the default group (which Lightning's DDP
 strategy then uses) before the trial and destroys it after, while the store outlives the trials.
@@ -56,7 +56,9 @@ from regzoo.studies.loop.study import run_study
 from regzoo.studies.results.console import print_summary, quiet_training
 from regzoo.studies.results.wandb_study import log_study_after_run
 from regzoo.studies.scaling.options import RunOptions
-from regzoo.studies.trial.train import TrialResult, train_run
+from regzoo.studies.trial.lifecycle import error_text
+from regzoo.studies.trial.spec import RunResult, TrialSpec
+from regzoo.studies.trial.train import train_run
 
 # A follower waits for rank 0's next trial while rank 0 waits for a free slot: as long as other
 # workers' trials take, so much longer than the 30 minutes of torch's default.
@@ -158,6 +160,13 @@ class TrialGroup:
                 dist.destroy_process_group()
             self.store.set(f"done/{n}/{self.rank}", "")
 
+    def failure_so_far(self, n: int) -> str | None:
+        """The first rank's error of trial n, if one was reported yet (never waits: rank 0
+        asks while its own group is up, with followers maybe blocked in a collective)."""
+        if not self.store.check([f"failed/{n}"]):
+            return None
+        return self.store.get(f"failed/{n}").decode()
+
     def first_failure(self, n: int) -> str | None:
         """Rank 0, after trial n: once every rank is done with it, the first rank's error."""
         others = [f"done/{n}/{r}" for r in range(1, self.world_size)]
@@ -185,44 +194,37 @@ def _describe(exc: BaseException) -> str:
 
 
 class Leader:
-    """Rank 0's `train`: hand out the sampled trial, then train it as rank 0 of the group."""
+    """Rank 0's `train`: hand out the run's spec, then train it as rank 0 of the group."""
 
     def __init__(self, group: TrialGroup, callbacks: list[L.Callback]) -> None:
         self.group, self.callbacks = group, callbacks
 
     def __call__(
         self,
-        cfg: StudyConfig,
-        params: dict[str, Any],
-        run_dir: Path,
+        spec: TrialSpec,
         *,
-        seed: int | None = None,
-        run_name: str = "train",
         callbacks: list[L.Callback] | None = None,
         **kwargs: Any,
-    ) -> TrialResult:
-        seed = cfg.seed if seed is None else seed
-        n = self.group.send(Job(params=params, seed=seed, run_name=run_name))
-        try:
-            with self.group.trial(n):
-                result = train_run(
-                    cfg,
-                    params,
-                    run_dir,
-                    seed=seed,
-                    run_name=run_name,
-                    callbacks=[*(callbacks or []), *self.callbacks],
-                    trainer_overrides=self.group.trainer_overrides,
-                    **kwargs,
-                )
-        except Exception as exc:
-            first = self.group.first_failure(n)
+    ) -> RunResult:
+        n = self.group.send(Job(params=spec.params, seed=spec.seed, run_name=spec.run_name))
+
+        def describe(exc: BaseException) -> str:
+            first = self.group.failure_so_far(n)  # a follower's error broke our collective
             if first is None or first.startswith("rank 0: "):
-                raise  # rank 0's own error, recorded on the trial as in a single process
-            raise RankFailed(first) from exc  # its collective broke because another rank failed
-        first = self.group.first_failure(n)
-        if first is not None:  # another rank failed after the trial's last collective
-            raise RankFailed(first)
+                return error_text(exc)  # rank 0's own error, recorded as in a single process
+            return error_text(RankFailed(first))
+
+        with self.group.trial(n):
+            result = train_run(
+                spec,
+                callbacks=[*(callbacks or []), *self.callbacks],
+                trainer_overrides=self.group.trainer_overrides,
+                describe=describe,
+                **kwargs,
+            )
+        late = self.group.first_failure(n)
+        if late is not None and result.state != "failed":  # after the trial's last collective
+            print(f"{spec.run_name}: {late} after rank 0 finished", file=sys.stderr)
         return result
 
 
@@ -235,23 +237,25 @@ def follow(cfg: StudyConfig, group: TrialGroup, callbacks: list[L.Callback]) -> 
             group.store.set(f"stopped/{n}/{group.rank}", "")
             return followed
         followed += 1
-        # Rank 0 owns runs/<study>/trial-<n>/ (ModelCheckpoint broadcasts its folder); this rank
-        # only needs a folder of its own that no other rank deletes.
+        # Rank 0 owns runs/<study>/trial-<n>/ (it saves the checkpoints); this rank only needs
+        # a folder of its own that no other rank deletes.
         with tempfile.TemporaryDirectory(prefix=f"regzoo-rank{group.rank}-") as tmp:
+            spec = TrialSpec(cfg, job.params, Path(tmp) / job.run_name, job.seed, job.run_name)
+
+            def fail(exc: BaseException) -> str:  # reported to rank 0, which fails the trial
+                raise exc
+
             try:
                 with group.trial(n):
                     train_run(
-                        cfg,
-                        job.params,
-                        Path(tmp) / job.run_name,
+                        spec,
                         trial=None,  # never touches the storage: rank 0 reports and prunes
                         wandb_mode="disabled",  # one W&B run per trial, rank 0's
-                        run_name=job.run_name,
                         callbacks=list(callbacks),
-                        seed=job.seed,
                         trainer_overrides=group.trainer_overrides,
+                        describe=fail,
                     )
-            except Exception as exc:  # reported to rank 0, which fails the trial
+            except Exception as exc:
                 print(f"rank {group.rank}: {job.run_name} failed: {exc}", file=sys.stderr)
 
 

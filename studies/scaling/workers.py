@@ -60,7 +60,9 @@ def run_alone(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
         show_progress=opts.progress,
     )
     print_summary(outcome, cfg, console)
-    confirm_after_run(outcome.study, cfg, outcome.storage, outcome.wandb_mode, console)
+    confirm_after_run(
+        outcome.study, cfg, outcome.storage, outcome.wandb_mode, console, opts.population
+    )
     log_study_after_run(outcome.study, cfg, outcome.wandb_mode, console, storage=outcome.storage)
     return 0
 
@@ -118,7 +120,7 @@ def launch(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
     outcome = StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
     print_summary(outcome, cfg, console)
     if not failed_workers(codes):
-        confirm_after_run(study, cfg, url, mode, console)
+        confirm_after_run(study, cfg, url, mode, console, opts.population)
     log_study_after_run(study, cfg, mode, console, storage=url)
     failed = failed_workers(codes)
     if failed:

@@ -1,104 +1,48 @@
-"""Lightning callbacks a trial needs: Optuna pruning, the tie-breaking checkpoint, live
-progress, Ctrl-C at batch ends."""
+"""Lightning callbacks a trial needs: its lifecycle (the kept checkpoint, early stopping,
+pruning), live progress, Ctrl-C at batch ends."""
 
 from __future__ import annotations
 
-import math
-import operator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-import optuna
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch import Tensor
+from lightning.pytorch.callbacks import Checkpoint
 
+from regzoo.studies.trial.lifecycle import Lifecycle
 from regzoo.studies.trial.signals import raise_if_swallowed
 
 
-class OptunaPruning(L.Callback):
-    """Report the objective after each validation epoch; stop training when Optuna prunes.
+class LifecycleCallback(Checkpoint):
+    """Drives a run's `Lifecycle` from Lightning's public hooks, so that any LightningModule
+    trains through it: after each training epoch (its validation has run; its epoch-level train
+    metrics are in `callback_metrics`), the lifecycle decides; a kept epoch is saved with
+    `trainer.save_checkpoint` to `path`; a stop, an early stop or a prune ends the fit.
 
-    Written for DDP from the start: only the rank that owns the trial reports and asks; its
-    decision is broadcast, so every rank stops at the same epoch. Stopping (rather than raising
-    inside `fit`) lets checkpoints and loggers close normally; the runner raises
-    `optuna.TrialPruned` after `fit` returns.
+    A `Checkpoint`, so that Lightning calls it after the module's own `on_train_epoch_end` (a
+    metric logged there counts) and adds no checkpoint callback of its own. Under DDP only the
+    rank that owns the trial decides; its decision is broadcast, so every rank saves and stops
+    at the same epoch.
     """
 
-    # Besides the objective: a loss gone NaN or infinite has diverged even while an accuracy
-    # objective stays finite (the argmax of NaN logits is still a class).
-    LOSSES = ("val/loss", "train/loss")
+    def __init__(self, life: Lifecycle, path: Path) -> None:
+        self.life, self.path = life, path
 
-    def __init__(self, trial: optuna.trial.BaseTrial | None, monitor: str) -> None:
-        self.trial = trial
-        self.monitor = monitor
-        self.pruned_at: int | None = None
-        self.nonfinite_at: int | None = None
-        self.nonfinite_metric: str | None = None  # which metric, on the rank that owns the trial
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
-        decision = 0  # 0: go on, 1: pruned, 2: objective or a loss not finite
-        if self.trial is not None and trainer.is_global_zero:
-            metrics = trainer.callback_metrics
-            watched = [m for m in (self.monitor, *self.LOSSES) if m in metrics]
-            self.nonfinite_metric = next(
-                (m for m in watched if not math.isfinite(float(metrics[m]))), None
-            )
-            if self.nonfinite_metric is not None:
-                decision = 2
-            elif self.monitor in metrics:
-                self.trial.report(float(metrics[self.monitor]), step=epoch)
-                decision = int(self.trial.should_prune())
-        decision = trainer.strategy.broadcast(decision, src=0)
-        if decision == 1:
-            self.pruned_at = epoch
-        elif decision == 2:
-            self.nonfinite_at = epoch
-        if decision:
+        decision = (False, False)
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+            step = self.life.epoch_end(epoch, metrics)
+            pruned = self.life.prune(epoch) if not step.stop else False
+            decision = (step.keep, step.stop or pruned)
+        keep, stop = trainer.strategy.broadcast(decision, src=0)
+        if keep:
+            trainer.save_checkpoint(self.path, weights_only=False)
+        if stop:
             trainer.should_stop = True
-
-
-class TieBreakCheckpoint(ModelCheckpoint):
-    """The best epoch's checkpoint, where an epoch equal to the best on the monitored metric
-    replaces it when its `tie_break` metric is better.
-
-    A saturated objective (every late epoch at the same validation accuracy) otherwise keeps the
-    first epoch that reached it, however much less confident than the later ones. Keeps one
-    checkpoint (`save_top_k=1`); `best_tie_break` is the `tie_break` value of the kept epoch.
-    """
-
-    def __init__(self, *, tie_break: str, tie_break_maximize: bool, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tie_break = tie_break
-        self._better = operator.gt if tie_break_maximize else operator.lt
-        self.best_tie_break: float | None = None
-
-    def check_monitor_top_k(self, trainer: L.Trainer, current: Tensor | None = None) -> bool:
-        """Lightning's decision, or on a tie with the kept epoch whether `tie_break` improved.
-
-        Lightning saves the epoch whenever this says True, so the kept epoch's `tie_break` value
-        is taken here.
-        """
-        save = super().check_monitor_top_k(trainer, current)
-        if current is None:
-            return save
-        metrics = trainer.callback_metrics
-        if self.tie_break not in metrics:
-            raise MisconfigurationException(
-                f"objective.tie_break={self.tie_break!r} is not a logged metric; logged: "
-                f"{', '.join(sorted(metrics))}"
-            )
-        tie = float(metrics[self.tie_break])
-        if not save and self.best_model_score is not None and self.best_tie_break is not None:
-            tied = bool(current == self.best_model_score)
-            improved = tied and bool(self._better(tie, self.best_tie_break))
-            save = trainer.strategy.reduce_boolean_decision(improved)
-        if save:
-            self.best_tie_break = tie
-        return save
 
 
 class EpochProgress(L.Callback):

@@ -1,34 +1,32 @@
-"""One training run: a fresh Lightning Trainer with sampled parameters, its kept checkpoint
-(the best epoch's, or the last one's with `checkpoint: last`) tested once after training.
+"""One run on its own: a fresh Lightning Trainer for a `TrialSpec`, driven by the run's
+`Lifecycle` (kept checkpoint, early stopping, pruning), its kept checkpoint tested once.
 
-`train_run` is what every trial, `regzoo train`, each DDP rank and each experiment setting calls;
-anything with its signature (`TrainFn`) can stand in for it (a DDP leader broadcasts the
-parameters first).
+`train_run` is how the executor trains a run that does not batch, each DDP rank included;
+anything with its signature (`TrainFn`) can stand in for it (a DDP leader broadcasts the spec
+first). This is the one place a Trainer is built for a run.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 import optuna
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from regzoo.datamodules import ArrayDataModule, create_datamodule, datamodule_options
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.results import tracking
-from regzoo.studies.trial.callbacks import OptunaPruning, SwallowedInterrupt, TieBreakCheckpoint
+from regzoo.studies.trial.callbacks import LifecycleCallback, SwallowedInterrupt
+from regzoo.studies.trial.lifecycle import Lifecycle, error_text
+from regzoo.studies.trial.spec import RunResult, TrialSpec
 from regzoo.zoo import create_model
 
 SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
@@ -48,183 +46,131 @@ def restored_environ(names: tuple[str, ...]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-class NonFiniteObjective(RuntimeError):
-    """The monitored metric became NaN or infinite (a diverging run): the trial fails."""
-
-
-@dataclass
-class TrialResult:
-    """What one training run produced."""
-
-    value: float
-    test: dict[str, float]
-    epochs: int
-    checkpoint: Path
-    tie_break: float | None = None  # the objective's tie_break metric at the kept epoch
-    pruned_at: int | None = None
-    nonfinite_at: int | None = None
-    nonfinite_metric: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-
 def train_run(
-    cfg: StudyConfig,
-    params: dict[str, Any],
-    run_dir: Path,
+    spec: TrialSpec,
     *,
-    trial: optuna.trial.BaseTrial | None = None,
+    trial: optuna.Trial | None = None,
     wandb_mode: str = "disabled",
-    run_name: str = "train",
     callbacks: list[L.Callback] | None = None,
-    seed: int | None = None,
     trainer_overrides: dict[str, Any] | None = None,
-) -> TrialResult:
-    """Train once with `params` over the config's fixed values; test the kept checkpoint.
+    describe: Callable[[BaseException], str] = error_text,
+) -> RunResult:
+    """Train `spec` in a fresh Trainer and test its kept checkpoint; recorded and told to
+    `trial` (None: a plain run) by the run's `Lifecycle`.
 
-    The validation split is drawn from `cfg.seed` (unless the data options set `split_seed`),
-    so every seed is validated on the same samples; `seed` varies the rest.
+    The validation split is drawn from the config's `seed` (unless the data options set
+    `split_seed`), so every seed is validated on the same samples; `spec.seed` varies the rest.
     `trainer_overrides` are Trainer arguments outside the config (DDP: strategy, devices, nodes).
+    An exception fails the run (its result says why, in `describe`'s words; a `describe` that
+    raises propagates it); Ctrl-C fails it too, then propagates.
     """
     with restored_environ(SEED_ENV):  # seed_everything tells DataLoader workers through these
-        return _train(
-            cfg, params, run_dir, trial, wandb_mode, run_name, callbacks, seed, trainer_overrides
-        )
+        return _train(spec, trial, wandb_mode, callbacks or [], trainer_overrides or {}, describe)
 
 
 def _train(
-    cfg: StudyConfig,
-    params: dict[str, Any],
-    run_dir: Path,
-    trial: optuna.trial.BaseTrial | None,
+    spec: TrialSpec,
+    trial: optuna.Trial | None,
     wandb_mode: str,
-    run_name: str,
-    callbacks: list[L.Callback] | None,
-    seed: int | None,
-    trainer_overrides: dict[str, Any] | None,
-) -> TrialResult:
-    start = time.perf_counter()
-    seed = cfg.seed if seed is None else seed
-    L.seed_everything(seed, workers=True, verbose=False)
-    model_kw, data_kw, trainer_kw = split_params(cfg, params)
+    callbacks: list[L.Callback],
+    trainer_overrides: dict[str, Any],
+    describe: Callable[[BaseException], str],
+) -> RunResult:
+    cfg = spec.config
+    life = Lifecycle(spec, trial)
+    checkpoint = spec.run_dir / ("last.ckpt" if cfg.checkpoint == "last" else "best.ckpt")
+    try:  # from here on, whatever happens ends as the run's result, recorded and told
+        trainer, model, dm = _trainer(spec, trial, wandb_mode, callbacks, trainer_overrides, life)
+        interruptible(trainer, trainer.fit, model, datamodule=dm)
+        test: dict[str, float] = {}
+        if life.testable and checkpoint.is_file():
+            test = _test(trainer, model, dm, checkpoint)
+    except Exception as exc:
+        try:
+            error = describe(exc)
+        except BaseException:
+            life.finish(checkpoint=checkpoint, error=error_text(exc))
+            raise
+        return life.finish(checkpoint=checkpoint, error=error)
+    except BaseException as exc:  # Ctrl-C: recorded and told, then the caller stops
+        life.finish(checkpoint=checkpoint, error=error_text(exc))
+        raise
+    return life.finish(checkpoint=checkpoint, test=test, attrs=probe_attrs(callbacks))
+
+
+def _trainer(
+    spec: TrialSpec,
+    trial: optuna.Trial | None,
+    wandb_mode: str,
+    callbacks: list[L.Callback],
+    trainer_overrides: dict[str, Any],
+    life: Lifecycle,
+) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule]:
+    """The run's seeded datamodule and model, and the Trainer that fits them, with the run's
+    CSV and W&B loggers; the W&B run is given to the lifecycle, which closes it."""
+    cfg = spec.config
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+    model_kw, data_kw, trainer_kw = split_params(spec.fixed, spec.params)
     data_kw = {"split_seed": cfg.seed, **data_kw}
-    dm = create_datamodule(cfg.data.name, seed=seed, **data_kw)
+    dm = create_datamodule(cfg.data.name, seed=spec.seed, **data_kw)
     model = create_model(cfg.model.name, **data_facts(dm), **model_kw)
     # Never reuse a folder: another study's trial (or this one's earlier run) may refer to it.
-    run_dir.mkdir(parents=True, exist_ok=False)
-    pruning = OptunaPruning(trial, cfg.objective.metric)
-    checkpoint = _checkpoint(cfg, run_dir)
-    all_callbacks: list[L.Callback] = [checkpoint, pruning, SwallowedInterrupt()]
-    all_callbacks += callbacks or []
-    early = early_stopping(cfg)
-    if early is not None:
-        all_callbacks.append(early)
-    trainer_kw = {**trainer_kw, **(trainer_overrides or {})}
-    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="")]
-    wandb_logger = run_logger(
-        cfg,
-        run_name,
-        run_config(cfg, params, model, data_kw, trainer_kw, seed=seed, trial=trial),
-        mode=wandb_mode,
+    spec.run_dir.mkdir(parents=True, exist_ok=False)
+    trainer_kw = {**trainer_kw, **trainer_overrides}
+    wandb = run_logger(
+        cfg, spec.run_name, run_config(spec, model, data_kw, trainer_kw), mode=wandb_mode
     )
-    epochs = tracking.EpochRecord()
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-        all_callbacks.append(epochs)
-    state = "failed"
-    summary: dict[str, Any] = {}
-    error: str | None = None
-    trainer: L.Trainer | None = None
-    try:  # from here on, the run is closed with what the trial got to
-        # As soon as the run exists: a trial that fails or is pruned still points at its run.
-        for key, value in tracking.run_attrs(wandb_logger).items():
-            if trial is not None:
-                trial.set_user_attr(key, value)
-        trainer = L.Trainer(
-            **{k: v for k, v in trainer_kw.items() if v is not None},
-            callbacks=all_callbacks,
-            logger=loggers,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=run_dir,
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,  # regzoo logs per epoch only: no per-step cost, no warning
-        )
-        interruptible(trainer, trainer.fit, model, datamodule=dm)
-        result = TrialResult(
-            value=_score(checkpoint, trainer, cfg.objective.metric),
-            test={},
-            epochs=trainer.current_epoch,
-            checkpoint=Path(checkpoint.best_model_path),
-            tie_break=_tie_break(checkpoint, trainer, cfg.objective.tie_break),
-            pruned_at=pruning.pruned_at,
-            nonfinite_at=pruning.nonfinite_at,
-            nonfinite_metric=pruning.nonfinite_metric,
-            params=params,
-        )
-        if result.pruned_at is None and result.nonfinite_at is None and result.checkpoint.is_file():
-            metrics = interruptible(
-                trainer,
-                trainer.test,
-                model,
-                datamodule=dm,
-                ckpt_path=str(result.checkpoint),
-                verbose=False,
-                weights_only=True,
-            )
-            result.test = {k: float(v) for k, v in metrics[0].items()}
-        state = (
-            "pruned"
-            if result.pruned_at is not None
-            else ("failed" if result.nonfinite_at is not None else "complete")
-        )
-        summary = {
-            "best/" + cfg.objective.metric: result.value,
-            **result.test,
-            "epochs": result.epochs,
-        }
-        if result.tie_break is not None:
-            summary[f"best/{cfg.objective.tie_break}"] = result.tie_break
-        if result.pruned_at is not None:
-            summary["pruned_at"] = result.pruned_at
-        if result.nonfinite_at is not None:
-            error = nonfinite_reason(result, cfg.objective.metric)
-        return result
-    except BaseException as exc:
-        error = error_text(exc)
-        summary = {"epochs": trainer.current_epoch} if trainer is not None else {}
-        raise
-    finally:
-        if wandb_logger is not None:
-            objective = cfg.objective
-            summary.update(
-                epochs.summary(
-                    objective.metric,
-                    objective.direction,
-                    tie_break=objective.tie_break,
-                    tie_max=objective.tie_break_maximize,
-                )
-            )
-            if cfg.checkpoint == "last" and trainer is not None:  # the epoch kept is the last
-                summary["best_epoch"] = max(trainer.current_epoch - 1, 0)
-            summary["seconds"] = round(time.perf_counter() - start, 3)
-            if error is not None:
-                summary["error"] = error
-        tracking.finish(wandb_logger, summary, state=state)
+    life.wandb = wandb
+    # As soon as the run exists: a trial that fails or is pruned still points at its run.
+    for key, value in tracking.run_attrs(wandb).items():
+        if trial is not None:
+            trial.set_user_attr(key, value)
+    checkpoint = spec.run_dir / ("last.ckpt" if cfg.checkpoint == "last" else "best.ckpt")
+    trainer = build_trainer(
+        trainer_kw,
+        callbacks=[LifecycleCallback(life, checkpoint), SwallowedInterrupt(), *callbacks],
+        logger=[CSVLogger(spec.run_dir, name="", version=""), *([wandb] if wandb else [])],
+        default_root_dir=spec.run_dir,
+    )
+    return trainer, model, dm
 
 
-def early_stopping(cfg: StudyConfig) -> EarlyStopping | None:
-    """The config's early stopping as Lightning's callback (None without one); a population
-    keeps one per member and applies its criteria itself."""
-    es = cfg.early_stopping
-    if es is None:
-        return None
-    return EarlyStopping(
-        monitor=es.monitor,
-        patience=es.patience,
-        mode=es.resolved_mode,
-        min_delta=es.min_delta,
-        check_finite=True,
+def build_trainer(trainer_kw: dict[str, Any], **kwargs: Any) -> L.Trainer:
+    """The Lightning Trainer of a run or a population: the config's trainer values (those
+    set), regzoo's quiet defaults, and `kwargs` (callbacks, loggers, what a population
+    changes). The one place a Trainer is built."""
+    defaults: dict[str, Any] = {
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,  # regzoo logs per epoch only: no per-step cost, no warning
+    }
+    values = {k: v for k, v in trainer_kw.items() if v is not None}
+    return L.Trainer(**{**defaults, **values, **kwargs})
+
+
+def _test(
+    trainer: L.Trainer, model: L.LightningModule, dm: L.LightningDataModule, checkpoint: Path
+) -> dict[str, float]:
+    """The test metrics of the kept checkpoint, evaluated once."""
+    metrics = interruptible(
+        trainer,
+        trainer.test,
+        model,
+        datamodule=dm,
+        ckpt_path=str(checkpoint),
+        verbose=False,
+        weights_only=True,
     )
+    return {k: float(v) for k, v in metrics[0].items()}
+
+
+def probe_attrs(probes: list[Any]) -> dict[str, Any]:
+    """The user attributes a run's probes record (an experiment's `summary()` of each)."""
+    attrs: dict[str, Any] = {}
+    for probe in probes:
+        attrs.update(getattr(probe, "summary", dict)())
+    return attrs
 
 
 def run_logger(
@@ -248,34 +194,28 @@ def run_logger(
 
 
 def run_config(
-    cfg: StudyConfig,
-    params: dict[str, Any],
-    model: L.LightningModule,
-    data: dict[str, Any],
-    trainer: dict[str, Any],
-    *,
-    seed: int,
-    trial: optuna.trial.BaseTrial | None,
+    spec: TrialSpec, model: L.LightningModule, data: dict[str, Any], trainer: dict[str, Any]
 ) -> dict[str, Any]:
     """A run's config: each value once, under its section (`tracking`'s module docstring).
 
     `trial` is left out of a run without an Optuna trial (`regzoo train`).
     """
-    config: dict[str, Any] = {} if trial is None else {"trial": int(trial.number)}
+    cfg = spec.config
+    config: dict[str, Any] = {} if spec.trial is None else {"trial": spec.trial.number}
     config |= {
         "study": cfg.name,
         # `regularization` is the search's selector, not an hparam (it sets l1/l2/weight_decay):
         # kept beside them so that every searched key is a path into the config.
-        "model": {"name": cfg.model.name, **dict(model.hparams), **_selector(params)},
+        "model": {"name": cfg.model.name, **dict(model.hparams), **_selector(spec.params)},
         "data": {"name": cfg.data.name, **data_defaults(cfg.data.name), **data},
         "trainer": trainer,
-        "seed": int(seed),
+        "seed": int(spec.seed),
         "objective": cfg.objective.model_dump(exclude_none=True),
         "checkpoint": cfg.checkpoint,
         "sampler": cfg.sampler.model_dump(),
         "pruner": cfg.pruner.model_dump(),
         "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "searched": list(params),
+        "searched": list(spec.params),
     }
     return tracking.plain(config)
 
@@ -293,20 +233,6 @@ def data_defaults(name: str) -> dict[str, Any]:
     }
 
 
-def error_text(exc: BaseException) -> str:
-    """How a trial's error is recorded (Optuna's user attr, the run's summary): one line."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C / SIGINT)"
-    return f"{type(exc).__name__}: {exc}"[:1000]
-
-
-def nonfinite_reason(result: TrialResult, objective: str) -> str:
-    """Why a diverged trial failed: the objective, or the loss, that became NaN or infinite."""
-    what = result.nonfinite_metric
-    what = "objective" if what in (None, objective) else what
-    return f"non-finite {what} at epoch {result.nonfinite_at}"
-
-
 def interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`trainer.fit` or `trainer.test`, with Ctrl-C surfacing as KeyboardInterrupt.
 
@@ -322,45 +248,6 @@ def interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kw
             signal.signal(signal.SIGINT, handler or signal.default_int_handler)
             raise KeyboardInterrupt from exc
         raise
-
-
-def _checkpoint(cfg: StudyConfig, run_dir: Path) -> ModelCheckpoint:
-    """The callback that keeps the epoch a trial is scored and tested by: `best.ckpt`, the
-    best epoch's (ties broken by `objective.tie_break`), or `last.ckpt`, the last epoch's."""
-    objective = cfg.objective
-    best: dict[str, Any] = {
-        "dirpath": run_dir,
-        "filename": "best",
-        "monitor": objective.metric,
-        "mode": "max" if objective.direction == "maximize" else "min",
-        "auto_insert_metric_name": False,
-        "enable_version_counter": False,
-    }
-    if cfg.checkpoint == "last":
-        return ModelCheckpoint(**{**best, "filename": "last", "monitor": None})
-    if objective.tie_break is None:
-        return ModelCheckpoint(**best)
-    return TieBreakCheckpoint(
-        tie_break=objective.tie_break, tie_break_maximize=objective.tie_break_maximize, **best
-    )
-
-
-def _score(checkpoint: ModelCheckpoint, trainer: L.Trainer, metric: str) -> float:
-    """The objective at the kept epoch: the best score, or the last epoch's metric."""
-    score = checkpoint.best_model_score
-    if score is None:
-        score = trainer.callback_metrics.get(metric)
-    return float(score) if score is not None else math.nan
-
-
-def _tie_break(checkpoint: ModelCheckpoint, trainer: L.Trainer, metric: str | None) -> float | None:
-    """The tie-break metric at the kept epoch (None without one, or before it was logged)."""
-    if metric is None:
-        return None
-    if isinstance(checkpoint, TieBreakCheckpoint):
-        return checkpoint.best_tie_break
-    value = trainer.callback_metrics.get(metric)
-    return float(value) if value is not None else None
 
 
 def data_facts(dm: ArrayDataModule) -> dict[str, Any]:
@@ -385,18 +272,15 @@ def fixed_size(cfg: StudyConfig) -> tuple[int, int]:
 
 
 class TrainFn(Protocol):
-    """The signature of `train_run`, for whatever trains a trial in its place."""
+    """The signature of `train_run`, for whatever trains a run in its place (a DDP leader
+    broadcasts the spec first)."""
 
     def __call__(
         self,
-        cfg: StudyConfig,
-        params: dict[str, Any],
-        run_dir: Path,
+        spec: TrialSpec,
         *,
-        trial: optuna.trial.BaseTrial | None = None,
+        trial: optuna.Trial | None = None,
         wandb_mode: str = "disabled",
-        run_name: str = "train",
         callbacks: list[L.Callback] | None = None,
-        seed: int | None = None,
         trainer_overrides: dict[str, Any] | None = None,
-    ) -> TrialResult: ...
+    ) -> RunResult: ...

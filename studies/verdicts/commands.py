@@ -16,7 +16,7 @@ from regzoo.studies.verdicts import ablate as ablate_mod
 from regzoo.studies.verdicts import confirm as confirm_mod
 from regzoo.studies.verdicts.ablate import Ablation
 from regzoo.studies.verdicts.confirm import Confirmation
-from regzoo.studies.verdicts.run import missing_points, train_points
+from regzoo.studies.verdicts.run import DEFAULT_POPULATION, missing_points, train_points
 from regzoo.studies.verdicts.store import (
     ABLATE_ATTR,
     CONFIRM_ATTR,
@@ -42,11 +42,13 @@ def confirm_study(
     seeds: int = confirm_mod.DEFAULT_SEEDS,
     wandb_mode: str = "disabled",
     console: Console | None = None,
+    population: int | None = None,
 ) -> Confirmation:
-    """Retrain the top `top` trials' configurations with `seeds` new seeds; the confirmation."""
+    """Retrain the top `top` trials' configurations with `seeds` new seeds; the confirmation.
+    `population`: runs per Trainer at most (default: all that batch; 1: one run a Trainer)."""
     console = console or Console()
     cfg, points, request = confirm_mod.plan(study, top, seeds)
-    companion = _train(study, url, cfg.runs_dir, points, "confirm", wandb_mode, console)
+    companion = _train(study, url, cfg.runs_dir, points, "confirm", wandb_mode, console, population)
     write_request(study, CONFIRM_ATTR, request)
     result = confirm_mod.read_confirmation(study, companion)
     assert result is not None
@@ -61,11 +63,13 @@ def ablate_study(
     seeds: int = confirm_mod.DEFAULT_SEEDS,
     wandb_mode: str = "disabled",
     console: Console | None = None,
+    population: int | None = None,
 ) -> Ablation:
-    """Train the best trial's configuration without each regularizer; the ablation."""
+    """Train the best trial's configuration without each regularizer; the ablation.
+    `population`: runs per Trainer at most (default: all that batch; 1: one run a Trainer)."""
     console = console or Console()
     cfg, _, points, request = ablate_mod.plan(study, seeds)
-    companion = _train(study, url, cfg.runs_dir, points, "ablate", wandb_mode, console)
+    companion = _train(study, url, cfg.runs_dir, points, "ablate", wandb_mode, console, population)
     write_request(study, ABLATE_ATTR, request)
     result = ablate_mod.read_ablation(study, companion)
     assert result is not None
@@ -81,6 +85,7 @@ def _train(
     kind: str,
     wandb_mode: str,
     console: Console,
+    population: int | None,
 ) -> optuna.Study:
     companion = open_companion(study, url)
     missing = len(missing_points(companion, points))
@@ -93,7 +98,14 @@ def _train(
     )
     folder = study_folder(study, runs_dir) / "seeds"
     train_points(
-        companion, points, folder=folder, kind=kind, wandb_mode=wandb_mode, console=console
+        companion,
+        points,
+        url=url,
+        folder=folder,
+        kind=kind,
+        wandb_mode=wandb_mode,
+        console=console,
+        population=population or DEFAULT_POPULATION,
     )
     return companion
 
@@ -158,9 +170,15 @@ def print_ablation(a: Ablation, console: Console) -> None:
 
 
 def confirm_after_run(
-    study: optuna.Study, cfg: StudyConfig, url: str, wandb_mode: str, console: Console
+    study: optuna.Study,
+    cfg: StudyConfig,
+    url: str,
+    wandb_mode: str,
+    console: Console,
+    population: int | None = None,
 ) -> None:
-    """The end of `regzoo run` for a config with `confirm:` (nothing without it)."""
+    """The end of `regzoo run` for a config with `confirm:` (nothing without it); its runs
+    batch unless `population` (the run's `--population`) says otherwise."""
     if cfg.confirm is not None:
         confirm_study(
             study,
@@ -169,4 +187,5 @@ def confirm_after_run(
             seeds=cfg.confirm.seeds,
             wandb_mode=wandb_mode,
             console=console,
+            population=population,
         )

@@ -1,31 +1,38 @@
 """Train the runs of a verdict that have no finished run yet, as trials of the companion study.
 
-Each run is the studies' own objective (`run_trial`): the same Trainer, early stopping,
-checkpoint and test of its best epoch, records and W&B run as a study trial, with the point's
-seed and no pruning. Ctrl-C fails the run being trained (Optuna records it FAIL) and stops;
-the runs finished before it are kept and the same command trains only the rest. A run whose
+Each run is a trial spec handed to the executor, as a study's trials are: the same lifecycle
+(early stopping, the kept checkpoint and its test), records and W&B run as a study trial, with
+the point's seed and no pruning; the seeds of a configuration, and configurations that differ
+in what members may differ in, train as one population (`--population 1`: one Trainer each).
+Ctrl-C fails the runs being trained and stops; the runs finished before it are kept and the
+same command trains only the rest. A run whose
 process was killed (SIGKILL) is failed by the next command (`fail_abandoned`) and trained again.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 from optuna.storages import fail_stale_trials
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.console import Console
 
-from regzoo.studies._compat import fail_trial
-from regzoo.studies.loop.budget import WORKER_ATTR, died_here, worker_id
+from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, fail_trial, member_heartbeats
+from regzoo.studies.executor import Trials, execute, plan
+from regzoo.studies.executor.trials import WORKER_ATTR, died_here, fail_untold, worker_id
 from regzoo.studies.loop.gc import collect_after_trials
-from regzoo.studies.results.console import quiet_training, trial_line
-from regzoo.studies.trial.objective import run_trial
+from regzoo.studies.population.members import fallback_reason
+from regzoo.studies.results.console import quiet_training, result_line
 from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
-from regzoo.studies.trial.train import NonFiniteObjective, TrialResult
-from regzoo.studies.verdicts.store import DIVERGED_ATTR, Point, finished_runs
+from regzoo.studies.trial.spec import RunResult, TrialRef, TrialSpec
+from regzoo.studies.verdicts.store import Point, finished_runs
+
+# Every seed of every configuration batches: a confirmation's or an ablation's runs share the
+# network and the data, and differ in what members may differ in.
+DEFAULT_POPULATION = 64
 
 
 def fail_abandoned(companion: optuna.Study) -> None:
@@ -56,58 +63,65 @@ def train_points(
     companion: optuna.Study,
     points: Sequence[Point],
     *,
+    url: str,
     folder: Path,
     kind: str,
     wandb_mode: str,
     console: Console,
+    population: int = DEFAULT_POPULATION,
 ) -> int:
-    """Train the missing points into `folder/run-<n>/`; how many were trained."""
+    """Train the missing points into `folder/run-<n>/`, as populations of up to `population`
+    runs where they batch; how many were trained."""
     fail_abandoned(companion)
     missing = missing_points(companion, points)
     if not missing:
         return 0
-    queue: Iterator[Point] = iter(missing)
     metric = missing[0].cfg.objective.metric
+    trials = Trials()
+    specs = [_ask(companion, url, point, folder, kind, trials) for point in missing]
+    size = max(1, min(population, len(specs)))
 
-    def objective(trial: optuna.Trial) -> float:
-        point = next(queue)
-        for key, value in {
-            WORKER_ATTR: worker_id(),
-            "kind": kind,
-            "label": point.label,
-            "seed": point.seed,
-            "fingerprint": point.fingerprint,
-            **point.attrs,
-        }.items():
-            trial.set_user_attr(key, value)
-
-        def diverged(result: TrialResult) -> dict[str, int]:
-            return {} if result.nonfinite_at is None else {DIVERGED_ATTR: result.nonfinite_at}
-
-        return run_trial(
-            trial,
-            point.cfg,
-            point.params,
-            folder / f"run-{trial.number}",
-            seed=point.seed,
-            wandb_mode=wandb_mode,
-            run_name=f"{kind}-{trial.number}",
-            extra_attrs=diverged,
+    def report(spec: TrialSpec, result: RunResult) -> None:
+        line = result_line(result, spec, metric).replace(
+            f"trial {result.number:>3}", f"run {result.number:>3}"
         )
-
-    def report(study: optuna.Study, trial: FrozenTrial) -> None:
-        label = trial.user_attrs.get("label", "?")
-        seed = trial.user_attrs.get("seed", "?")
-        line = trial_line(trial, metric).replace(
-            f"trial {trial.number:>3}", f"run {trial.number:>3}"
-        )
-        console.print(f"{line}  [dim]{label}, seed {seed}[/]", soft_wrap=True)
+        console.print(f"{line}  [dim]{spec.attrs['label']}, seed {spec.seed}[/]", soft_wrap=True)
 
     with quiet_training(), InterruptOnce(), collect_after_trials() as collect:
-        companion.optimize(
-            objective,
-            n_trials=len(missing),
-            catch=(NonFiniteObjective,),
-            callbacks=[collect, report, lambda study, trial: raise_if_swallowed()],
-        )
+        with fail_untold(trials), member_heartbeats(companion, trials.asked()):
+            execute(plan(specs, size=size), wandb_mode=wandb_mode, trials=trials, on_result=report)
+        collect()
+        raise_if_swallowed()
     return len(missing)
+
+
+def _ask(
+    companion: optuna.Study, url: str, point: Point, folder: Path, kind: str, trials: Trials
+) -> TrialSpec:
+    """The point's run, its trial asked from the companion study with the point's records."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
+        trial = companion.ask()
+    attrs = {
+        WORKER_ATTR: worker_id(),
+        "kind": kind,
+        "label": point.label,
+        "seed": point.seed,
+        "fingerprint": point.fingerprint,
+        **point.attrs,
+    }
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    ref = TrialRef(url, companion.study_name, trial.number)
+    trials.add(ref, trial)
+    return TrialSpec(
+        config=point.cfg,
+        params=point.params,
+        run_dir=folder / f"run-{trial.number}",
+        seed=point.seed,
+        run_name=f"{kind}-{trial.number}",
+        trial=ref,
+        attrs={"label": point.label},
+        prune=False,
+        batchable=fallback_reason(point.cfg) is None,
+    )

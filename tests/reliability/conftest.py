@@ -23,7 +23,8 @@ import pytest
 from optuna.trial import TrialState
 
 from regzoo.studies.loop.budget import FINISHED
-from regzoo.studies.trial.train import TrialResult, train_run
+from regzoo.studies.trial.spec import RunResult, TrialSpec
+from regzoo.studies.trial.train import train_run
 from tests.conftest import DEFAULT_CONFIG, REPO, trials_folder
 
 # Tiny trials: about a second each on one core.
@@ -69,13 +70,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{fault}: injected {times}x{trials}")
 
 
-def train_with(*extra: L.Callback, only: str | None = None) -> Callable[..., TrialResult]:
+def train_with(*extra: L.Callback, only: str | None = None) -> Callable[..., RunResult]:
     """`train_run` with `extra` Lightning callbacks in every trial, or in trial `only` alone."""
 
-    def train(cfg: Any, params: dict[str, Any], run_dir: Path, **kw: Any) -> TrialResult:
-        if only is None or kw.get("run_name") == only:
+    def train(spec: TrialSpec, **kw: Any) -> RunResult:
+        if only is None or spec.run_name == only:
             kw["callbacks"] = [*(kw.get("callbacks") or []), *extra]
-        return train_run(cfg, params, run_dir, **kw)
+        return train_run(spec, **kw)
 
     return train
 
@@ -98,7 +99,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def load(url: str, name: str = STUDY) -> optuna.Study:
-    from regzoo.studies.loop.storage import open_storage
+    from regzoo.studies.executor.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(url))
 
@@ -119,7 +120,7 @@ def wait_for(
 
 def running_trials(url: str) -> list[optuna.trial.FrozenTrial]:
     """The study's running trials that have sampled their parameters (training has begun)."""
-    from regzoo.studies.loop.storage import open_storage
+    from regzoo.studies.executor.storage import open_storage
 
     storage = open_storage(url)
     if STUDY not in optuna.get_all_study_names(storage=storage):

@@ -59,7 +59,7 @@ def _open_at(url: str, start: float) -> str:
     """In a fresh process: wait for the common start time, then open the storage."""
     import time as _time
 
-    from regzoo.studies.loop.storage import open_storage
+    from regzoo.studies.executor.storage import open_storage
 
     _time.sleep(max(0.0, start - _time.time()))
     try:

@@ -99,7 +99,7 @@ def test_two_storages_with_a_study_of_the_same_name_keep_each_others_checkpoints
     import optuna
 
     from regzoo import load_model
-    from regzoo.studies.loop.storage import open_storage
+    from regzoo.studies.executor.storage import open_storage
 
     def run(url: str) -> optuna.trial.FrozenTrial:
         args = ["run", str(DEFAULT_CONFIG), "--storage", url, "--trials", "1"]

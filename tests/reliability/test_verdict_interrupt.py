@@ -24,7 +24,7 @@ from rich.console import Console
 
 from regzoo.studies import load_config, run_study
 from regzoo.studies.cli.main import main
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.verdicts.commands import confirm_study
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import STUDY, TINY, Tally, cli_env, load, wait_for

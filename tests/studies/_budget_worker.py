@@ -13,7 +13,7 @@ import time
 import optuna
 
 from regzoo.studies.loop.budget import TrialBudget
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 
 STUDY = "budget"
 PAUSE_S = 0.3

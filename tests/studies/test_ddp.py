@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from regzoo.studies import load_config, open_study
 from regzoo.studies.cli.main import main
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 from tests.conftest import DEFAULT_CONFIG, REPO, trials_folder
 
 TINY = [

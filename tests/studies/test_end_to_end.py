@@ -10,7 +10,7 @@ import pytest
 
 from regzoo.studies import load_config
 from regzoo.studies.cli.main import main
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG, trials_folder
 from tests.studies.wandb_records import read_run

@@ -49,7 +49,7 @@ from regzoo.studies.experiments._probes import (
 from regzoo.studies.experiments._run import _config
 from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting
 from regzoo.studies.experiments._train import STALE
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 
 RTOL, ATOL = 1e-5, 1e-6
 EPOCHS = 12

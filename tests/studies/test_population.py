@@ -24,7 +24,7 @@ from regzoo.datamodules import create_datamodule
 from regzoo.studies import load_config, open_study
 from regzoo.studies.cli.main import main
 from regzoo.studies.loop.budget import FINISHED
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.population.pruning import PeerPruner
 from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG, reproducible

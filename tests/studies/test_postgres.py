@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from regzoo.studies.cli.main import main
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 from tests.conftest import DEFAULT_CONFIG, trials_folder
 from tests.studies.test_workers import (
     FINISHED,

@@ -11,7 +11,7 @@ from optuna.trial import FixedTrial
 
 from regzoo.studies import StudyConfig, load_config, validate_config
 from regzoo.studies.config.search import REGULARIZATIONS, split_params, suggest
-from regzoo.studies.loop.samplers import make_pruner, make_sampler
+from regzoo.studies.executor.samplers import make_pruner, make_sampler
 from tests.conftest import DEFAULT_CONFIG
 
 REGULARIZED: dict[str, Any] = {

@@ -24,11 +24,9 @@ import optuna
 from regzoo.studies.config.schema import Population, StudyConfig
 from regzoo.studies.config.search import REGULARIZATION
 from regzoo.studies.config.validate import check_population
-from regzoo.zoo.population import MEMBER_HPARAMS
+from regzoo.studies.trial.fixed import fixed_model
+from regzoo.zoo.population import MEMBER_HPARAMS, batch_refusal
 from regzoo.zoo.population.stack import WIDTH_HPARAMS
-
-# Models torch.func.vmap cannot batch: no batching rule for nn.GRU / nn.LSTM.
-UNBATCHED_MODELS = frozenset({"rnn"})
 
 
 @dataclass
@@ -88,11 +86,12 @@ def group(members: Sequence[MemberSpec]) -> list[list[MemberSpec]]:
 
 def fallback_reason(cfg: StudyConfig, *, distributed: bool = False) -> str | None:
     """Why a config with `population.size` > 1 trains one trial per Trainer instead (one line),
-    or None when it can be batched."""
-    if cfg.model.name in UNBATCHED_MODELS:
+    or None when it can be batched: decided from the layers of the model its fixed values build
+    (`regzoo.zoo.population.batch_refusal`), whatever the model is called."""
+    refusal = batch_refusal(fixed_model(cfg)[0])
+    if refusal is not None:
         return (
-            f"model {cfg.model.name!r} cannot be batched (torch.func.vmap has no rule for "
-            "nn.GRU/nn.LSTM): trials train one per Trainer"
+            f"model {cfg.model.name!r} cannot be batched: {refusal}; trials train one per Trainer"
         )
     if distributed:
         return "--devices-per-trial: each trial trains with DDP, one per Trainer"

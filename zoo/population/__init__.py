@@ -2,7 +2,8 @@
 
 `StackedModels` holds the members' tensors stacked along a member axis (zero-padded to the
 widest) and runs them with batched operations (`batched.BatchedForward`), or `torch.func.vmap`
-for layers it does not know; `StackedOptimizer` applies each member's own torch optimizer rule,
+for layers it does not know (`batch_refusal` says, from a model's layers, why one cannot be
+batched at all); `StackedOptimizer` applies each member's own torch optimizer rule,
 decoupled decay and gradient clipping; `MemberSchedulers` steps each member's own torch scheduler.
 """
 
@@ -12,6 +13,7 @@ from regzoo.zoo.population.stack import (
     MEMBER_HPARAMS,
     PopulationError,
     StackedModels,
+    batch_refusal,
     check_compatible,
 )
 
@@ -21,5 +23,6 @@ __all__ = [
     "PopulationError",
     "StackedModels",
     "StackedOptimizer",
+    "batch_refusal",
     "check_compatible",
 ]

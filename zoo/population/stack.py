@@ -90,6 +90,40 @@ def _dropouts(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, DROPOUTS)]
 
 
+# Layers torch.func.vmap has no batching rule for, nor a fallback (torch 2.13: aten::rnn_tanh,
+# gru, lstm and lstm_cell; GRUCell and RNNCell run, member by member, through its slow fallback),
+# and that `batched.py` does not batch either. tests/zoo/test_population_stack.py checks the
+# list against vmap.
+UNBATCHABLE: tuple[type[nn.Module], ...] = (nn.RNNBase, nn.LSTMCell)
+
+
+def batch_refusal(model: nn.Module) -> str | None:
+    """Why `model` cannot train as a member of a population (one line), or None when it can.
+
+    Decided from its layers, whatever the model is called: a recurrent layer of `UNBATCHABLE`
+    has no batching rule in `torch.func.vmap`, and a dropout layer other than plain
+    `nn.Dropout` would keep one rate for all members (`MemberDropout` replaces only
+    `nn.Dropout`). Any other layer is batched: by `batched.BatchedForward` where it knows the
+    layer, else by vmap.
+
+    Example:
+        >>> batch_refusal(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))) is None
+        True
+        >>> batch_refusal(nn.Sequential(nn.Linear(4, 8), nn.GRU(8, 8)))
+        "its layer '1' (GRU) has no batching rule in torch.func.vmap"
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, UNBATCHABLE):
+            why = "has no batching rule in torch.func.vmap"
+        elif isinstance(module, DROPOUTS) and type(module) is not nn.Dropout:
+            why = "cannot take a rate per member (only nn.Dropout can)"
+        else:
+            continue
+        layer = f"its layer {name!r}" if name else "the model"
+        return f"{layer} ({type(module).__name__}) {why}"
+    return None
+
+
 # Architecture hparams whose widths may differ between members, but not their length (the
 # depth): `_stack` zero-pads every tensor to the widest member, which keeps each member exactly
 # its own network, whereas another depth is another network. Value: what the entries count.
@@ -99,17 +133,18 @@ WIDTH_HPARAMS: dict[str, str] = {"hidden": "hidden layers", "channels": "conv bl
 def check_compatible(models: Sequence[Classifier]) -> None:
     """Raise `PopulationError` unless `models` can be stacked into one population.
 
-    They must be of one class (not `rnn`), agree on every hparam outside `MEMBER_HPARAMS`
-    (`WIDTH_HPARAMS` may differ in widths, not in length) and have parameters and buffers of
-    equal dtypes and dimensions in the same order; shapes may differ only inside the network.
+    They must be of one class whose layers can be batched (`batch_refusal`), agree on every
+    hparam outside `MEMBER_HPARAMS` (`WIDTH_HPARAMS` may differ in widths, not in length) and
+    have parameters and buffers of equal dtypes and dimensions in the same order; shapes may
+    differ only inside the network.
     """
     if not models:
         raise PopulationError("a population needs at least one model")
     first = models[0]
-    if any(isinstance(m, nn.RNNBase) for m in first.modules()):
-        raise PopulationError(
-            "rnn cannot be batched: torch.func.vmap has no batching rule for nn.GRU/nn.LSTM"
-        )
+    refusal = batch_refusal(first)
+    if refusal is not None:
+        name = getattr(first, "model_name", type(first).__name__)
+        raise PopulationError(f"{name} cannot be batched: {refusal}")
     for i, model in enumerate(models[1:], start=1):
         if type(model) is not type(first):
             raise PopulationError(
@@ -163,10 +198,7 @@ def _check_tensors(first: Classifier, model: Classifier, i: int) -> None:
 
 
 def _check_dropouts(models: Sequence[Classifier]) -> None:
-    """Dropout layers are plain nn.Dropout, and as many in every member that has any."""
-    for module in _dropouts(models[0].net):
-        if type(module) is not nn.Dropout:
-            raise PopulationError(f"{type(module).__name__}: only nn.Dropout can be batched")
+    """As many dropout layers in every member that has any (`batch_refusal` checked their type)."""
     counts = [len(_dropouts(m.net)) for m in models]
     if len(set(counts) - {0}) > 1:
         raise PopulationError(f"dropout: members have different numbers of dropout layers {counts}")

@@ -211,7 +211,7 @@ class Inner(nn.Module):
 
 def vmap_batches(model: nn.Module) -> bool:
     """Whether vmap runs the forward and backward of 2 copies of `model` on (5, 4) inputs."""
-    params, buffers = stack_module_state([model, copy.deepcopy(model)])  # type: ignore[arg-type]
+    params, buffers = stack_module_state([model, copy.deepcopy(model)])
 
     def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (p, b), (x,))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,18 +27,36 @@ from albumentations.core.transforms_interface import BaseTransformInitSchema
 
 
 class SubpixelAffine(A.Affine):
-    """`A.Affine` without its rounding of the translation to whole pixels.
+    """`A.Affine` whose translation is not rounded to whole pixels.
 
     albumentations 2.0.8 truncates `translate_percent × width` to an int, so on 8×8 digits every
     shift under 1/8 of the width vanished and larger ones lost up to a pixel; the device backend
-    shifts by fractions of a pixel, and the two must agree.
+    shifts by fractions of a pixel, and the two must agree. So the shift, `translate_fraction` of
+    the width and height, is drawn here and composed with the matrix `A.Affine` builds (with no
+    translation of its own) through the public `get_params_dependent_on_data` hook.
     """
 
-    def _get_translate_params(self, image_shape: tuple[int, int]) -> dict[str, int]:
-        height, width = image_shape[:2]
-        assert self.translate_percent is not None
-        fraction = {k: self.py_random.uniform(*v) for k, v in self.translate_percent.items()}
-        return cast("dict[str, int]", {"x": fraction["x"] * width, "y": fraction["y"] * height})
+    def __init__(
+        self, *, translate_fraction: dict[str, tuple[float, float]], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.translate_fraction = translate_fraction
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        dx = self.py_random.uniform(*self.translate_fraction["x"]) * width
+        dy = self.py_random.uniform(*self.translate_fraction["y"]) * height
+        affine = super().get_params_dependent_on_data(params, data)
+        # Affine's matrix is centre · translation · shear · rotation · scale · centre⁻¹, and
+        # translations commute: moving its output is the same as a translation inside it.
+        move = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+        return {
+            **affine,
+            "matrix": move @ affine["matrix"],
+            "bbox_matrix": move @ affine["bbox_matrix"],
+        }
 
 
 class GaussianJitter(A.ImageOnlyTransform):
@@ -128,7 +146,7 @@ def build_transform(
             steps.append(
                 _affine(
                     scale={"x": (1 - spec.zoom, 1 + spec.zoom), "y": (1.0, 1.0)},
-                    translate_percent={"x": (-spec.shift, spec.shift), "y": (0.0, 0.0)},
+                    translate_fraction={"x": (-spec.shift, spec.shift), "y": (0.0, 0.0)},
                 )
             )
         if spec.noise:
@@ -159,7 +177,7 @@ def _image_steps(spec: AugmentSpec) -> list[A.BasicTransform]:
                 rotate=(-spec.rotation, spec.rotation),
                 scale=(1 - spec.zoom, 1 + spec.zoom),
                 keep_ratio=True,
-                translate_percent={"x": (-spec.shift, spec.shift), "y": (-spec.shift, spec.shift)},
+                translate_fraction={"x": (-spec.shift, spec.shift), "y": (-spec.shift, spec.shift)},
             )
         )
     if spec.flip in ("horizontal", "both"):

@@ -31,14 +31,14 @@ from regzoo.studies.executor.trials import WORKER_ATTR, fail_untold, worker_id
 from regzoo.studies.loop.budget import FINISHED, TrialBudget, storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
 from regzoo.studies.loop.preflight import check_runs_dir
-from regzoo.studies.loop.threads import ThreadChoice, choose_threads, threads_for
+from regzoo.studies.loop.threads import ThreadChoice, choose_threads, fixed_work, threads_for
 from regzoo.studies.population.members import with_population
 from regzoo.studies.results import tracking
 from regzoo.studies.results.console import StudyOutcome, quiet_training, result_line
 from regzoo.studies.trial.callbacks import EpochProgress
 from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
 from regzoo.studies.trial.spec import RunResult, TrialRef, TrialSpec
-from regzoo.studies.trial.train import TrainFn, fixed_size, train_run
+from regzoo.studies.trial.train import TrainFn, train_run
 
 MAX_CONSECUTIVE_FAILURES = 5
 UID_ATTR = "uid"  # the study's own id: the folder of its trials under runs_dir/<study>/
@@ -158,10 +158,9 @@ def run_study(
 
 def study_threads(cfg: StudyConfig, *, workers: int = 1) -> ThreadChoice:
     """The torch threads a study's trials train with (`loop.threads`), from its fixed model."""
-    n_parameters, batch_size = fixed_size(cfg)
+    macs, batch_size = fixed_work(cfg)
     return choose_threads(
-        model=cfg.model.name,
-        n_parameters=n_parameters,
+        macs_per_sample=macs,
         batch_size=batch_size,
         population=cfg.population.size,
         workers=workers,

@@ -19,13 +19,10 @@ from typing import Any
 from regzoo.studies.config.schema import Population, StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.config.validate import check_population
+from regzoo.studies.trial.fixed import fixed_model
 from regzoo.studies.trial.spec import TrialSpec
-from regzoo.zoo.population import MEMBER_HPARAMS
+from regzoo.zoo.population import MEMBER_HPARAMS, batch_refusal
 from regzoo.zoo.population.stack import WIDTH_HPARAMS
-
-# Models torch.func.vmap cannot batch: no batching rule for nn.GRU / nn.LSTM.
-UNBATCHED_MODELS = frozenset({"rnn"})
-
 
 # Config entries a member may have of its own (its spec's config): it stops by its own
 # criteria or at its own last epoch, and leaves the batch there.
@@ -72,11 +69,12 @@ def group_key(spec: TrialSpec) -> str:
 
 def fallback_reason(cfg: StudyConfig, *, distributed: bool = False) -> str | None:
     """Why a config with `population.size` > 1 trains one trial per Trainer instead (one line),
-    or None when it can be batched."""
-    if cfg.model.name in UNBATCHED_MODELS:
+    or None when it can be batched: decided from the layers of the model its fixed values build
+    (`regzoo.zoo.population.batch_refusal`), whatever the model is called."""
+    refusal = batch_refusal(fixed_model(cfg)[0])
+    if refusal is not None:
         return (
-            f"model {cfg.model.name!r} cannot be batched (torch.func.vmap has no rule for "
-            "nn.GRU/nn.LSTM): trials train one per Trainer"
+            f"model {cfg.model.name!r} cannot be batched: {refusal}; trials train one per Trainer"
         )
     if distributed:
         return "--devices-per-trial: each trial trains with DDP, one per Trainer"

@@ -262,15 +262,6 @@ def data_facts(dm: ArrayDataModule) -> dict[str, Any]:
     }
 
 
-def fixed_size(cfg: StudyConfig) -> tuple[int, int]:
-    """Trainable parameters and batch size of the config's fixed values (before any search):
-    what the thread choice (`loop.threads`) weighs. Builds the model; loads no data."""
-    model_kw, data_kw, _ = split_params(cfg, {})
-    dm = create_datamodule(cfg.data.name, **data_kw)
-    model = create_model(cfg.model.name, **data_facts(dm), **model_kw)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), dm.batch_size
-
-
 class TrainFn(Protocol):
     """The signature of `train_run`, for whatever trains a run in its place (a DDP leader
     broadcasts the spec first)."""

@@ -12,8 +12,8 @@ import time
 
 import optuna
 
-from regzoo.studies.loop.budget import TrialBudget
 from regzoo.studies.executor.storage import open_storage
+from regzoo.studies.loop.budget import TrialBudget
 
 STUDY = "budget"
 PAUSE_S = 0.3

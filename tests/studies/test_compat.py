@@ -1,5 +1,6 @@
 """`studies/_compat.py`: each use of a dependency's private API, checked against the installed
-version with real objects, and no such use anywhere else in regzoo.
+version with real objects, and no such use anywhere else in regzoo: neither a private name read
+nor a private method overridden in a subclass.
 
 A failure here names the behaviour an upgrade changed; fix `_compat.py`, not its callers.
 """
@@ -7,11 +8,16 @@ A failure here names the behaviour an upgrade changed; fix `_compat.py`, not its
 from __future__ import annotations
 
 import ast
+import builtins
+import importlib
+import importlib.util
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import optuna
 import pytest
@@ -25,8 +31,9 @@ from regzoo.studies._compat import (
     failed_trial_number,
     member_heartbeats,
 )
-from regzoo.studies.loop.storage import open_storage
+from regzoo.studies.executor.storage import open_storage
 from tests.conftest import REPO
+from tests.test_imports import module_files
 
 # The folders installed as `regzoo` (see pyproject.toml), and the files allowed private API: the
 # studies' and the zoo's own (the zoo does not import the studies).
@@ -186,6 +193,62 @@ def is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
+def private_overrides(path: Path, module: ModuleType, root: Path = REPO) -> list[str]:
+    """Private names that a class in `path` defines in its body and that a class it inherits
+    from outside `module` and regzoo also has: an override of a dependency's private API, which
+    `private_uses` cannot see (it is `def _name`, not `obj._name`). `module` is `path` imported:
+    each base is looked up in its namespace, so a third-party class reached through a regzoo
+    base counts too. A base not found there (imported inside a function) is reported as such,
+    rather than passed over unchecked."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        where = f"{path.relative_to(root)}:{node.lineno} {node.name}"
+        theirs: list[type] = []
+        for base in node.bases:
+            klass = resolve(base, vars(module))
+            if not isinstance(klass, type):
+                found.append(f"{where}: base {ast.unparse(base)} not found in the module")
+                continue
+            theirs += [
+                c
+                for c in klass.__mro__
+                if c.__module__ != module.__name__ and c.__module__.split(".")[0] != "regzoo"
+            ]
+        for name, line in defined_names(node):
+            if is_private(name) and (owner := next((c for c in theirs if name in vars(c)), None)):
+                found.append(
+                    f"{path.relative_to(root)}:{line} {node.name}.{name} overrides "
+                    f"{owner.__qualname__}.{name}"
+                )
+    return found
+
+
+def resolve(expr: ast.expr, namespace: dict[str, Any]) -> object:
+    """The object a base-class expression names in `namespace` (or among the builtins): `Name`,
+    `a.b.Name` or a parametrized `Name[...]`; None for anything else or a name not found."""
+    if isinstance(expr, ast.Name):
+        return namespace.get(expr.id, getattr(builtins, expr.id, None))
+    if isinstance(expr, ast.Attribute):
+        return getattr(resolve(expr.value, namespace), expr.attr, None)
+    if isinstance(expr, ast.Subscript):
+        return resolve(expr.value, namespace)
+    return None
+
+
+def defined_names(node: ast.ClassDef) -> Iterator[tuple[str, int]]:
+    """The names a class body binds: its methods and its class attributes, with their lines."""
+    for stmt in node.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield stmt.name, stmt.lineno
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    yield target.id, stmt.lineno
+
+
 def test_early_stopping_check_applies_lightnings_patience_and_min_delta() -> None:
     from lightning.pytorch.callbacks import EarlyStopping
 
@@ -221,3 +284,79 @@ def test_no_private_api_outside_the_compat_module() -> None:
     assert private_uses(COMPAT) and private_uses(ZOO_COMPAT)  # the check finds what it looks for
     found = [use for p in files if p not in (COMPAT, ZOO_COMPAT) for use in private_uses(p)]
     assert found == [], "move these into studies/_compat.py or zoo/_compat.py:\n" + "\n".join(found)
+
+
+OVERRIDES = """
+import albumentations as A
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class Shifted(A.Affine):
+    def _get_translate_params(self, image_shape):  # albumentations' own: an override
+        return {"x": 0.5, "y": 0.5}
+
+    def _draw(self):  # a name of its own: not an override
+        return 0
+
+    def __repr__(self):  # a dunder: public protocol
+        return "Shifted()"
+
+    def get_params_dependent_on_data(self, params, data):  # public hook
+        return super().get_params_dependent_on_data(params, data)
+
+
+class Sheared(Shifted):
+    _draw = None  # its own base's name, not albumentations'
+
+    def _get_shear_params(self):  # albumentations' again, reached through Shifted
+        return {"x": 0.0, "y": 0.0}
+
+
+class Items(Dataset[int]):
+    _is_protocol = True  # on typing.Generic, through the parametrized base
+
+
+def build():
+    from torch.nn import Linear
+
+    class Local(nn.Module):
+        def _apply(self, fn, recurse=True):  # torch's, in a class inside a function
+            return self
+
+    class Wide(Linear):  # a base imported in the function: unchecked, so reported
+        pass
+
+    return Local, Wide
+"""
+
+
+def test_private_overrides_finds_a_subclass_overriding_a_dependencys_private_method(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI otherwise
+    path = tmp_path / "pkg" / "overrides.py"
+    path.parent.mkdir()
+    path.write_text(OVERRIDES)
+    spec = importlib.util.spec_from_file_location("overrides", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert private_overrides(path, module, tmp_path) == [
+        "pkg/overrides.py:8 Shifted._get_translate_params overrides Affine._get_translate_params",
+        "pkg/overrides.py:24 Sheared._get_shear_params overrides Affine._get_shear_params",
+        "pkg/overrides.py:29 Items._is_protocol overrides Generic._is_protocol",
+        "pkg/overrides.py:36 Local._apply overrides Module._apply",
+        "pkg/overrides.py:39 Wide: base Linear not found in the module",
+    ]
+
+
+def test_no_private_method_overridden_outside_the_compat_modules() -> None:
+    modules = {p: name for name, p in module_files().items() if p not in (COMPAT, ZOO_COMPAT)}
+    assert len(modules) > 20
+    found = [
+        use
+        for p, name in modules.items()
+        for use in private_overrides(p, importlib.import_module(name))
+    ]
+    assert found == [], "move these into a _compat.py module:\n" + "\n".join(found)

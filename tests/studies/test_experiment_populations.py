@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from regzoo.studies.cli.main import main
+from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.experiments import (
     get_experiment,
     list_experiments,
@@ -49,7 +50,6 @@ from regzoo.studies.experiments._probes import (
 from regzoo.studies.experiments._run import _config
 from regzoo.studies.experiments._spec import Experiment, ExperimentRun, Row, Setting
 from regzoo.studies.experiments._train import STALE
-from regzoo.studies.executor.storage import open_storage
 
 RTOL, ATOL = 1e-5, 1e-6
 EPOCHS = 12

@@ -192,9 +192,9 @@ def test_a_diverged_setting_is_a_failed_trial_with_its_reason_and_a_rerun_keeps_
     trains nothing again."""
     import matplotlib.pyplot as plt
 
+    from regzoo.studies.executor.storage import open_storage
     from regzoo.studies.experiments._course import QUICK, course_config, loss_table
     from regzoo.studies.experiments._spec import Experiment, Setting
-    from regzoo.studies.executor.storage import open_storage
 
     exp = Experiment(
         name="diverges",

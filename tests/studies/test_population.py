@@ -3,13 +3,15 @@
 Real Lightning, Optuna and SQLite on tiny CNNs over digits: the trial budget is met exactly,
 peers prune each other within the first population, each member leaves a checkpoint that
 reproduces its stored test metrics, trials that cannot share a model are grouped, TPE's
-constant liar keeps one population's members apart, and `--population 1` is the
-one-trial-per-Trainer path unchanged.
+constant liar keeps one population's members apart, a model whose layers cannot be batched
+falls back whatever it is called, and `--population 1` is the one-trial-per-Trainer path
+unchanged.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +21,17 @@ import pytest
 import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
+from torch import nn
 
 from regzoo.datamodules import create_datamodule
 from regzoo.studies import load_config, open_study
 from regzoo.studies.cli.main import main
-from regzoo.studies.loop.budget import FINISHED
 from regzoo.studies.executor.storage import open_storage
+from regzoo.studies.loop.budget import FINISHED
+from regzoo.studies.population.members import with_population
 from regzoo.studies.population.pruning import PeerPruner
-from regzoo.zoo import load_model
+from regzoo.zoo import Classifier, load_model, register_model
+from regzoo.zoo._registry import MODELS
 from tests.conftest import DEFAULT_CONFIG, reproducible
 from tests.studies.wandb_records import read_run
 
@@ -331,3 +336,67 @@ def test_members_are_validated_on_the_batches_lightning_would_keep() -> None:
     assert torch.equal(merged[0][0], torch.cat([x for x, _ in kept]))
     many = _regrouped(batches, members=VAL_VALUES // 12)  # 4 samples of 3 values a batch
     assert [len(y) for _, y in many] == [4] * 10  # never smaller than the loader's batches
+
+
+class Rows(nn.Module):
+    """An image's rows as steps through a GRU, kept under a name that says nothing of it."""
+
+    def __init__(self, features: int, width: int) -> None:
+        super().__init__()
+        self.memory = nn.GRU(features, width, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.memory(x.flatten(1, 2))  # (B, 1, H, W) -> (B, H, W) -> (B, H, width)
+        return out[:, -1]  # (B, width)
+
+
+class TinyRecurrent(Classifier):
+    """A model named like none of the zoo's, recurrent inside."""
+
+    def build_network(self) -> nn.Module:
+        return nn.Sequential(Rows(self.input_shape[-1], 8), nn.Linear(8, self.hp.num_classes))
+
+
+class TinyDense(Classifier):
+    """Linear layers only, under a name the zoo does not know either."""
+
+    def build_network(self) -> nn.Module:
+        features = math.prod(self.input_shape)
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(features, 8), nn.Linear(8, self.hp.num_classes)
+        )
+
+
+@pytest.fixture
+def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tiny-recurrent` and `tiny-dense` registered for the test only."""
+    monkeypatch.setattr(MODELS, "_classes", dict(MODELS._classes))
+    register_model("tiny-recurrent")(TinyRecurrent)
+    register_model("tiny-dense")(TinyDense)
+
+
+@pytest.mark.usefixtures("tiny_models")
+@pytest.mark.parametrize(
+    ("model", "layer"),
+    [
+        ("{name: tiny-recurrent}", "'net.0.memory' (GRU)"),
+        ("{name: tiny-dense}", None),
+        ("{name: rnn, cell: lstm, hidden_size: 8}", "'net.1.rnn' (LSTM)"),
+        ("{name: fnn, hidden: [8]}", None),
+    ],
+)
+def test_whether_a_config_batches_is_decided_by_its_models_layers(
+    tmp_path: Path, model: str, layer: str | None
+) -> None:
+    search = "search={model.lr: {float: [1.0e-3, 1.0e-2], log: true}}"
+    cfg = load_config(DEFAULT_CONFIG, overrides=overrides(tmp_path, f"model={model}", search))
+    sized, note = with_population(cfg, 4)
+    if layer is None:
+        assert note is None and sized.population.size == 4
+        return
+    name = cfg.model.name
+    assert note == (
+        f"model {name!r} cannot be batched: its layer {layer} has no batching rule in "
+        "torch.func.vmap; trials train one per Trainer"
+    )
+    assert sized.population.size == 1

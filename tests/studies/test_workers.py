@@ -20,8 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from regzoo.studies import load_config, open_study
 from regzoo.studies.cli.main import main
-from regzoo.studies.loop.budget import FINISHED, WORKER_ATTR, TrialBudget
 from regzoo.studies.executor.storage import open_storage
+from regzoo.studies.loop.budget import FINISHED, WORKER_ATTR, TrialBudget
 from tests.conftest import DEFAULT_CONFIG, REPO
 from tests.studies._budget_worker import STUDY
 

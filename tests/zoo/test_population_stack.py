@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from regzoo.zoo import Classifier, create_model
 from regzoo.zoo.population import (
@@ -15,6 +18,7 @@ from regzoo.zoo.population import (
     PopulationError,
     StackedModels,
     StackedOptimizer,
+    batch_refusal,
     check_compatible,
 )
 from tests.zoo.helpers import own_rng_one_thread  # noqa: F401 (a fixture)
@@ -189,8 +193,67 @@ def test_check_compatible_refuses(second: tuple[str, dict[str, Any]], key: str) 
 
 def test_rnn_is_refused() -> None:
     rnn = create_model("rnn", input_shape=(2, 5), num_classes=3, hidden_size=4)
-    with pytest.raises(PopulationError, match="rnn cannot be batched"):
+    with pytest.raises(PopulationError, match=r"rnn cannot be batched: its layer 'net\.1\.rnn'"):
         StackedModels([rnn, rnn])
+
+
+class Inner(nn.Module):
+    """Any layer under a name of its own (a recurrent one returns its output and state)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.anything = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.anything(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def vmap_batches(model: nn.Module) -> bool:
+    """Whether vmap runs the forward and backward of 2 copies of `model` on (5, 4) inputs."""
+    params, buffers = stack_module_state([model, copy.deepcopy(model)])
+
+    def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, (p, b), (x,))
+
+    try:
+        vmap(forward, in_dims=(0, 0, None), randomness="different")(
+            params, buffers, torch.zeros(5, 4)
+        ).sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+RECURRENT = [nn.GRU(4, 4), nn.LSTM(4, 4), nn.RNN(4, 4), nn.LSTMCell(4, 4), nn.GRUCell(4, 4)]
+
+
+# vmap runs GRUCell and RNNCell op by op, with a warning: batchable, slowly.
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+@pytest.mark.parametrize(
+    "layer",
+    [*RECURRENT, nn.RNNCell(4, 4), nn.LayerNorm(4), nn.Conv1d(5, 5, 1)],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_a_model_is_refused_by_its_layers_exactly_where_vmap_cannot_batch_them(
+    layer: nn.Module,
+) -> None:
+    model = nn.Sequential(nn.Linear(4, 4), Inner(layer))
+    refusal = batch_refusal(model)
+    assert (refusal is None) == vmap_batches(model)
+    if refusal is not None:
+        assert refusal == (
+            f"its layer '1.anything' ({type(layer).__name__}) has no batching rule in "
+            "torch.func.vmap"
+        )
+
+
+def test_a_dropout_other_than_nn_dropout_is_refused() -> None:
+    assert batch_refusal(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))) is None
+    refusal = batch_refusal(nn.Sequential(nn.Linear(4, 4), nn.AlphaDropout(0.5)))
+    assert refusal == "its layer '1' (AlphaDropout) cannot take a rate per member (only " + (
+        "nn.Dropout can)"
+    )
 
 
 def test_diverging_member_leaves_the_others_alone() -> None:

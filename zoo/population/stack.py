@@ -90,9 +90,10 @@ def _dropouts(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, DROPOUTS)]
 
 
-# Layers torch.func.vmap has no batching rule for (torch 2.13: aten::rnn_tanh, gru, lstm and
-# lstm_cell; GRUCell and RNNCell decompose into batchable ops), and that `batched.py` does not
-# batch either. tests/zoo/test_population_stack.py checks both sides against vmap.
+# Layers torch.func.vmap has no batching rule for, nor a fallback (torch 2.13: aten::rnn_tanh,
+# gru, lstm and lstm_cell; GRUCell and RNNCell run, member by member, through its slow fallback),
+# and that `batched.py` does not batch either. tests/zoo/test_population_stack.py checks the
+# list against vmap.
 UNBATCHABLE: tuple[type[nn.Module], ...] = (nn.RNNBase, nn.LSTMCell)
 
 

@@ -12,6 +12,8 @@ import lightning as L
 import pytest
 from optuna.trial import FrozenTrial
 
+from regzoo.studies.trial.spec import TrialSpec
+
 # W&B must never prompt or reach the network from a test.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -80,3 +82,10 @@ def reproducible(trials: Iterable[FrozenTrial]) -> list[dict[str, Any]]:
         }
         for t in trials
     ]
+
+
+def spec_of(
+    cfg: Any, run_dir: Path, *, params: dict[str, Any] | None = None, seed: int | None = None
+) -> TrialSpec:
+    """A plain run of `cfg` (no Optuna trial) into `run_dir`, as `regzoo train` makes one."""
+    return TrialSpec(cfg, params or {}, run_dir, cfg.seed if seed is None else seed, "train")

@@ -32,8 +32,10 @@ import torch
 from regzoo.datamodules import create_datamodule
 from regzoo.studies import validate_config
 from regzoo.studies.results.export import to_onnx, to_pt2
-from regzoo.studies.trial.train import TrialResult, data_facts, train_run
+from regzoo.studies.trial.spec import RunResult
+from regzoo.studies.trial.train import data_facts, train_run
 from regzoo.zoo import create_model, from_pretrained, list_models, load_model, save_pretrained
+from tests.conftest import spec_of
 
 HELPER = Path(__file__).with_name("_reuse_helpers.py")
 DATA = {"image": "digits", "signal": "mnist1d", "points": "moons"}
@@ -125,7 +127,7 @@ class TestLogits(L.Callback):
 @dataclass
 class Trained:
     case: Case
-    result: TrialResult
+    result: RunResult
     stored_acc: float  # test/acc as the run's metrics.csv holds it
     x: np.ndarray  # raw test inputs, (N, *raw_shape), as the datamodule serves them
     y: np.ndarray  # (N,)
@@ -171,7 +173,8 @@ def _train(case: Case, root: Path, data_dir: Path) -> Trained:
     cfg = _config(case, root, data_dir)
     recorder = TestLogits()
     run_dir = root / "runs" / case.id
-    result = train_run(cfg, {}, run_dir, wandb_mode="disabled", callbacks=[recorder])
+    result = train_run(spec_of(cfg, run_dir), callbacks=[recorder])
+    assert result.checkpoint is not None, result.error
     model = load_model(result.checkpoint)
     out = root / "export" / case.id
     out.mkdir(parents=True)

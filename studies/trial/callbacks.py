@@ -21,26 +21,34 @@ class LifecycleCallback(Checkpoint):
 
     A `Checkpoint`, so that Lightning calls it after the module's own `on_train_epoch_end` (a
     metric logged there counts) and adds no checkpoint callback of its own. Under DDP only the
-    rank that owns the trial decides; its decision is broadcast, so every rank saves and stops
-    at the same epoch.
+    rank that owns the trial decides; its decision and its checkpoint path are broadcast, so
+    every rank saves, stops and tests alike.
     """
 
     def __init__(self, life: Lifecycle, path: Path) -> None:
         self.life, self.path = life, path
+        self.kept = False  # whether an epoch was saved, on every rank
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.path = Path(trainer.strategy.broadcast(str(self.path), src=0))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        epoch = trainer.current_epoch
-        decision = (False, False)
+        epoch, life = trainer.current_epoch, self.life
+        decision = (False, False, None, None)
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-            step = self.life.epoch_end(epoch, metrics)
-            pruned = self.life.prune(epoch) if not step.stop else False
-            decision = (step.keep, step.stop or pruned)
-        keep, stop = trainer.strategy.broadcast(decision, src=0)
+            step = life.epoch_end(epoch, metrics)
+            if not step.stop:
+                life.prune(epoch)
+            decision = (step.keep, life.stopped, life.pruned_epoch, life.diverged_epoch)
+        keep, stop, life.pruned_epoch, life.diverged_epoch = trainer.strategy.broadcast(
+            decision, src=0
+        )
         if keep:
             trainer.save_checkpoint(self.path, weights_only=False)
+            self.kept = True
         if stop:
             trainer.should_stop = True
 

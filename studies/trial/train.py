@@ -78,12 +78,17 @@ def _train(
 ) -> RunResult:
     cfg = spec.config
     life = Lifecycle(spec, trial)
-    checkpoint = spec.run_dir / ("last.ckpt" if cfg.checkpoint == "last" else "best.ckpt")
+    name = "last.ckpt" if cfg.checkpoint == "last" else "best.ckpt"
+    keeper = LifecycleCallback(life, spec.run_dir / name)
+    checkpoint = keeper.path
     try:  # from here on, whatever happens ends as the run's result, recorded and told
-        trainer, model, dm = _trainer(spec, trial, wandb_mode, callbacks, trainer_overrides, life)
+        trainer, model, dm = _trainer(
+            spec, trial, wandb_mode, [keeper, *callbacks], trainer_overrides, life
+        )
         interruptible(trainer, trainer.fit, model, datamodule=dm)
+        checkpoint = keeper.path  # rank 0's, under DDP
         test: dict[str, float] = {}
-        if life.testable and checkpoint.is_file():
+        if life.testable and keeper.kept:  # the same answer on every rank
             test = _test(trainer, model, dm, checkpoint)
     except Exception as exc:
         try:
@@ -106,8 +111,9 @@ def _trainer(
     trainer_overrides: dict[str, Any],
     life: Lifecycle,
 ) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule]:
-    """The run's seeded datamodule and model, and the Trainer that fits them, with the run's
-    CSV and W&B loggers; the W&B run is given to the lifecycle, which closes it."""
+    """The run's seeded datamodule and model, and the Trainer that fits them with `callbacks`
+    (its lifecycle's first), the run's CSV and W&B loggers; the W&B run is given to the
+    lifecycle, which closes it."""
     cfg = spec.config
     L.seed_everything(spec.seed, workers=True, verbose=False)
     model_kw, data_kw, trainer_kw = split_params(spec.fixed, spec.params)
@@ -125,10 +131,9 @@ def _trainer(
     for key, value in tracking.run_attrs(wandb).items():
         if trial is not None:
             trial.set_user_attr(key, value)
-    checkpoint = spec.run_dir / ("last.ckpt" if cfg.checkpoint == "last" else "best.ckpt")
     trainer = build_trainer(
         trainer_kw,
-        callbacks=[LifecycleCallback(life, checkpoint), SwallowedInterrupt(), *callbacks],
+        callbacks=[SwallowedInterrupt(), *callbacks],
         logger=[CSVLogger(spec.run_dir, name="", version=""), *([wandb] if wandb else [])],
         default_root_dir=spec.run_dir,
     )

@@ -15,7 +15,7 @@ import torch
 from regzoo.datamodules import ArrayDataModule, create_datamodule, list_datamodules
 from regzoo.studies import ConfigError, StudyConfig, load_config
 from regzoo.studies.trial.train import train_run
-from tests.conftest import DEFAULT_CONFIG
+from tests.conftest import DEFAULT_CONFIG, spec_of
 
 Make = Callable[..., ArrayDataModule]
 SPLITS = ("train", "val", "test")
@@ -83,7 +83,7 @@ def test_every_seed_of_a_study_is_validated_on_the_same_split(in_tmp: Path) -> N
 
     def run(name: str, seed: int, cfg: StudyConfig = cfg) -> SplitRecorder:
         recorder = SplitRecorder()
-        train_run(cfg, {}, in_tmp / name, callbacks=[recorder], seed=seed)
+        train_run(spec_of(cfg, in_tmp / name, seed=seed), callbacks=[recorder])
         return recorder
 
     one, two = run("one", 1), run("two", 2)

@@ -23,7 +23,7 @@ from regzoo.studies import load_config
 from regzoo.studies.cli.main import main
 from regzoo.studies.trial.train import train_run
 from regzoo.zoo import load_model
-from tests.conftest import DEFAULT_CONFIG
+from tests.conftest import DEFAULT_CONFIG, spec_of
 from tests.reliability.conftest import TINY, Tally, cli_env
 
 
@@ -32,7 +32,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real best.ckpt of a tiny cnn trained on digits."""
     root = tmp_path_factory.mktemp("ckpt")
     cfg = load_config(DEFAULT_CONFIG, overrides=[*TINY, f"runs_dir={root}"])
-    return train_run(cfg, {}, root / "train").checkpoint
+    checkpoint = train_run(spec_of(cfg, root / "train")).checkpoint
+    assert checkpoint is not None
+    return checkpoint
 
 
 def _flip_bytes(data: bytes) -> bytes:

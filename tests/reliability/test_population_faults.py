@@ -20,8 +20,8 @@ from rich.console import Console
 
 from regzoo.studies import load_config, open_study, run_study
 from regzoo.studies.cli.main import main
-from regzoo.studies.population.members import MemberSpec
 from regzoo.studies.population.train import train_population
+from regzoo.studies.trial.spec import TrialSpec
 from tests.conftest import DEFAULT_CONFIG, trials_folder
 from tests.reliability.conftest import (
     ENDLESS,
@@ -169,10 +169,10 @@ def test_a_diverging_member_fails_alone_and_leaves_its_peers_untouched(
     peers = [trials[0], trials[2]]
     alone = tmp_path / "alone"
     specs = [
-        MemberSpec(None, t.params, alone / f"trial-{t.number}", cfg.seed + t.number, f"alone-{i}")
+        TrialSpec(cfg, t.params, alone / f"trial-{t.number}", cfg.seed + t.number, f"alone-{i}")
         for i, t in enumerate(peers)
     ]
-    results = train_population(cfg, specs)
+    results = train_population(specs, [None, None], [[], []])
     for t, spec, result in zip(peers, specs, results, strict=True):
         with_diverging = metrics(folder / f"trial-{t.number}" / "metrics.csv")
         assert len(with_diverging) == cfg.trainer.max_epochs

@@ -21,7 +21,7 @@ import lightning as L
 from regzoo.studies import load_config
 from regzoo.studies.scaling.ddp import run_rank
 from regzoo.studies.scaling.options import RunOptions
-from regzoo.studies.trial.callbacks import OptunaPruning
+from regzoo.studies.trial.callbacks import LifecycleCallback
 
 SEARCHED = ("lr", "dropout", "optimizer", "weight_decay")
 
@@ -38,14 +38,14 @@ class Probe(L.Callback):
         self.out = out
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pruning = next(c for c in trainer.callbacks if isinstance(c, OptunaPruning))
+        life = next(c for c in trainer.callbacks if isinstance(c, LifecycleCallback)).life
         record = {
             "rank": trainer.global_rank,
             "trial": _trial(trainer),
             "world_size": trainer.world_size,
             "hparams": {k: pl_module.hparams[k] for k in SEARCHED},
             "epochs": trainer.current_epoch,
-            "pruned_at": pruning.pruned_at,
+            "pruned_at": life.pruned_epoch,
         }
         with (self.out / f"rank{trainer.global_rank}.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -11,10 +11,8 @@ import ast
 import builtins
 import importlib
 import importlib.util
-import logging
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,11 +23,9 @@ from optuna.trial import TrialState
 
 from regzoo.studies._compat import (
     ASK_HEARTBEAT_WARNING,
-    OPTIMIZE_LOGGER,
-    early_stopping_check,
     fail_trial,
-    failed_trial_number,
     member_heartbeats,
+    trial_by_number,
 )
 from regzoo.studies.executor.storage import open_storage
 from tests.conftest import REPO
@@ -42,93 +38,28 @@ COMPAT = REPO / "studies" / "_compat.py"
 ZOO_COMPAT = REPO / "zoo" / "_compat.py"
 
 
-class Collect(logging.Filter):
-    """Keeps every record a logger handles (and lets none through to the terminal)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.records.append(record)
-        return False
-
-
-@pytest.fixture
-def optuna_records() -> Iterator[dict[str, Collect]]:
-    """The real log records of Optuna's optimize loop and of its study module, INFO and up."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.INFO)
-    collect = {name: Collect() for name in (OPTIMIZE_LOGGER, "optuna.study.study")}
-    for name, collector in collect.items():
-        logging.getLogger(name).addFilter(collector)
-    try:
-        yield collect
-    finally:
-        for name, collector in collect.items():
-            logging.getLogger(name).removeFilter(collector)
-        optuna.logging.set_verbosity(verbosity)
-
-
-def boom(trial: optuna.Trial) -> float:
-    trial.suggest_float("x", 0.0, 1.0)
-    raise ValueError("boom")
-
-
-def nan(trial: optuna.Trial) -> float:
-    trial.suggest_float("x", 0.0, 1.0)
-    return math.nan  # failed by Optuna itself, with a warning message and no exception
-
-
-def interrupted(trial: optuna.Trial) -> float:
-    trial.suggest_float("x", 0.0, 1.0)
-    raise KeyboardInterrupt
-
-
-@pytest.mark.parametrize(
-    ("objective", "error"), [(boom, ValueError), (nan, None), (interrupted, KeyboardInterrupt)]
-)
-def test_failed_trial_number_reads_both_of_optunas_failed_trial_records(
-    optuna_records: dict[str, Collect],
-    objective: Callable[[optuna.Trial], float],
-    error: type[BaseException] | None,
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() on it
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_trial_by_number_reports_prunes_and_tells_another_processs_trial(
+    kind: str, tmp_path: Path
 ) -> None:
-    study = optuna.create_study()
-    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)  # trial 0 completes
-    if error is KeyboardInterrupt:
-        with pytest.raises(KeyboardInterrupt):
-            study.optimize(objective, n_trials=1)
-    else:
-        study.optimize(objective, n_trials=2, catch=(ValueError,))
-    failed = [t.number for t in study.trials if t.state == TrialState.FAIL]
-    assert failed == ([1] if error is KeyboardInterrupt else [1, 2])
-
-    records = optuna_records[OPTIMIZE_LOGGER].records
-    numbers = [failed_trial_number(r) for r in records]
-    assert numbers == [n for n in failed for _ in range(2)], [r.getMessage() for r in records]
-    # `results.console` reads the error of a failed trial (Ctrl-C among them) from its first
-    # record, "Trial N failed with parameters: ...".
-    for first in records[::2]:
-        raised = first.exc_info[1] if first.exc_info else None
-        assert type(raised) is error if error else raised is None
-    # Records about other trials' outcomes are not failures.
-    [completed] = optuna_records["optuna.study.study"].records
-    assert "Trial 0 finished" in completed.getMessage()
-    assert failed_trial_number(completed) is None
-
-
-def test_failed_trial_number_is_none_for_a_pruned_trials_record(
-    optuna_records: dict[str, Collect],
-) -> None:
-    def pruned(trial: optuna.Trial) -> float:
-        raise optuna.TrialPruned("at epoch 3")
-
-    optuna.create_study().optimize(pruned, n_trials=1)
-    [record] = optuna_records[OPTIMIZE_LOGGER].records
-    assert record.getMessage().startswith("Trial 0 pruned")
-    assert failed_trial_number(record) is None
-    unrelated = logging.LogRecord(OPTIMIZE_LOGGER, logging.WARNING, "", 0, "Trial", None, None)
-    assert failed_trial_number(unrelated) is None
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:///{tmp_path / 'j'}"
+    asker = optuna.create_study(
+        study_name="s", storage=open_storage(url), pruner=optuna.pruners.NopPruner()
+    )
+    asker.ask()
+    asked = asker.ask()  # trial 1, as a worker process gets it: by number, on its own connection
+    worker = optuna.load_study(study_name="s", storage=open_storage(url))
+    trial = trial_by_number(worker, 1)
+    assert isinstance(trial, optuna.Trial) and trial.number == asked.number
+    trial.report(0.5, step=0)
+    trial.set_user_attr("seconds", 1.5)
+    assert trial.should_prune() is False
+    worker.tell(trial, 0.75)
+    [stored] = [t for t in asker.get_trials() if t.number == 1]
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.75
+    assert stored.intermediate_values == {0: 0.5} and stored.user_attrs == {"seconds": 1.5}
+    assert asker.get_trials()[0].state == TrialState.RUNNING  # trial 0 untouched
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() on it
@@ -247,18 +178,6 @@ def defined_names(node: ast.ClassDef) -> Iterator[tuple[str, int]]:
             for target in targets:
                 if isinstance(target, ast.Name):
                     yield target.id, stmt.lineno
-
-
-def test_early_stopping_check_applies_lightnings_patience_and_min_delta() -> None:
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    es = EarlyStopping(monitor="val/loss", patience=2, mode="min", min_delta=0.1, check_finite=True)
-    # 1.0 sets the best; 0.95 is no improvement by min_delta; 0.85 improves; then two misses.
-    stops = [early_stopping_check(es, v) for v in (1.0, 0.95, 0.85, 0.9, 0.8)]
-    assert stops == [False, False, False, False, True]
-    assert early_stopping_check(
-        EarlyStopping(monitor="val/loss", patience=5, check_finite=True), math.nan
-    )
 
 
 def test_member_heartbeats_keep_asked_trials_fresh_and_ask_still_warns(

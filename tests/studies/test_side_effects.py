@@ -15,11 +15,10 @@ from typing import Any
 import optuna
 
 from regzoo.studies import load_config, run_study
-from regzoo.studies._compat import OPTIMIZE_LOGGER
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY
 
-LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "optuna", OPTIMIZE_LOGGER)
+LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "optuna")
 
 
 def process_state() -> dict[str, Any]:

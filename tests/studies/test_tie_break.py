@@ -12,7 +12,6 @@ import optuna
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
@@ -23,11 +22,9 @@ from regzoo.studies.config.load import validate_config
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.results.console import StudyOutcome, print_summary
 from regzoo.studies.results.read import ranked_trials
-from regzoo.studies.trial.callbacks import TieBreakCheckpoint
-from regzoo.studies.trial.objective import run_trial
 from regzoo.studies.trial.train import train_run
-from regzoo.zoo import create_model, load_model
-from tests.conftest import DEFAULT_CONFIG
+from regzoo.zoo import load_model
+from tests.conftest import DEFAULT_CONFIG, spec_of
 
 # Noise-free moons: a small MLP reaches val/acc 1.0 in a few epochs and stays there while its
 # val/loss keeps falling, so many epochs tie on the objective.
@@ -139,32 +136,23 @@ class EpochMetrics(L.Callback):
 
 
 def test_a_tied_epoch_with_a_lower_loss_replaces_the_kept_one(tmp_path: Path) -> None:
-    L.seed_everything(1, verbose=False)
-    dm = create_datamodule(seed=1, **MOONS)
-    model = create_model(input_shape=(2,), num_classes=2, **FNN)
-    kw: dict[str, Any] = {"monitor": "val/acc", "mode": "max", "filename": "best"}
-    plain = ModelCheckpoint(dirpath=tmp_path / "plain", **kw)
-    tie = TieBreakCheckpoint(
-        tie_break="val/loss", tie_break_maximize=False, dirpath=tmp_path / "tie", **kw
+    cfg = moons_config(
+        tmp_path,
+        trainer={"max_epochs": 10, "accelerator": "cpu"},
+        objective={"metric": "val/acc", "direction": "maximize", "tie_break": "val/loss"},
+    )
+    plain = ModelCheckpoint(
+        dirpath=tmp_path / "plain", monitor="val/acc", mode="max", filename="best"
     )
     epochs = EpochMetrics()
-    trainer = L.Trainer(
-        max_epochs=10,
-        accelerator="cpu",
-        logger=False,
-        callbacks=[epochs, plain, tie],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, datamodule=dm)
+    result = train_run(spec_of(cfg, tmp_path / "run", seed=1), callbacks=[epochs, plain])
     first_best = epochs.acc.index(max(epochs.acc))
     kept = kept_by_rule(epochs.acc, epochs.loss)
     assert kept != first_best  # the data saturate: the later tied epoch is more confident
     assert stored_epoch(plain.best_model_path) == first_best  # Lightning keeps the first
-    assert stored_epoch(tie.best_model_path) == kept
-    assert tie.best_tie_break == epochs.loss[kept]
-    assert float(tie.best_model_score) == float(plain.best_model_score) == max(epochs.acc)
+    assert result.checkpoint is not None and stored_epoch(result.checkpoint) == kept
+    assert result.metrics["tie_break"] == epochs.loss[kept]
+    assert result.value == float(plain.best_model_score) == max(epochs.acc)
 
 
 def test_a_trial_records_the_tie_break_of_its_kept_epoch(tmp_path: Path) -> None:
@@ -172,14 +160,14 @@ def test_a_trial_records_the_tie_break_of_its_kept_epoch(tmp_path: Path) -> None
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     run_dir = tmp_path / "trial-0"
-    value = run_trial(trial, cfg, {}, run_dir, seed=1, wandb_mode="disabled")
-    study.tell(trial, value)
+    result = train_run(spec_of(cfg, run_dir, seed=1), trial=trial)  # told by its lifecycle
     rows = validation_rows(run_dir)
     accs, losses = [r["val/acc"] for r in rows], [r["val/loss"] for r in rows]
     kept = kept_by_rule(accs, losses)
     (done,) = study.trials
+    assert done.state == optuna.trial.TrialState.COMPLETE
     assert stored_epoch(done.user_attrs["checkpoint"]) == kept
-    assert value == pytest.approx(accs[kept])
+    assert done.value == result.value == pytest.approx(accs[kept])
     assert done.user_attrs["tie_break"] == pytest.approx(losses[kept])
 
 
@@ -189,10 +177,10 @@ def test_an_unlogged_tie_break_metric_fails_the_run_naming_it(tmp_path: Path) ->
         trainer={"max_epochs": 1, "accelerator": "cpu"},
         objective={"metric": "val/acc", "direction": "maximize", "tie_break": "val/f1"},
     )
-    with pytest.raises(
-        MisconfigurationException, match=r"objective.tie_break='val/f1' is not a logged metric"
-    ):
-        train_run(cfg, {}, tmp_path / "run")
+    result = train_run(spec_of(cfg, tmp_path / "run"))
+    assert result.state == "failed"
+    assert result.error is not None
+    assert "objective.tie_break='val/f1' is not a logged metric" in result.error
 
 
 # ---- checkpoint: last ----------------------------------------------------------------------------
@@ -205,17 +193,18 @@ def test_checkpoint_last_scores_and_tests_the_last_epoch(tmp_path: Path) -> None
     cfg = moons_config(
         tmp_path, model=model, trainer={"max_epochs": 3, "accelerator": "cpu"}, checkpoint="last"
     )
-    result = train_run(cfg, {}, tmp_path / "run")
+    result = train_run(spec_of(cfg, tmp_path / "run"))
     rows = validation_rows(tmp_path / "run")
     assert result.epochs == 3 and len(rows) == 3
+    assert result.checkpoint is not None
     assert result.checkpoint.name == "last.ckpt" and stored_epoch(result.checkpoint) == 2
     assert result.value == pytest.approx(rows[-1]["val/acc"])
-    assert result.tie_break == pytest.approx(rows[-1]["val/loss"])
+    assert result.metrics["tie_break"] == pytest.approx(rows[-1]["val/loss"])
     dm = create_datamodule(seed=0, **MOONS)
     x, y = dm.splits["test"]
     with torch.no_grad():
         acc = float((load_model(result.checkpoint)(x).argmax(1) == y).float().mean())
-    assert result.test["test/acc"] == pytest.approx(acc)
+    assert result.metrics["test/acc"] == pytest.approx(acc)
 
 
 # ---- config --------------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from typing import Any
 
 import lightning as L
 import optuna
-import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from regzoo.studies import load_config
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.results import tracking
+from regzoo.studies.trial.spec import TrialRef, TrialSpec
 from regzoo.studies.trial.train import train_run
 from tests.conftest import DEFAULT_CONFIG
 from tests.studies.conftest import LRS, MixedStudy, mixed_overrides
@@ -208,18 +208,14 @@ def test_a_trial_that_raises_closes_its_run_with_the_error_and_keeps_its_id(
     runs = tmp_path / "runs"
     overrides = [a for a in mixed_overrides(runs) if a != "--set"]
     cfg = load_config(DEFAULT_CONFIG, overrides=[*overrides, "name=boom"])
-    trial = optuna.trial.FixedTrial({}, number=4)
-    with pytest.raises(RuntimeError, match="boom"):
-        train_run(
-            cfg,
-            {"model.lr": 0.1},
-            tmp_path / "trial-4",
-            trial=trial,
-            wandb_mode="offline",
-            run_name="trial-4",
-            callbacks=[Boom()],
-            seed=4,
-        )
+    study = optuna.create_study(direction="maximize")
+    for _ in range(5):
+        trial = study.ask()  # trial 4
+    spec = TrialSpec(cfg, {"model.lr": 0.1}, tmp_path / "trial-4", 4, "trial-4",
+                     trial=TrialRef("memory", study.study_name, 4))  # fmt: skip
+    result = train_run(spec, trial=trial, wandb_mode="offline", callbacks=[Boom()])
+    assert result.state == "failed" and result.error == "RuntimeError: boom"
+    assert study.trials[4].state == optuna.trial.TrialState.FAIL
     (run_dir,) = (runs / "wandb").glob("offline-run-*")
     run = read_run(run_dir)
     assert trial.user_attrs["wandb_run_id"] == run.id

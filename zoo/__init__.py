@@ -14,9 +14,11 @@ from regzoo.zoo._load import load_model
 from regzoo.zoo._registry import create_model, list_models, model_hparams, register_model
 from regzoo.zoo.classifier import Classifier
 from regzoo.zoo.hub import from_pretrained, save_pretrained
+from regzoo.zoo.population import Population
 
 __all__ = [
     "Classifier",
+    "Population",
     "create_model",
     "from_pretrained",
     "list_models",

@@ -1,17 +1,12 @@
-"""`PopulationModule`: K members trained as one batched model inside one Lightning Trainer.
+"""`PopulationModule`: a `Population` whose members are a study's trials.
 
-Each member is still a full trial. After every epoch every member is validated (here, not in
-Lightning's validation loop: see `_validate`), and each member's own metrics are logged to
-its own `metrics.csv` and W&B run; a non-finite objective or loss fails that member alone; its
+The batched training (the stacked members, their optimizers and schedules, validation on the
+batches given, members leaving the batch) is `regzoo.zoo.Population`'s. This subclass keeps each
+member a full trial, through `Population.members_epoch_end`: each member's own metrics are logged
+to its own `metrics.csv` and W&B run; a non-finite objective or loss fails that member alone; its
 best epoch (ties broken by `objective.tie_break`) or last epoch is kept for its checkpoint; its
-own `EarlyStopping` (Lightning's criteria) or its own `max_epochs` may stop it; and Optuna may
-prune it (`population.pruning`). A member that stops leaves the batch: the stacked parameters, the
-optimizer's state and the schedules are compacted to the members still training, so a stopped
-member costs nothing more. The Trainer stops when no member is left.
-
-Optimization is manual: one backward pass through the sum of the members' losses gives each
-member the gradient of its own loss (their parameters are disjoint), and `StackedOptimizer`
-updates every member with its own hyperparameters.
+own `EarlyStopping` (Lightning's criteria) or its own `max_epochs` may stop it; Optuna may prune
+it (`population.pruning`); and its probes see it through a `MemberView`.
 """
 
 from __future__ import annotations
@@ -22,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from optuna.pruners import NopPruner
@@ -34,9 +27,9 @@ from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.population.members import MemberSpec
 from regzoo.studies.results import tracking
 from regzoo.zoo.classifier import Classifier
-from regzoo.zoo.population import MemberSchedulers, StackedModels, StackedOptimizer
+from regzoo.zoo.population import Population, StackedModels
+from regzoo.zoo.population.module import Batch
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 # A loss gone NaN or infinite has diverged even while an accuracy objective stays finite.
 WATCHED_LOSSES = ("val/loss", "train/loss")
 
@@ -85,7 +78,7 @@ class MemberView:
 
     @property
     def member(self) -> Member:
-        return self.module.members[self.module.active[self.row]]
+        return self.module.trials[self.module.active[self.row]]
 
     @property
     def run_dir(self) -> Path:
@@ -120,8 +113,8 @@ class MemberView:
         return self._model
 
 
-class PopulationModule(L.LightningModule):
-    """Trains the members of a `StackedModels` together; see the module docstring."""
+class PopulationModule(Population):
+    """Trains the members of a `StackedModels` together, each a trial; see the module docstring."""
 
     def __init__(
         self,
@@ -136,121 +129,44 @@ class PopulationModule(L.LightningModule):
         Args:
             data: The datamodule the members train on (what probes read as `datamodule`).
             val: The validation batches, as the Trainer's `limit_val_batches` would cut them:
-                every member is validated on them at the end of each epoch (`_validate`).
+                every member is validated on them at the end of each epoch (`Population`'s
+                `val`).
         """
-        super().__init__()
+        super().__init__(
+            [m.model for m in members],
+            max_epochs=[m.max_epochs for m in members],
+            augment=[m.augment for m in members],
+            val=val,
+            log_members=False,  # each member's metrics go to its own loggers
+            stack=stack,
+        )
         self.data = data
-        self.automatic_optimization = False
         self.cfg = cfg
-        self.members = members
-        self.stack = stack
-        self.optim = StackedOptimizer(stack)
-        periods = [m.max_epochs or cfg.trainer.max_epochs for m in members]  # cosine's, each
-        self.schedules = MemberSchedulers(stack, self.optim, max_epochs=periods)
-        self.active = list(range(len(members)))  # member index of each stacked row
-        self.augmented = any(m.augment is not None for m in members)
-        self.penalized = any(hp.get("l1") or hp.get("l2") for hp in stack.hparams)
-        self._val = list(val)  # moved to the device once, at the start of fit
-        self._sums: dict[str, torch.Tensor] = {}
-        self._steps = 0
+        self.trials = members
         self._step_probes = any(hasattr(p, "member_step") for m in members for p in m.spec.probes)
 
-    # ---- training ---------------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        dtype = torch.float64 if str(self.trainer.precision).startswith("64") else torch.float32
-        self.stack.to(self.device, dtype)
-        self._val = [
-            (x.to(self.device, dtype if x.is_floating_point() else None), y.to(self.device))
-            for x, y in self._val
-        ]
-
-    def configure_optimizers(self) -> None:
-        return None  # StackedOptimizer, stepped in training_step
-
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
-        x, y = batch
-        self.stack.train()
-        own = y.ndim == 2  # (K0, B): each member's own batch (`member_train_dataloader`)
-        if own:
-            rows = torch.as_tensor(self.active, device=y.device)
-            x, y = x[rows], y[rows]  # the members still training
-        if self.augmented:
-            x = torch.stack(
-                [self._augmented(i, x[row] if own else x) for row, i in enumerate(self.active)]
-            )  # -> (K, B, *raw)
-        logits = self.stack.forward(x, per_member=own or self.augmented)  # (K, B, C)
-        ce = _member_ce(logits, y)  # (K,)
-        loss = ce + self.stack.penalty() if self.penalized else ce
-        names = list(self.stack.params)
-        raw = torch.autograd.grad(loss.sum(), [self.stack.params[n] for n in names])
-        # Members narrower than the stack: their padding gets no gradient, so it stays 0.
-        grads = self.stack.mask_grads(dict(zip(names, raw, strict=True)))
-        self.optim.step(grads)
+    def members_step(self, grads: dict[str, torch.Tensor]) -> None:
         if self._step_probes:
             self._probe_step(list(grads.values()))
-        self._steps += 1
-        self._accumulate("train", ce.detach(), logits.detach(), y)
-
-    @torch.no_grad()
-    def _validate(self) -> None:
-        """Every member on the validation batches: here, not in Lightning's validation loop,
-        whose own work per epoch (hooks, a dataloader reset, mode switches; about 0.7 ms)
-        cost more than a full-batch population's whole validation pass."""
-        self.stack.eval()
-        for x, y in self._val:
-            logits = self.stack.forward(x)  # (K, B, C)
-            self._accumulate("val", _member_ce(logits, y), logits, y)
-
-    def _augmented(self, member: int, x: torch.Tensor) -> torch.Tensor:
-        augment = self.members[member].augment
-        return augment(x) if augment is not None else x
-
-    def _accumulate(
-        self, stage: str, ce: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
-    ) -> None:
-        n = y.shape[-1]
-        correct = (logits.argmax(-1) == y).sum(-1).to(torch.float64)  # (K,)
-        values = torch.stack([ce.to(torch.float64) * n, correct])  # (2, K)
-        total = self._sums.get(stage)
-        self._sums[stage] = values if total is None else total + values
-        self._sums[f"{stage}/n"] = self._sums.get(f"{stage}/n", torch.zeros(())) + n
 
     # ---- the end of an epoch: each member's own bookkeeping ---------------------------------
 
-    def on_train_epoch_end(self) -> None:
-        epoch = self.trainer.current_epoch
-        self._validate()
-        metrics = self._epoch_metrics()  # one dict per stacked row
-        self._sums.clear()
-        for row, values in enumerate(metrics):
-            self._end_epoch(row, epoch, values)
+    def members_epoch_end(self, epoch: int, metrics: dict[int, dict[str, float]]) -> None:
+        for row, i in enumerate(self.active):
+            self._end_epoch(row, epoch, metrics[i])
         self._prune(epoch)
         self._probe("member_epoch_end")
-        self._probe("member_end", stopped_only=True)  # before `_leave` drops their rows
-        val_loss = torch.tensor([m.get("val/loss", math.nan) for m in metrics])
-        self.schedules.step(val_loss)
-        self._leave()
-        if not self.active:
-            self.trainer.should_stop = True
-
-    def _epoch_metrics(self) -> list[dict[str, float]]:
-        out: list[dict[str, float]] = [{} for _ in self.active]
-        for stage in ("train", "val"):
-            if stage not in self._sums:
-                continue
-            sums, n = self._sums[stage].cpu(), float(self._sums[f"{stage}/n"])
-            for row in range(len(self.active)):
-                out[row][f"{stage}/loss"] = float(sums[0, row]) / n
-                out[row][f"{stage}/acc"] = float(sums[1, row]) / n
-        return out
+        self._probe("member_end", stopped_only=True)  # before their rows leave the batch
+        for i in self.active:
+            if self.trials[i].stopped:
+                self.stop(i)
 
     def _end_epoch(self, row: int, epoch: int, metrics: dict[str, float]) -> None:
-        m = self.members[self.active[row]]
+        m = self.trials[self.active[row]]
         m.epochs = epoch + 1
         m.last_metrics = metrics
         m.record.epochs[epoch] = {k: v for k, v in metrics.items() if k.startswith("val/")}
-        step = max(self._steps - 1, 0)
+        step = max(self.steps - 1, 0)
         m.csv.log_metrics({"epoch": epoch, **metrics}, step=step)
         if m.wandb is not None:
             m.wandb.log_metrics({"epoch": epoch, **metrics}, step=step)
@@ -264,12 +180,11 @@ class PopulationModule(L.LightningModule):
         early = m.early
         if early is not None and early.monitor in metrics:
             m.stopped = m.stopped or early_stopping_check(early, metrics[early.monitor])
-        if m.max_epochs is not None and m.epochs >= m.max_epochs:
-            m.stopped = True  # its own run ends here; longer members go on
+        m.stopped = m.stopped or self.active[row] in self.stopped  # at its own max_epochs
 
     def _keep_checkpoint(self, row: int, epoch: int, metrics: dict[str, float]) -> None:
         """The epoch a member is scored and tested by: as `trial.train._checkpoint` keeps it."""
-        m = self.members[self.active[row]]
+        m = self.trials[self.active[row]]
         objective = self.cfg.objective
         score = metrics.get(objective.metric)
         if score is None:
@@ -292,9 +207,9 @@ class PopulationModule(L.LightningModule):
         pruners then compare each member with all its peers at this epoch (see pruning)."""
         objective = self.cfg.objective
         alive = [
-            self.members[i]
+            self.trials[i]
             for i in self.active
-            if _prunable(self.members[i].spec.trial) and self.members[i].nonfinite_at is None
+            if _prunable(self.trials[i].spec.trial) and self.trials[i].nonfinite_at is None
         ]
         scored = [m for m in alive if objective.metric in m.last_metrics]
         for m in scored:
@@ -306,17 +221,6 @@ class PopulationModule(L.LightningModule):
             if m.spec.trial.should_prune():
                 m.pruned_at, m.stopped = epoch, True
 
-    def _leave(self) -> None:
-        """Compact the batch to the members still training."""
-        keep = [row for row, i in enumerate(self.active) if not self.members[i].stopped]
-        if len(keep) == len(self.active):
-            return
-        self.active = [self.active[row] for row in keep]
-        if keep:
-            self.stack.keep(keep)
-            self.optim.keep(keep)
-            self.schedules.keep(keep)
-
     # ---- member probes (MemberView) ---------------------------------------------------------
 
     def on_train_start(self) -> None:
@@ -327,7 +231,7 @@ class PopulationModule(L.LightningModule):
 
     def _probe(self, hook: str, *, stopped_only: bool = False) -> None:
         for row, i in enumerate(self.active):
-            m = self.members[i]
+            m = self.trials[i]
             if stopped_only and not m.stopped:
                 continue
             for probe in m.spec.probes:
@@ -337,7 +241,7 @@ class PopulationModule(L.LightningModule):
 
     def _probe_step(self, grads: Sequence[torch.Tensor]) -> None:
         for row, i in enumerate(self.active):
-            probes = [p for p in self.members[i].spec.probes if hasattr(p, "member_step")]
+            probes = [p for p in self.trials[i].spec.probes if hasattr(p, "member_step")]
             if probes:
                 view = MemberView(self, row, [g[row] for g in grads])  # (K, ...) -> member's
                 for probe in probes:
@@ -351,11 +255,3 @@ def _prunable(trial: Any) -> bool:
     curves are in each member's metrics.csv)."""
     study = getattr(trial, "study", None)
     return trial is not None and not isinstance(getattr(study, "pruner", None), NopPruner)
-
-
-def _member_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each member's mean cross-entropy over the batch: `(K, B, C), (B,) or (K, B) -> (K,)`."""
-    k, b = logits.shape[:2]
-    targets = y.flatten() if y.ndim == 2 else y.repeat(k)
-    losses = F.cross_entropy(logits.flatten(0, 1), targets, reduction="none")  # (K·B,)
-    return losses.view(k, b).mean(dim=1)

@@ -5,8 +5,11 @@ widest) and runs them with batched operations (`batched.BatchedForward`), or `to
 for layers it does not know (`batch_refusal` says, from a model's layers, why one cannot be
 batched at all); `StackedOptimizer` applies each member's own torch optimizer rule,
 decoupled decay and gradient clipping; `MemberSchedulers` steps each member's own torch scheduler.
+`Population` is the LightningModule that trains them with a plain `L.Trainer`, and gives each
+member back as an ordinary model (`member(i)`).
 """
 
+from regzoo.zoo.population.module import Population
 from regzoo.zoo.population.optim import StackedOptimizer
 from regzoo.zoo.population.schedule import MemberSchedulers
 from regzoo.zoo.population.stack import (
@@ -20,6 +23,7 @@ from regzoo.zoo.population.stack import (
 __all__ = [
     "MEMBER_HPARAMS",
     "MemberSchedulers",
+    "Population",
     "PopulationError",
     "StackedModels",
     "StackedOptimizer",

@@ -50,7 +50,7 @@ class Population(L.LightningModule):
             optimizer and scheduler kinds, penalties, dropout, init, ...) and layer widths,
             and its own initial weights. Their input pipelines are fitted by the Trainer's
             datamodule (`input_statistics()`, as `Classifier.setup` does), else beforehand
-            (`fit_input`). They are not changed: `member(i)` copies one out.
+            (`fit_input`). Their weights are not changed: `member(i)` copies one out.
         max_epochs: Each member's own last epoch (None: the Trainer's); also the period of
             its `cosine` schedule.
         augment: Each member's own augmentation of its raw training batch (None: none).

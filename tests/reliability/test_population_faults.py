@@ -2,16 +2,20 @@
 
 A real SIGINT or SIGKILL sent to a `regzoo run --population 3` process while its members train,
 and a member whose learning rate diverges. Each member is a trial of its own: Ctrl-C fails every
-member, a killed worker's members are failed and retried by the next run, and a diverging member
-fails alone while its peers train exactly as they would without it.
+member, a killed worker's members are failed and retried by the next run (a member that stopped
+early before the kill keeps its result and is not trained again), and a diverging member fails
+alone while its peers train exactly as they would without it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import signal
 import subprocess
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -59,9 +63,9 @@ def start_endless_population(cwd: Path, url: str) -> subprocess.Popen[str]:
     return proc
 
 
-def rerun(url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The same study to its K trials, shrunk to end, in this process."""
-    code = main(run_command(url, K, *as_sets(TINY), *POPULATION)[3:])  # after `python -m regzoo`
+def rerun(url: str, capsys: pytest.CaptureFixture[str], overrides: Sequence[str] = TINY) -> None:
+    """The same study to its K trials, shrunk to end (`overrides`), in this process."""
+    code = main(run_command(url, K, *as_sets(overrides), *POPULATION)[3:])  # after `-m regzoo`
     out = capsys.readouterr()
     assert code == 0, out.out[-3000:] + out.err[-3000:]
 
@@ -108,6 +112,71 @@ def test_a_killed_population_is_failed_and_retried_by_the_next_run(
     assert len(trials) == 2 * K  # the killed members and their retries, nothing more
     assert_nothing_lost(trials, K, in_tmp / "runs")
     tally.trials("SIGKILL of a population mid-training", len(trials))
+
+
+# Adam steps of 1e-30 leave float32 weights as they are: val/loss never improves, and early
+# stopping (patience 2) ends that member after 3 epochs. At a constant rate (a cosine schedule
+# over 100000 epochs) the peers' val/loss keeps falling for about 90 epochs: they still train
+# when the frozen member ends, and end by early stopping themselves in the rerun.
+FROZEN_LR = 1.0e-30
+STOP_LRS = (1.0e-3, FROZEN_LR, 2.0e-3)  # the frozen member in the middle
+PATIENCE = 2
+EARLY_STOPPING = [
+    *TINY,
+    "trainer.max_epochs=100000",
+    f"early_stopping.patience={PATIENCE}",
+    "pruner.name=none",
+    "search={model.lr: {float: [1.0e-30, 1.0e-1], log: true}}",
+]
+
+
+@pytest.mark.slow  # 15-25 s on 2 cores: a population killed at its first early stop, a rerun
+def test_a_member_stopped_early_survives_a_kill_of_its_population_and_is_not_trained_again(
+    in_tmp: Path, tally: Tally, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{in_tmp / 'studies.db'}"
+    study = open_study(load_config(DEFAULT_CONFIG, overrides=EARLY_STOPPING), url)
+    for lr in STOP_LRS:
+        study.enqueue_trial({"model.lr": lr})
+    proc = subprocess.Popen(
+        run_command(url, K, *as_sets(EARLY_STOPPING), *POPULATION),
+        cwd=in_tmp, env=cli_env(), text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    frozen = STOP_LRS.index(FROZEN_LR)  # its trial number: the enqueued trials come in order
+
+    def stopped() -> bool:
+        trials = load(url).trials
+        return len(trials) > frozen and trials[frozen].state in FINISHED
+
+    wait_for(stopped, proc, "the frozen member stops early", timeout=120)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    tally.inject("SIGKILL of a population after one member stopped early")
+    killed = load(url).trials
+    running, complete, fail = TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL
+    assert [t.state for t in killed] == [running, complete, running]
+    member = killed[frozen]  # recorded when it stopped, not when its population would have ended
+    assert member.params == {"model.lr": FROZEN_LR}
+    assert member.user_attrs["epochs"] == PATIENCE + 1
+    assert member.user_attrs["seconds"] > 0
+    assert 0 <= member.user_attrs["test/acc"] <= 1
+    assert (in_tmp / member.user_attrs["checkpoint"]).is_file()
+
+    rerun(url, capsys, EARLY_STOPPING)  # the same command again: only the killed members train
+    trials = load(url).trials
+    assert trials[frozen] == member  # untouched: not failed, not retried, not trained again
+    assert [t.state for t in trials] == [fail, complete, fail, complete, complete]
+    for dead in (t for t in trials[:K] if t.number != frozen):  # failed, their params retried
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+        assert retry.params == dead.params and retry.state == complete
+        # Each run's own seconds: the frozen member's 3 epochs against a peer's ~90.
+        assert member.user_attrs["seconds"] < retry.user_attrs["seconds"]
+    assert len(trials) == K + 2  # the killed members' retries, nothing more
+    finished = Counter(t.params["model.lr"] for t in trials if t.state in FINISHED)
+    assert finished == Counter(STOP_LRS)  # every member finished exactly once
+    assert_nothing_lost(trials, K, in_tmp / "runs")
+    tally.trials("SIGKILL of a population after one member stopped early", len(trials))
 
 
 FINE = (0.05, 0.02, 0.03)  # momentum SGD learning rates that train

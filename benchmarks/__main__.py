@@ -65,7 +65,7 @@ def _measure(args: argparse.Namespace) -> None:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Lightning's banners and hints would bury the figures."""
-    from regzoo.studies.results.console import quiet_training
+    from regzoo.studies.trial.console import quiet_training
 
     with quiet_training(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="lightning")

@@ -211,7 +211,9 @@ def _stored_trials(url: str, config: Path) -> list[Any]:
     import optuna
 
     from regzoo.studies import load_config
-    from regzoo.studies.executor.storage import open_storage  # its lock: the study may be creating it
+    from regzoo.studies.executor.storage import (
+        open_storage,  # its lock: the study may be creating it
+    )
 
     name = load_config(config).name
     try:
@@ -227,7 +229,7 @@ def _verdict(url: str, config: Path) -> tuple[Any, Any]:
 
     from regzoo.studies import load_config
     from regzoo.studies.executor.storage import open_storage
-    from regzoo.studies.results.read import ranked_trials
+    from regzoo.studies.loop.read import ranked_trials
     from regzoo.studies.verdicts.read import read_verdicts
 
     try:

@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.threads,
         d.scale,
     )
-    from regzoo.studies.results.console import quiet_training
+    from regzoo.studies.trial.console import quiet_training
 
     print(f"machine: {machine()}")
     print(f"command: {command('benchmarks.population', cli_args(s))}", flush=True)

@@ -22,8 +22,8 @@ import torch
 
 from regzoo.datamodules import create_datamodule
 from regzoo.studies import DEFAULT_STORAGE
+from regzoo.studies.loop.read import best_trial, checkpoint_of, load_study
 from regzoo.studies.results.export import to_onnx, to_pt2
-from regzoo.studies.results.read import best_trial, checkpoint_of, load_study
 from regzoo.zoo import load_model, save_pretrained
 
 

@@ -26,7 +26,7 @@ _EXPORTS = {
     "validate_config": "regzoo.studies.config.load",
     "open_study": "regzoo.studies.loop.study",
     "run_study": "regzoo.studies.loop.study",
-    "StudyOutcome": "regzoo.studies.results.console",
+    "StudyOutcome": "regzoo.studies.loop.study",
 }
 
 __all__ = [
@@ -44,8 +44,7 @@ __all__ = [
 if TYPE_CHECKING:
     from regzoo.studies.config.load import apply_override, load_config, validate_config
     from regzoo.studies.config.schema import DEFAULT_STORAGE, ConfigError, StudyConfig
-    from regzoo.studies.loop.study import open_study, run_study
-    from regzoo.studies.results.console import StudyOutcome
+    from regzoo.studies.loop.study import StudyOutcome, open_study, run_study
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -139,7 +139,7 @@ def test_a_two_worker_study_from_a_project_with_its_own_packages(installed: Inst
     predict = f"""
 import json, sys, optuna, torch
 from regzoo import create_datamodule, load_model
-from regzoo.studies.results.read import best_trial
+from regzoo.studies.loop.read import best_trial
 
 trial = best_trial(optuna.load_study(study_name={STUDY!r}, storage={url!r}))
 model = load_model(trial.user_attrs["checkpoint"]).eval()

@@ -217,8 +217,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.config.load import load_config
     from regzoo.studies.executor import Job, execute
     from regzoo.studies.loop.preflight import check_runs_dir
-    from regzoo.studies.results import tracking
-    from regzoo.studies.results.console import quiet_training
+    from regzoo.studies.trial import tracking
+    from regzoo.studies.trial.console import quiet_training
     from regzoo.studies.trial.spec import TrialSpec
 
     cfg = load_config(args.config, overrides=args.overrides)
@@ -261,7 +261,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from optuna.trial import TrialState
     from rich.table import Table
 
-    from regzoo.studies.results.read import open_existing, ranked_trials
+    from regzoo.studies.loop.read import open_existing, ranked_trials
     from regzoo.studies.verdicts.read import read_verdicts
     from regzoo.studies.verdicts.store import COMPANION_SUFFIX, is_companion
     from regzoo.studies.verdicts.tables import interval
@@ -297,10 +297,10 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     import json
 
-    from regzoo.studies.results import tracking
-    from regzoo.studies.results.read import load_study, study_dir
+    from regzoo.studies.loop.read import load_study, study_dir
     from regzoo.studies.results.report import write_report
     from regzoo.studies.results.wandb_study import log_study, print_written
+    from regzoo.studies.trial import tracking
 
     study = load_study(args.name, args.storage)
     out = args.out or study_dir(study) / "report"
@@ -376,8 +376,8 @@ def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
 
 def _verdict_study(args: argparse.Namespace) -> tuple[Any, StudyConfig, str]:
     from regzoo.studies.loop.preflight import check_runs_dir
-    from regzoo.studies.results import tracking
-    from regzoo.studies.results.read import load_study
+    from regzoo.studies.loop.read import load_study
+    from regzoo.studies.trial import tracking
     from regzoo.studies.verdicts.store import stored_config
 
     study = load_study(args.name, args.storage)
@@ -397,7 +397,7 @@ def _refresh_study_run(
 def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     from optuna_dashboard import run_server
 
-    from regzoo.studies.results.read import open_existing
+    from regzoo.studies.loop.read import open_existing
 
     storage = open_existing(args.storage)
     console.print(
@@ -468,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
-        from regzoo.studies.results.console import quiet_training
+        from regzoo.studies.trial.console import quiet_training
 
         with quiet_training():  # for the whole command: opening a study logs too
             return COMMANDS[args.command](args, console)

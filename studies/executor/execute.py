@@ -176,7 +176,7 @@ def _pool(
 def _start_worker(threads: int | None) -> None:
     """A worker's process-wide settings, once: its threads, malloc, quiet training logs."""
     from regzoo.studies.loop.memory import keep_freed_memory
-    from regzoo.studies.results.console import quiet_training
+    from regzoo.studies.trial.console import quiet_training
 
     keep_freed_memory()
     if threads is not None:

@@ -35,9 +35,9 @@ from regzoo.studies.experiments._spec import (
 from regzoo.studies.experiments._tables import print_table, write_table
 from regzoo.studies.experiments._train import DEFAULT_POPULATION, Grid, fingerprint, train_grids
 from regzoo.studies.loop.study import ensure_uid, study_uid
-from regzoo.studies.results import tracking
-from regzoo.studies.results.console import quiet_training
 from regzoo.studies.results.wandb_study import log_experiment, print_written
+from regzoo.studies.trial import tracking
+from regzoo.studies.trial.console import quiet_training
 
 
 @dataclass

@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 
 from regzoo._dicts import set_dotted
-from regzoo.studies.results.metrics import read_metrics
+from regzoo.studies.trial.metrics import read_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

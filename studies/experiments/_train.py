@@ -33,7 +33,7 @@ from regzoo.studies.loop.budget import storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
 from regzoo.studies.loop.threads import usable_cores
 from regzoo.studies.population.members import check_population, fallback_reason
-from regzoo.studies.results.console import result_line
+from regzoo.studies.trial.console import result_line
 from regzoo.studies.trial.spec import ProbeRef, RunResult, TrialRef, TrialSpec
 
 # Enough for every grid of the course to train as one population per shared configuration.

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ from regzoo.studies.loop.gc import collect_after_trials
 from regzoo.studies.loop.preflight import check_runs_dir
 from regzoo.studies.loop.threads import ThreadChoice, choose_threads, fixed_work, threads_for
 from regzoo.studies.population.members import with_population
-from regzoo.studies.results import tracking
-from regzoo.studies.results.console import StudyOutcome, quiet_training, result_line
+from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import EpochProgress
+from regzoo.studies.trial.console import quiet_training, result_line
 from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
 from regzoo.studies.trial.spec import RunResult, TrialRef, TrialSpec
 from regzoo.studies.trial.train import TrainFn, train_run
@@ -43,6 +44,16 @@ from regzoo.studies.trial.train import TrainFn, train_run
 MAX_CONSECUTIVE_FAILURES = 5
 UID_ATTR = "uid"  # the study's own id: the folder of its trials under runs_dir/<study>/
 PROCESSES_ATTR = "processes"  # how many processes have run the study: each one's sampler seed
+
+
+@dataclass
+class StudyOutcome:
+    """What a `run` of a study did: the study, how many trials were finished before, where."""
+
+    study: optuna.Study
+    already_finished: int
+    storage: str
+    wandb_mode: str
 
 
 def open_study(cfg: StudyConfig, url: str) -> optuna.Study:

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from regzoo.datamodules import ArrayDataModule, create_datamodule
 from regzoo.studies.config.search import split_params
 from regzoo.studies.population.module import Member, PopulationModule
-from regzoo.studies.results import tracking
+from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import SwallowedInterrupt
 from regzoo.studies.trial.lifecycle import Lifecycle, error_text
 from regzoo.studies.trial.spec import RunResult, TrialSpec

@@ -1,2 +1,3 @@
-"""What a study leaves behind and shows: reading studies back, reports, exports, W&B tracking
-and the console's lines."""
+"""What a finished study shows: its console summary, the report, exports, the W&B study run and
+the workspace. Above the verdicts, whose tables and plots it shows; below scaling and the
+experiments, which show it when a run ends."""

@@ -29,8 +29,8 @@ import torch
 from optuna.trial import FrozenTrial
 
 from regzoo._checks import one_line
-from regzoo.studies.results.console import fmt
-from regzoo.studies.results.read import ResultError, best_trial, checkpoint_of, load_study
+from regzoo.studies.loop.read import ResultError, best_trial, checkpoint_of, load_study
+from regzoo.studies.trial.console import fmt
 from regzoo.zoo import Classifier, load_model, save_pretrained
 
 FORMATS = {"hub": "", "pt2": ".pt2", "onnx": ".onnx", "ckpt": ".ckpt"}

@@ -23,9 +23,9 @@ from matplotlib.ticker import MaxNLocator
 from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from regzoo.studies.results.console import fmt
-from regzoo.studies.results.metrics import read_metrics
-from regzoo.studies.results.read import ranked_trials, trial_dir
+from regzoo.studies.loop.read import ranked_trials, trial_dir
+from regzoo.studies.trial.console import fmt
+from regzoo.studies.trial.metrics import read_metrics
 from regzoo.studies.verdicts.ablate import Ablation
 from regzoo.studies.verdicts.confirm import Confirmation
 from regzoo.studies.verdicts.plots import forest_plot

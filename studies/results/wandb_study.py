@@ -247,7 +247,7 @@ def _log_trials(run: Any, study: optuna.Study) -> None:
 
 
 def _ranked(study: optuna.Study) -> list[FrozenTrial]:
-    from regzoo.studies.results.read import ranked_trials
+    from regzoo.studies.loop.read import ranked_trials
 
     return [t for t in ranked_trials(study) if t.value is not None and math.isfinite(t.value)]
 
@@ -357,8 +357,8 @@ def _hub_folder(
     study: optuna.Study, trial: FrozenTrial, out: Path, console: Console
 ) -> Path | None:
     """The trial's model as a hub folder (as `regzoo export --format hub`), or None (noted)."""
+    from regzoo.studies.loop.read import ResultError, checkpoint_of
     from regzoo.studies.results.export import model_card
-    from regzoo.studies.results.read import ResultError, checkpoint_of
     from regzoo.zoo import load_model, save_pretrained
 
     try:
@@ -451,7 +451,7 @@ def log_study_after_run(
 
 def print_written(found: str | None, mode: str, save_dir: Path, console: Console) -> None:
     """One line saying where the study run went (offline: how to upload it)."""
-    from regzoo.studies.results import tracking
+    from regzoo.studies.trial import tracking
 
     if found is None:
         return

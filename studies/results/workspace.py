@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from regzoo._checks import one_line
-from regzoo.studies.results.read import ResultError, load_study
+from regzoo.studies.loop.read import ResultError, load_study
 
 if TYPE_CHECKING:
     import optuna
@@ -172,7 +172,7 @@ def save_workspace(
         project=view.project,
         entity=view.entity,
     )
-    from regzoo.studies.results.tracking import has_login
+    from regzoo.studies.trial.tracking import has_login
 
     if not has_login():
         raise ResultError(

@@ -53,9 +53,10 @@ from rich.console import Console
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.loop.study import run_study
-from regzoo.studies.results.console import print_summary, quiet_training
+from regzoo.studies.results.console import print_summary
 from regzoo.studies.results.wandb_study import log_study_after_run
 from regzoo.studies.scaling.options import RunOptions
+from regzoo.studies.trial.console import quiet_training
 from regzoo.studies.trial.lifecycle import error_text
 from regzoo.studies.trial.spec import RunResult, TrialSpec
 from regzoo.studies.trial.train import train_run

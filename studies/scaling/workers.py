@@ -25,13 +25,19 @@ from rich.console import Console
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.loop.preflight import check_runs_dir
-from regzoo.studies.loop.study import count_finished, open_study, run_study, study_threads
+from regzoo.studies.loop.study import (
+    StudyOutcome,
+    count_finished,
+    open_study,
+    run_study,
+    study_threads,
+)
 from regzoo.studies.loop.threads import ENV as THREADS_ENV
-from regzoo.studies.results import tracking
-from regzoo.studies.results.console import StudyOutcome, print_summary, worker_console
+from regzoo.studies.results.console import print_summary, worker_console
 from regzoo.studies.results.wandb_study import log_study_after_run
 from regzoo.studies.scaling import ddp
 from regzoo.studies.scaling.role import WORKER_ENV, Role, RunOptions, ScalingError, decide_role
+from regzoo.studies.trial import tracking
 from regzoo.studies.verdicts.commands import confirm_after_run
 
 STOP_GRACE_S = 60  # after Ctrl-C, how long workers get to fail their trials and exit

@@ -35,7 +35,7 @@ from optuna.pruners import NopPruner
 from optuna.trial import TrialState
 
 from regzoo.studies.config.schema import EarlyStop, StudyConfig
-from regzoo.studies.results import tracking
+from regzoo.studies.trial import tracking
 from regzoo.studies.trial.spec import RunResult, TrialSpec
 
 # Besides the objective: a loss gone NaN or infinite has diverged even while an accuracy

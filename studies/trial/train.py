@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from regzoo.datamodules import ArrayDataModule, create_datamodule, datamodule_options
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
-from regzoo.studies.results import tracking
+from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import LifecycleCallback, SwallowedInterrupt
 from regzoo.studies.trial.lifecycle import Lifecycle, error_text
 from regzoo.studies.trial.spec import RunResult, TrialSpec

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
-from regzoo.studies.results.read import ranked_trials
+from regzoo.studies.loop.read import ranked_trials
 from regzoo.studies.verdicts.stats import Paired
 from regzoo.studies.verdicts.store import (
     ABLATE_ATTR,

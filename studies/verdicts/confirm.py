@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.results.read import ranked_trials
+from regzoo.studies.loop.read import ranked_trials
 from regzoo.studies.verdicts.stats import Paired
 from regzoo.studies.verdicts.store import (
     CONFIRM_ATTR,

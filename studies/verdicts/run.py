@@ -25,7 +25,7 @@ from regzoo.studies.executor import Trials, execute, plan
 from regzoo.studies.executor.trials import WORKER_ATTR, died_here, fail_untold, worker_id
 from regzoo.studies.loop.gc import collect_after_trials
 from regzoo.studies.population.members import fallback_reason
-from regzoo.studies.results.console import quiet_training, result_line
+from regzoo.studies.trial.console import quiet_training, result_line
 from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
 from regzoo.studies.trial.spec import RunResult, TrialRef, TrialSpec
 from regzoo.studies.verdicts.store import Point, finished_runs

@@ -28,7 +28,7 @@ from regzoo._checks import UserError
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.executor.storage import open_storage
-from regzoo.studies.results import read
+from regzoo.studies.loop import read
 from regzoo.studies.verdicts.stats import Paired, Summary, paired, summarize
 
 COMPANION_SUFFIX = ".seeds"

@@ -20,8 +20,9 @@ from regzoo.studies import ConfigError, load_config, open_study
 from regzoo.studies.cli.main import main
 from regzoo.studies.config.load import validate_config
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.results.console import StudyOutcome, print_summary
-from regzoo.studies.results.read import ranked_trials
+from regzoo.studies.loop.read import ranked_trials
+from regzoo.studies.loop.study import StudyOutcome
+from regzoo.studies.results.console import print_summary
 from regzoo.studies.trial.train import train_run
 from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG, spec_of

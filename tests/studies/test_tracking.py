@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from regzoo.studies import load_config
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.results import tracking
+from regzoo.studies.trial import tracking
 from regzoo.studies.trial.spec import TrialRef, TrialSpec
 from regzoo.studies.trial.train import train_run
 from tests.conftest import DEFAULT_CONFIG

@@ -25,7 +25,7 @@ from rich.console import Console
 from scipy import stats
 
 from regzoo.studies.cli.main import main
-from regzoo.studies.results.read import ranked_trials
+from regzoo.studies.loop.read import ranked_trials
 from regzoo.studies.verdicts.ablate import Ablation
 from regzoo.studies.verdicts.commands import ablate_study, confirm_study
 from regzoo.studies.verdicts.confirm import Confirmation

@@ -21,7 +21,7 @@ from wandb_workspaces.workspaces import interface as ws_interface
 from wandb_workspaces.workspaces import internal as ws_internal
 
 from regzoo.studies.cli.main import main
-from regzoo.studies.results.read import ResultError
+from regzoo.studies.loop.read import ResultError
 from regzoo.studies.results.workspace import EXTRA, build_workspace, save_workspace, study_view
 
 NAME = "ws-study"

@@ -1,7 +1,7 @@
 """Read finished studies back from a storage: the study by name, its best trials, their files.
 
-Shared by `list`, `report`, `export` and `dashboard`, which all start from a storage URL and,
-except `list` and `dashboard`, a study name.
+Shared by the verdicts and by `list`, `report`, `export` and `dashboard`, which all start from a
+storage URL and, except `list` and `dashboard`, a study name.
 """
 
 from __future__ import annotations

@@ -76,6 +76,8 @@ def _train(
     trainer_overrides: dict[str, Any],
     describe: Callable[[BaseException], str],
 ) -> RunResult:
+    """Build the run, fit it, test its kept checkpoint; however that ends, `life.finish` turns
+    it into the run's result, recorded and told once."""
     cfg = spec.config
     life = Lifecycle(spec, trial)
     name = "last.ckpt" if cfg.checkpoint == "last" else "best.ckpt"
@@ -128,8 +130,8 @@ def _trainer(
     )
     life.wandb = wandb
     # As soon as the run exists: a trial that fails or is pruned still points at its run.
-    for key, value in tracking.run_attrs(wandb).items():
-        if trial is not None:
+    if trial is not None:
+        for key, value in tracking.run_attrs(wandb).items():
             trial.set_user_attr(key, value)
     trainer = build_trainer(
         trainer_kw,

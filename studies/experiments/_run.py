@@ -83,7 +83,7 @@ def run_experiment(
 
     Args:
         population: The most trials one population trains at once (default
-            `DEFAULT_POPULATION`; 1: each trial in its own Trainer, through `run_trial`).
+            `DEFAULT_POPULATION`; 1: each trial in its own Trainer, through `train_run`).
     """
     [result] = run_experiments(
         [exp], quick=quick, storage=storage, wandb=wandb, population=population, console=console

@@ -76,8 +76,8 @@ def _train(
     members: list[Member] = []
     module: PopulationModule | None = None
     try:
-        for spec, life, own in zip(specs, lives, probes, strict=True):
-            members.append(_member(spec, life, own, dm, trainer_kw, wandb_mode, len(specs)))
+        for spec, life, its_probes in zip(specs, lives, probes, strict=True):
+            members.append(_member(spec, life, its_probes, dm, trainer_kw, wandb_mode, len(specs)))
         stack = StackedModels([m.model for m in members])
         L.seed_everything(first.seed, workers=True, verbose=False)
         val = _limited(dm.val_dataloader(), trainer_kw.pop("limit_val_batches", None))

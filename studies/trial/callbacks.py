@@ -36,7 +36,7 @@ class LifecycleCallback(Checkpoint):
         if trainer.sanity_checking:
             return
         epoch, life = trainer.current_epoch, self.life
-        decision = (False, False, None, None)
+        decision: tuple[bool, bool, int | None, int | None] = (False, False, None, None)
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
             step = life.epoch_end(epoch, metrics)

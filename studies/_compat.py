@@ -7,8 +7,9 @@ behaviour fails there, by name, instead of somewhere deep in a study.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import optuna
@@ -38,25 +39,29 @@ ASK_HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.
 
 
 @contextmanager
-def member_heartbeats(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
-    """Record the heartbeats of asked trials while the block runs, as `Study.optimize` does for
-    its one trial (RDB storages with a heartbeat interval; otherwise nothing), so that other
-    workers do not fail a population's running members as stale."""
+def member_heartbeats(
+    study: optuna.Study, asked: Callable[[], Iterable[optuna.Trial]]
+) -> Iterator[None]:
+    """Record the heartbeats of the trials `asked()` gives (those of `study`) while the block
+    runs, as `Study.optimize` does for its one trial (RDB storages with a heartbeat interval;
+    otherwise nothing), so that other processes do not fail them as stale while they wait for
+    a worker or train in one."""
     from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 
     storage = study._storage
-    if not trials or not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
+    if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
         yield
         return
     interval = storage.get_heartbeat_interval()
     assert interval is not None
-    ids = [t._trial_id for t in trials]
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            for trial_id in ids:
-                storage.record_heartbeat(trial_id)
+            for trial in list(asked()):
+                if trial.study.study_name == study.study_name:
+                    with contextlib.suppress(Exception):  # told meanwhile: nothing to keep
+                        storage.record_heartbeat(trial._trial_id)
             if stop.wait(timeout=interval):
                 return
 

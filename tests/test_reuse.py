@@ -301,7 +301,8 @@ def test_trainer_test_scored_the_datamodules_raw_test_split(
     case: Case, trained: dict[str, Trained], data_dir: Path
 ) -> None:
     t = trained[case.id]
-    assert t.result.checkpoint.is_file() and "test/acc" in t.result.test
+    assert t.result.checkpoint is not None and t.result.checkpoint.is_file()
+    assert "test/acc" in t.result.metrics
     assert t.forwards == t.batches > 0  # one forward per test batch: the logits it scored
     dm = create_datamodule(
         case.dataset, seed=0, normalize=case.normalize, train_size=128, data_dir=data_dir
@@ -310,8 +311,8 @@ def test_trainer_test_scored_the_datamodules_raw_test_split(
     np.testing.assert_array_equal(t.x, x_test.numpy())  # raw: the model normalizes
     np.testing.assert_array_equal(t.y, y_test.numpy())
     acc = float((t.logits.argmax(-1) == t.y).mean())
-    assert acc == pytest.approx(t.result.test["test/acc"], abs=ACC_TOL)
-    assert t.stored_acc == pytest.approx(t.result.test["test/acc"], abs=ACC_TOL)
+    assert acc == pytest.approx(t.result.metrics["test/acc"], abs=ACC_TOL)
+    assert t.stored_acc == pytest.approx(t.result.metrics["test/acc"], abs=ACC_TOL)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -325,7 +326,7 @@ def test_a_reused_model_predicts_raw_inputs_as_trainer_test_did(
     np.testing.assert_allclose(logits, t.logits, rtol=0, atol=LOGIT_TOL, err_msg=f"{fmt}")
     np.testing.assert_array_equal(logits.argmax(-1), t.logits.argmax(-1))
     acc = float((logits.argmax(-1) == t.y).mean())
-    assert acc == pytest.approx(t.result.test["test/acc"], abs=ACC_TOL)
+    assert acc == pytest.approx(t.result.metrics["test/acc"], abs=ACC_TOL)
     assert acc == pytest.approx(t.stored_acc, abs=ACC_TOL)
     if fmt in ("ckpt", "hub"):
         seen = reloaded["seen"]["regzoo"][f"{case.id}.{fmt}"]

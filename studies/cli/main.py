@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from regzoo._checks import UserError, one_line
 from regzoo.studies.config.schema import DEFAULT_STORAGE, Confirm, StudyConfig
-from regzoo.studies.loop.memory import keep_freed_memory
+from regzoo.studies.executor.memory import keep_freed_memory
 from regzoo.studies.scaling.options import WORKER_ENV, RunOptions
 
 # Heavy imports (torch, Lightning, Optuna) wait for the command that needs them, so that

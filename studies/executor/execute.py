@@ -15,41 +15,19 @@ worker the jobs train in this process, one after another, with the trials it ask
 
 from __future__ import annotations
 
-import importlib
-import multiprocessing
+import math
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
-import torch
-
+from regzoo.studies.executor.pool import WorkerPool
+from regzoo.studies.executor.run import Job, run_job
 from regzoo.studies.executor.trials import Trials
 from regzoo.studies.population.members import group_key
-from regzoo.studies.population.train import train_population
 from regzoo.studies.trial.spec import RunResult, TrialSpec
 from regzoo.studies.trial.train import TrainFn, train_run
 
 OnResult = Callable[[TrialSpec, RunResult], None]
-
-
-@dataclass
-class Job:
-    """Runs trained together: a population when `batched`, else one run (one spec)."""
-
-    specs: list[TrialSpec]
-    batched: bool
-
-    def __post_init__(self) -> None:
-        if not self.batched and len(self.specs) != 1:
-            raise ValueError(f"a job that does not batch trains one run, got {len(self.specs)}")
-
-    @property
-    def cost(self) -> float:
-        """A rough cost, to start the largest first: the longest member's epochs, plus a
-        tenth of each member's (what a member adds to a batched step)."""
-        epochs = [spec.config.trainer.max_epochs for spec in self.specs]
-        return max(epochs) + 0.1 * sum(epochs) if self.batched else float(sum(epochs))
 
 
 def plan(specs: Sequence[TrialSpec], *, size: int) -> list[Job]:
@@ -72,120 +50,119 @@ def plan(specs: Sequence[TrialSpec], *, size: int) -> list[Job]:
     return jobs
 
 
+class Executor:
+    """Jobs in, results out, in submission order per worker: in this process (one worker:
+    with the trials it asked) or on a `WorkerPool` of spawned processes.
+
+    Args:
+        workers: Worker processes; 1 trains in this process.
+        threads: Torch threads of each worker process (this process's are the caller's).
+        trials: The trials this process asked.
+        train: What trains a run on its own here (a DDP leader broadcasts it first).
+        callbacks: Extra Lightning callbacks for a run on its own here (live progress).
+        envs: Each worker process's environment additions (its GPUs).
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        threads: int | None = None,
+        wandb_mode: str = "disabled",
+        trials: Trials | None = None,
+        train: TrainFn = train_run,
+        callbacks: Callable[[TrialSpec], list[Any]] | None = None,
+        envs: Sequence[dict[str, str]] | None = None,
+    ) -> None:
+        self.wandb_mode, self.train, self.callbacks = wandb_mode, train, callbacks
+        self.trials = trials or Trials()
+        self.queue: list[Job] = []
+        self.lost: list[Job] = []  # jobs whose worker died
+        self.pool = (
+            WorkerPool(workers, threads=threads, wandb_mode=wandb_mode, envs=envs)
+            if workers > 1
+            else None
+        )
+        self.size = workers
+
+    @property
+    def free(self) -> int:
+        """How many more jobs would start at once."""
+        running = self.pool.busy if self.pool is not None else 0
+        return max(0, self.size - running - len(self.queue))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue) or (self.pool is not None and self.pool.busy > 0)
+
+    def submit(self, job: Job) -> None:
+        self.queue.append(job)
+        self._dispatch()
+
+    def wait(self) -> list[tuple[TrialSpec, RunResult]]:
+        """The runs of the next job to end, with their results; a job whose worker died
+        comes back failed (its trials stay RUNNING, for the study's budget to re-queue)."""
+        if self.pool is None:
+            job = self.queue.pop(0)
+            results = run_job(job, self.wandb_mode, self.trials, self.train, self.callbacks)
+        else:
+            job, got = self.pool.wait()
+            self._dispatch()
+            if got is None:
+                self.lost.append(job)
+                results = [_lost(spec) for spec in job.specs]
+            else:
+                results = got
+        self.trials.forget([spec.trial for spec in job.specs])
+        return list(zip(job.specs, results, strict=True))
+
+    def _dispatch(self) -> None:
+        while self.pool is not None and self.queue and self.pool.idle:
+            self.pool.submit(self.queue.pop(0))
+
+    def close(self, *, interrupted: bool = False) -> None:
+        if self.pool is not None:
+            self.pool.close(interrupted=interrupted)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close(interrupted=kind is not None and issubclass(kind, KeyboardInterrupt))
+
+
 def execute(
     jobs: Iterable[Job],
     *,
-    wandb_mode: str = "disabled",
-    workers: int = 1,
-    threads: int | None = None,
-    trials: Trials | None = None,
     on_result: OnResult | None = None,
-    train: TrainFn = train_run,
-    callbacks: Callable[[TrialSpec], list[Any]] | None = None,
+    **options: Any,
 ) -> list[RunResult]:
-    """Train `jobs`; every run's result, in the order of the jobs' specs.
-
-    Args:
-        workers: Worker processes (spawned); 1 trains here.
-        threads: Torch threads of each worker process (this process's are the caller's).
-        trials: The trials this process asked (used as they are here; workers open theirs).
-        on_result: Called here with each run's spec and result, as the run's job ends.
-        train: What trains a run on its own (a DDP leader broadcasts it first); here only.
-        callbacks: Extra Lightning callbacks for a run on its own (live progress); here only.
-    """
+    """Train `jobs` (the largest first on several workers); every run's result, in the order
+    of the jobs' specs. `options` are `Executor`'s; `on_result` is called here with each run's
+    spec and result as its job ends. A job whose worker died fails the call once the others
+    are done (their trials stay RUNNING: a rerun trains them)."""
     jobs = list(jobs)
-    if workers <= 1 or len(jobs) <= 1:
-        out: list[RunResult] = []
-        for job in jobs:
-            results = run_job(job, wandb_mode, trials or Trials(), train, callbacks)
-            for spec, result in zip(job.specs, results, strict=True):
+    results: dict[int, RunResult] = {}
+    with Executor(**options) as executor:
+        ordered = sorted(jobs, key=lambda j: j.cost, reverse=True) if executor.pool else jobs
+        for job in ordered:
+            executor.submit(job)
+        while executor.busy:
+            for spec, result in executor.wait():
+                results[id(spec)] = result
                 if on_result is not None:
                     on_result(spec, result)
-            out += results
-        return out
-    return _pool(jobs, wandb_mode, workers, threads, on_result)
+        if executor.lost:
+            lost = sum(len(job.specs) for job in executor.lost)
+            raise RuntimeError(
+                f"{len(executor.lost)} worker process(es) died; their {lost} run(s) were left "
+                "unfinished: rerun to train them"
+            )
+    return [results[id(spec)] for job in jobs for spec in job.specs]
 
 
-def run_job(
-    job: Job,
-    wandb_mode: str,
-    trials: Trials,
-    train: TrainFn = train_run,
-    callbacks: Callable[[TrialSpec], list[Any]] | None = None,
-) -> list[RunResult]:
-    """Train one job in this process. A run that raises fails (recorded and told by its
-    lifecycle, its result says why); Ctrl-C fails what is left of the job and propagates."""
-    specs = job.specs
-    found = [trials.get(spec.trial, spec.config) for spec in specs]
-    try:
-        if job.batched:
-            probes = [build_probes(spec) for spec in specs]
-            return train_population(specs, found, probes, wandb_mode=wandb_mode)
-        spec, trial = specs[0], found[0]
-        extra = [*build_probes(spec), *(callbacks(spec) if callbacks else [])]
-        return [train(spec, trial=trial, wandb_mode=wandb_mode, callbacks=extra)]
-    finally:
-        trials.forget([spec.trial for spec in specs])
-
-
-def build_probes(spec: TrialSpec) -> list[Any]:
-    """The probes a run's spec names, built here (in the process that trains it)."""
-    ref = spec.probes
-    if ref is None:
-        return []
-    module, _, name = ref.factory.partition(":")
-    factory = getattr(importlib.import_module(module), name)
-    return list(factory(ref.name, spec.config))
-
-
-# ---- worker processes -------------------------------------------------------------------------
-
-
-def _pool(
-    jobs: list[Job], wandb_mode: str, workers: int, threads: int | None, on_result: OnResult | None
-) -> list[RunResult]:
-    """The jobs on `workers` spawned processes, largest first; results in the jobs' order."""
-    order = sorted(range(len(jobs)), key=lambda i: jobs[i].cost, reverse=True)
-    results: dict[int, list[RunResult]] = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)),
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(threads,),
-    ) as pool:
-        running: dict[Future[list[RunResult]], int] = {
-            pool.submit(_work, jobs[i], wandb_mode): i for i in order
-        }
-        try:
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    i = running.pop(future)
-                    results[i] = future.result()
-                    for spec, result in zip(jobs[i].specs, results[i], strict=True):
-                        if on_result is not None:
-                            on_result(spec, result)
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
-    return [r for i in range(len(jobs)) for r in results[i]]
-
-
-def _start_worker(threads: int | None) -> None:
-    """A worker's process-wide settings, once: its threads, malloc, quiet training logs."""
-    from regzoo.studies.loop.memory import keep_freed_memory
-    from regzoo.studies.trial.console import quiet_training
-
-    keep_freed_memory()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    quiet_training().__enter__()  # for the worker's life: it exits with the pool
-
-
-_WORKER_TRIALS = Trials()
-
-
-def _work(job: Job, wandb_mode: str) -> list[RunResult]:
-    return run_job(job, wandb_mode, _WORKER_TRIALS)
+def _lost(spec: TrialSpec) -> RunResult:
+    number = spec.trial.number if spec.trial is not None else None
+    return RunResult("failed", [math.nan], 0.0, 0, error="its worker process died", number=number)

@@ -56,13 +56,6 @@ def grid_params(exp: Experiment, point: Point, seeds: list[int]) -> dict[str, An
     return params
 
 
-def setting_probes(experiment: str, cfg: StudyConfig) -> list[Any]:
-    """The probes of an experiment's setting (a `ProbeRef`'s factory), built where it trains."""
-    from regzoo.studies.experiments import EXPERIMENTS
-
-    return list(EXPERIMENTS[experiment].probes(cfg))
-
-
 class Grid:
     """An experiment's grid as one run trains it: the settings' configs, the seeds, the trials'
     folder and W&B mode; it asks a point's trial (`ask`) and makes the point a run (`spec`)."""
@@ -147,7 +140,7 @@ class Grid:
                 "fingerprint": fingerprint(point.label, cfg, point.seed),
                 "run_dir": str(run_dir),
             },
-            probes=ProbeRef(f"{__name__}:setting_probes", self.exp.name),
+            probes=ProbeRef("regzoo.studies.experiments:setting_probes", self.exp.name),
             batchable=batchable,
         )
 
@@ -197,8 +190,7 @@ def train_grids(
 
         with contextlib.ExitStack() as beats, collect_after_trials() as collect:
             for _, study in owners.values():
-                asked = [t for t in trials.asked() if t.study is study]
-                beats.enter_context(member_heartbeats(study, asked))
+                beats.enter_context(member_heartbeats(study, trials.asked))
             execute(
                 jobs,
                 wandb_mode=grid.mode,

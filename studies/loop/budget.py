@@ -52,9 +52,11 @@ class TrialBudget:
         """Block until a trial may start (True, lock held) or the target is reached (False)."""
         return self.claim_slots(1) > 0
 
-    def claim_slots(self, wanted: int) -> int:
+    def claim_slots(self, wanted: int, *, wait: bool = True) -> int:
         """Block until up to `wanted` trials may start (their number, lock held: a population
-        claims its members' slots at once) or the target is reached (0, lock released)."""
+        claims its members' slots at once) or the target is reached (0, lock released).
+        `wait=False` returns 0 at once when no slot is free now (this process's own running
+        trials may be the ones to finish)."""
         while True:
             self._acquire()
             finished, running = self._counts()
@@ -65,7 +67,17 @@ class TrialBudget:
             if free > 0:
                 return min(wanted, free)
             self.release()
+            if not wait:
+                return 0
             time.sleep(self.poll_s)
+
+    def reached(self) -> bool:
+        """Whether the target of finished trials is reached."""
+        self._acquire()
+        try:
+            return self._counts()[0] >= self.target
+        finally:
+            self.release()
 
     def wrap(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
         """The objective, releasing the slot lock once its trial exists in the storage."""

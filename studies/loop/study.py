@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, member_heartbeats
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import suggest
-from regzoo.studies.executor import Trials, execute, plan
+from regzoo.studies.executor import Executor, Trials, plan
 from regzoo.studies.executor.samplers import make_pruner, make_sampler
 from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.executor.trials import WORKER_ATTR, fail_untold, worker_id
@@ -38,7 +38,7 @@ from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import EpochProgress
 from regzoo.studies.trial.console import quiet_training, result_line
 from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
-from regzoo.studies.trial.spec import RunResult, TrialRef, TrialSpec
+from regzoo.studies.trial.spec import TrialRef, TrialSpec
 from regzoo.studies.trial.train import TrainFn, train_run
 
 MAX_CONSECUTIVE_FAILURES = 5
@@ -130,12 +130,16 @@ def run_study(
     show_progress: bool = True,
     train: TrainFn = train_run,
     population: int | None = None,
+    workers: int = 1,
+    envs: list[dict[str, str]] | None = None,
 ) -> StudyOutcome:
     """Run (or resume) the study until `trials` trials are finished (complete or pruned).
 
-    Other workers may share the storage: between them they finish exactly `trials` trials.
+    Other processes may share the storage: between them they finish exactly `trials` trials.
     `train` replaces `train_run` (a DDP study broadcasts each trial's parameters first).
     `population` overrides the config's `population.size` (1: one trial per Trainer).
+    `workers` > 1 trains that many jobs at a time in spawned worker processes (`envs`: each
+    one's environment additions, such as its GPUs).
     """
     console = console or Console()
     cfg, note = with_population(cfg, population, distributed=train is not train_run)
@@ -151,7 +155,7 @@ def run_study(
     )
     if note:
         console.print(f"[yellow]population:[/] {note}", soft_wrap=True)
-    threads = study_threads(cfg)
+    threads = study_threads(cfg, workers=workers)
     size = cfg.population.size
     console.print(
         f"[bold]threads[/] {threads.threads} ({threads.reason})"
@@ -160,11 +164,25 @@ def run_study(
     )
     if already < target:
         study.sampler = make_sampler(cfg, seed=claim_sampler_seed(study, url, cfg.sampler.seed))
+        options = _Options(
+            timeout or cfg.timeout, mode, show_progress, train, workers, threads.threads, envs
+        )
         with threads_for(threads), quiet_training():
-            _optimize(
-                study, cfg, url, target, timeout or cfg.timeout, mode, console, show_progress, train
-            )
+            _optimize(study, cfg, url, target, options, console)
     return StudyOutcome(study=study, already_finished=already, storage=url, wandb_mode=mode)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How `_optimize` trains: its deadline, W&B mode, progress bars and executor."""
+
+    timeout: float | None
+    mode: str
+    show_progress: bool
+    train: TrainFn
+    workers: int
+    threads: int
+    envs: list[dict[str, str]] | None
 
 
 def study_threads(cfg: StudyConfig, *, workers: int = 1) -> ThreadChoice:
@@ -183,19 +201,16 @@ def _optimize(
     cfg: StudyConfig,
     url: str,
     target: int,
-    timeout: float | None,
-    mode: str,
+    options: _Options,
     console: Console,
-    show_progress: bool,
-    train: TrainFn,
 ) -> None:
     """Ask trials and hand them to the executor until the budget is spent, `timeout` seconds
     have passed (nothing new starts after it), or `MAX_CONSECUTIVE_FAILURES` failed in a row.
 
-    Each round claims up to `population.size` slots under the study's lock, asks that many
-    trials (TPE's constant liar keeps them apart), and trains them as populations where they
-    batch. Every run is told by its own lifecycle; one that was asked and never told (Ctrl-C,
-    an error before it trained) is failed here before the loop stops.
+    Whenever a worker is free, up to `population.size` slots are claimed under the study's
+    lock, that many trials asked (TPE's constant liar keeps them apart) and trained as
+    populations where they batch. Every run is told by its own lifecycle, where it trains; a
+    trial asked and never told (Ctrl-C, an error before it trained) is failed here.
     """
     progress = Progress(
         TextColumn("{task.description}"),
@@ -204,57 +219,59 @@ def _optimize(
         TimeElapsedColumn(),
         TextColumn("{task.fields[metrics]}"),
         console=console,
-        disable=not show_progress,
+        disable=not options.show_progress or options.workers > 1,
         transient=False,
     )
     folder = study_folder(study, cfg.runs_dir)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    streak = 0
-
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
     tasks: dict[str, Any] = {}  # a run on its own's live progress, by run name
+    streak = 0
 
     def live(spec: TrialSpec) -> list[Any]:
         epochs = int(spec.params.get("trainer.max_epochs", cfg.trainer.max_epochs))
-        task = progress.add_task(spec.run_name.replace("-", " "), total=epochs, metrics="")
-        tasks[spec.run_name] = task
-        return [EpochProgress(progress, task, (cfg.objective.metric, "val/loss"))]
+        tasks[spec.run_name] = progress.add_task(
+            spec.run_name.replace("-", " "), total=epochs, metrics=""
+        )
+        return [EpochProgress(progress, tasks[spec.run_name], (cfg.objective.metric, "val/loss"))]
 
-    with InterruptOnce(), progress, TrialBudget(study, url, target) as budget:
+    trials = Trials()
+    executor = Executor(
+        workers=options.workers,
+        threads=options.threads,
+        wandb_mode=options.mode,
+        trials=trials,
+        train=options.train,
+        callbacks=live,
+        envs=options.envs,
+    )
+    budget = TrialBudget(study, url, target)
+    with InterruptOnce(), progress, budget, executor, fail_untold(trials):
         done = progress.add_task(
             "trials", total=target, completed=count_finished(study), metrics=""
         )
-
-        def finished(spec: TrialSpec, result: RunResult) -> None:
-            nonlocal streak
-            streak = streak + 1 if result.state == "failed" else 0
-            if spec.run_name in tasks:
-                progress.remove_task(tasks.pop(spec.run_name))
-            progress.update(done, completed=count_finished(study))
-            console.print(result_line(result, spec, cfg.objective.metric))
-
-        with collect_after_trials() as collect:
-            while deadline is None or time.monotonic() < deadline:
-                wanted = budget.claim_slots(cfg.population.size)
-                if not wanted:
+        with member_heartbeats(study, trials.asked), collect_after_trials() as collect:
+            while True:
+                open_ = deadline is None or time.monotonic() < deadline
+                while open_ and executor.free and streak < MAX_CONSECUTIVE_FAILURES:
+                    wanted = budget.claim_slots(cfg.population.size, wait=not executor.busy)
+                    if not wanted:
+                        break
+                    try:
+                        specs = [_ask(study, cfg, url, folder, trials) for _ in range(wanted)]
+                    finally:
+                        budget.release()
+                    for job in plan(specs, size=cfg.population.size):
+                        executor.submit(job)
+                if not executor.busy:
                     return
-                trials = Trials()
-                try:
-                    specs = [_ask(study, cfg, url, folder, trials) for _ in range(wanted)]
-                finally:
-                    budget.release()
-                with fail_untold(trials), member_heartbeats(study, trials.asked()):
-                    execute(
-                        plan(specs, size=cfg.population.size),
-                        wandb_mode=mode,
-                        trials=trials,
-                        on_result=finished,
-                        train=train,
-                        callbacks=live,
-                    )
+                for spec, result in executor.wait():
+                    streak = streak + 1 if result.state == "failed" else 0
+                    if spec.run_name in tasks:
+                        progress.remove_task(tasks.pop(spec.run_name))
+                    progress.update(done, completed=count_finished(study))
+                    console.print(result_line(result, spec, cfg.objective.metric), soft_wrap=True)
                 collect()
                 raise_if_swallowed()  # a Ctrl-C a finalizer swallowed, after the trials are told
-                if streak >= MAX_CONSECUTIVE_FAILURES:
-                    return
 
 
 def _ask(

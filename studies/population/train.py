@@ -40,6 +40,8 @@ from regzoo.studies.trial.train import (
 from regzoo.zoo import create_model
 from regzoo.zoo.population import StackedModels
 
+POPULATION_ATTR = "population"  # a member's user attr: the numbers of its population's trials
+
 
 def train_population(
     specs: list[TrialSpec],
@@ -73,6 +75,10 @@ def _train(
     dm.setup("fit")
     trainer_kw["max_epochs"] = max(_max_epochs(spec) for spec in specs)
     lives = [Lifecycle(spec, trial) for spec, trial in zip(specs, trials, strict=True)]
+    together = [t.number for t in trials if t is not None]
+    for trial in trials:  # which trials trained in one Trainer (report, list, tests)
+        if trial is not None:
+            trial.set_user_attr(POPULATION_ATTR, together)
     members: list[Member] = []
     module: PopulationModule | None = None
     try:

@@ -23,8 +23,8 @@ class ScalingError(UserError):
 
 
 class Role(Enum):
-    ALONE = "alone"  # the study in this process, then its summary
-    PARENT = "parent"  # starts N workers (each one process, or a torchrun group of K ranks)
+    ALONE = "alone"  # the study from this process (its jobs here or in spawned workers)
+    PARENT = "parent"  # --devices-per-trial K: starts N workers, each a torchrun group
     WORKER = "worker"  # one of a parent's workers, one trial at a time
     RANK = "rank"  # one rank of a DDP group (torchrun or SLURM): rank 0 runs the study
 
@@ -54,7 +54,7 @@ def decide_role(opts: RunOptions, cfg: StudyConfig) -> Role:
         return Role.RANK
     if opts.worker is not None:
         return Role.WORKER
-    if opts.workers > 1 or opts.devices > 1:
+    if opts.devices > 1:
         return Role.PARENT
     return Role.ALONE
 

@@ -1,15 +1,18 @@
-"""Scale a study out: N trial processes on one storage, each trial on K devices with DDP.
+"""Scale a study out: N jobs at a time on one storage, each trial on K devices with DDP.
 
-    regzoo run CONFIG --workers 2                        # 2 trials at a time
+    regzoo run CONFIG --workers 2                        # 2 jobs at a time
     regzoo run CONFIG --devices-per-trial 2              # each trial: DDP on 2 devices
     regzoo run CONFIG --workers 2 --storage postgresql://host/db   # on each machine
 
-The parent opens the study, starts N workers (each `python -m regzoo run ...` again, or torchrun
-over K ranks of it), waits, and prints the summary; the workers print their own trial lines,
-prefixed `w<i>`. Between them they finish exactly the requested trials (see `loop.budget`), and
-each samples with its own seed (`loop.study.claim_sampler_seed`). On a machine with CUDA,
-worker i sees only its own K GPUs (CUDA_VISIBLE_DEVICES); on CPU the cores are shared out with
-torch's thread count.
+With one device per trial, the process that runs the study asks the trials and hands them, as
+data, to N spawned worker processes (`executor.WorkerPool`): the executor's one worker model,
+shared with the experiments and the verdicts. On a machine with CUDA, worker i sees only its
+own GPU (CUDA_VISIBLE_DEVICES); on CPU the cores are shared out with torch's thread count.
+With `--devices-per-trial K`, DDP needs its launcher: the parent starts N workers, each a
+torchrun group of K ranks of `python -m regzoo run ...` whose rank 0 runs the study loop, and
+prints the summary; their lines are prefixed `w<i>`. Between them they finish exactly the
+requested trials (see `loop.budget`), and each samples with its own seed
+(`loop.study.claim_sampler_seed`).
 """
 
 from __future__ import annotations
@@ -58,12 +61,17 @@ def run(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
 
 
 def run_alone(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
-    """The study in this process, then its summary."""
+    """The study driven from this process (its trials trained here, or with `--workers N` in
+    N spawned worker processes, each with its own GPU where there are some), then its
+    summary."""
+    gpus = gpu_plan(cfg, opts.workers, 1) if opts.workers > 1 else None
     outcome = run_study(
         cfg,
         **opts.study_args(),
         console=console,
         show_progress=opts.progress,
+        workers=opts.workers,
+        envs=[{"CUDA_VISIBLE_DEVICES": g} for g in gpus] if gpus else None,
     )
     print_summary(outcome, cfg, console)
     confirm_after_run(
@@ -97,7 +105,8 @@ def run_rank(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
 
 
 def launch(opts: RunOptions, cfg: StudyConfig, console: Console) -> int:
-    """Start the workers, wait for them, print the study's summary; 1 if a worker failed."""
+    """`--devices-per-trial K`: start the workers, each a torchrun group of K ranks (DDP needs
+    its launcher), wait for them, print the study's summary; 1 if a worker failed."""
     check_runs_dir(cfg.runs_dir)  # once here, not in each worker
     url = opts.url(cfg)
     target = opts.trials or cfg.trials

@@ -88,7 +88,7 @@ def train_points(
         console.print(f"{line}  [dim]{spec.attrs['label']}, seed {spec.seed}[/]", soft_wrap=True)
 
     with quiet_training(), InterruptOnce(), collect_after_trials() as collect:
-        with fail_untold(trials), member_heartbeats(companion, trials.asked()):
+        with fail_untold(trials), member_heartbeats(companion, trials.asked):
             execute(plan(specs, size=size), wandb_mode=wandb_mode, trials=trials, on_result=report)
         collect()
         raise_if_swallowed()

@@ -190,7 +190,7 @@ def test_member_heartbeats_keep_asked_trials_fresh_and_ask_still_warns(
     with pytest.warns(UserWarning, match=ASK_HEARTBEAT_WARNING):
         trials = [study.ask(), study.ask()]
     ids = {t._trial_id for t in trials}
-    with member_heartbeats(study, trials):
+    with member_heartbeats(study, lambda: trials):
         time.sleep(3)  # longer than the grace period: only the beats keep them fresh
         assert not ids & set(storage._get_stale_trial_ids(study._study_id))
     time.sleep(3)  # the beats have stopped with the block

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from regzoo.studies.loop.memory import ENV, keep_freed_memory
+from regzoo.studies.executor.memory import ENV, keep_freed_memory
 
 # A child process frees and reallocates 64 MiB 50 times and prints its minor page faults:
 # with the thresholds raised, the block is reused instead of mapped in again each time.
 CHILD = """
 import resource, sys
 import torch
-from regzoo.studies.loop.memory import keep_freed_memory
+from regzoo.studies.executor.memory import keep_freed_memory
 done = keep_freed_memory()
 start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(50):

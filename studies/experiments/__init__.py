@@ -13,9 +13,6 @@ experiment defines its settings, table and figure; adding one = one module + one
 
 from __future__ import annotations
 
-from typing import Any
-
-from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.experiments import (
     augmentation,
     capacity,
@@ -73,8 +70,3 @@ __all__ = [
     "run_experiment",
     "run_experiments",
 ]
-
-
-def setting_probes(experiment: str, cfg: StudyConfig) -> list[Any]:
-    """The probes of an experiment's setting (a `ProbeRef`'s factory), built where it trains."""
-    return list(EXPERIMENTS[experiment].probes(cfg))

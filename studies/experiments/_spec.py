@@ -6,7 +6,9 @@ read."""
 from __future__ import annotations
 
 import copy
+import importlib
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,3 +221,35 @@ class ExperimentRun:
     def one(self, label: str) -> TrialRecord:
         """The trial of a single-seed setting."""
         return self.of(label)[0]
+
+
+# Experiments that no module holds (made at run time, `dataclasses.replace` of one), by name:
+# their probes are built in this process only.
+_LOCAL: dict[str, Experiment] = {}
+
+
+def experiment_ref(exp: Experiment) -> str:
+    """Where the process that trains a setting finds `exp`: `module:attribute` of the module
+    attribute that holds it (a shipped experiment's `EXPERIMENT`, or one in a user's or a
+    test's module), so that a spawned worker imports it; else `local:<name>`, found in this
+    process alone."""
+    for name, module in list(sys.modules.items()):
+        for attribute, value in list(vars(module).items()):
+            if value is exp:
+                return f"{name}:{attribute}"
+    _LOCAL[exp.name] = exp
+    return f"local:{exp.name}"
+
+
+def setting_probes(where: str, cfg: StudyConfig) -> list[Any]:
+    """The probes of an experiment's setting, built where it trains (a `ProbeRef`'s factory)
+    from `experiment_ref`'s answer."""
+    module, _, attribute = where.partition(":")
+    if module == "local":
+        if attribute not in _LOCAL:
+            raise RuntimeError(
+                f"experiment {attribute!r} exists only in the process that made it: train it "
+                "with --workers 1, or define it at a module's top level"
+            )
+        return list(_LOCAL[attribute].probes(cfg))
+    return list(getattr(importlib.import_module(module), attribute).probes(cfg))

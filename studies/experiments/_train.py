@@ -28,7 +28,7 @@ from regzoo.studies.executor import Job, Trials, execute
 from regzoo.studies.executor.trials import WORKER_ATTR, fail_untold, worker_id
 from regzoo.studies.experiments._populations import Point, plan_all
 from regzoo.studies.experiments._populations import Population as Batch
-from regzoo.studies.experiments._spec import Experiment, trial_params
+from regzoo.studies.experiments._spec import Experiment, experiment_ref, trial_params
 from regzoo.studies.loop.budget import storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
 from regzoo.studies.loop.threads import usable_cores
@@ -75,6 +75,7 @@ class Grid:
         self.exp, self.quick, self.configs, self.seeds = exp, quick, configs, seeds
         self.folder, self.mode, self.console, self.storage = folder, mode, console, storage
         self.metric = next(iter(configs.values())).objective.metric
+        self.where = experiment_ref(exp)
         self.space = {exp.factor: Param.model_validate({"choice": list(configs)})}
         if len(seeds) > 1:
             self.space["seed"] = Param.model_validate({"choice": list(seeds)})
@@ -140,7 +141,7 @@ class Grid:
                 "fingerprint": fingerprint(point.label, cfg, point.seed),
                 "run_dir": str(run_dir),
             },
-            probes=ProbeRef("regzoo.studies.experiments:setting_probes", self.exp.name),
+            probes=ProbeRef("regzoo.studies.experiments._spec:setting_probes", self.where),
             batchable=batchable,
         )
 

@@ -46,7 +46,7 @@ def plan(specs: Sequence[TrialSpec], *, size: int) -> list[Job]:
     for members in groups.values():
         for i in range(0, len(members), size):
             chunk = members[i : i + size]
-            jobs.append(Job(chunk, batched=len(chunk) > 1))
+            jobs.append(Job(chunk, batched=True))
     return jobs
 
 
@@ -61,6 +61,8 @@ class Executor:
         train: What trains a run on its own here (a DDP leader broadcasts it first).
         callbacks: Extra Lightning callbacks for a run on its own here (live progress).
         envs: Each worker process's environment additions (its GPUs).
+        prepare: Applied to each spec of a job as the job starts (its Optuna trial asked
+            then, not before: a trial is only asked for a run that starts).
     """
 
     def __init__(
@@ -73,8 +75,11 @@ class Executor:
         train: TrainFn = train_run,
         callbacks: Callable[[TrialSpec], list[Any]] | None = None,
         envs: Sequence[dict[str, str]] | None = None,
+        prepare: Callable[[TrialSpec], TrialSpec] | None = None,
     ) -> None:
         self.wandb_mode, self.train, self.callbacks = wandb_mode, train, callbacks
+        self.prepare = prepare
+        self.started: dict[int, Job] = {}  # the job as submitted, by id of the job as started
         self.trials = trials or Trials()
         self.queue: list[Job] = []
         self.lost: list[Job] = []  # jobs whose worker died
@@ -99,11 +104,12 @@ class Executor:
         self.queue.append(job)
         self._dispatch()
 
-    def wait(self) -> list[tuple[TrialSpec, RunResult]]:
-        """The runs of the next job to end, with their results; a job whose worker died
-        comes back failed (its trials stay RUNNING, for the study's budget to re-queue)."""
+    def wait(self) -> tuple[Job, list[tuple[TrialSpec, RunResult]]]:
+        """The next job to end (as submitted) and its runs (as started) with their results; a
+        job whose worker died comes back failed (its trials stay RUNNING, for the study's
+        budget to re-queue)."""
         if self.pool is None:
-            job = self.queue.pop(0)
+            job = self._start(self.queue.pop(0))
             results = run_job(job, self.wandb_mode, self.trials, self.train, self.callbacks)
         else:
             job, got = self.pool.wait()
@@ -114,11 +120,18 @@ class Executor:
             else:
                 results = got
         self.trials.forget([spec.trial for spec in job.specs])
-        return list(zip(job.specs, results, strict=True))
+        return self.started.pop(id(job)), list(zip(job.specs, results, strict=True))
+
+    def _start(self, job: Job) -> Job:
+        started = job
+        if self.prepare is not None:
+            started = Job([self.prepare(spec) for spec in job.specs], batched=job.batched)
+        self.started[id(started)] = job
+        return started
 
     def _dispatch(self) -> None:
         while self.pool is not None and self.queue and self.pool.idle:
-            self.pool.submit(self.queue.pop(0))
+            self.pool.submit(self._start(self.queue.pop(0)))
 
     def close(self, *, interrupted: bool = False) -> None:
         if self.pool is not None:
@@ -141,17 +154,18 @@ def execute(
 ) -> list[RunResult]:
     """Train `jobs` (the largest first on several workers); every run's result, in the order
     of the jobs' specs. `options` are `Executor`'s; `on_result` is called here with each run's
-    spec and result as its job ends. A job whose worker died fails the call once the others
-    are done (their trials stay RUNNING: a rerun trains them)."""
+    spec (as started) and result as its job ends. A job whose worker died fails the call once
+    the others are done (their trials stay RUNNING: a rerun trains them)."""
     jobs = list(jobs)
-    results: dict[int, RunResult] = {}
+    results: dict[int, list[RunResult]] = {}
     with Executor(**options) as executor:
         ordered = sorted(jobs, key=lambda j: j.cost, reverse=True) if executor.pool else jobs
         for job in ordered:
             executor.submit(job)
         while executor.busy:
-            for spec, result in executor.wait():
-                results[id(spec)] = result
+            job, runs = executor.wait()
+            results[id(job)] = [result for _, result in runs]
+            for spec, result in runs:
                 if on_result is not None:
                     on_result(spec, result)
         if executor.lost:
@@ -160,7 +174,7 @@ def execute(
                 f"{len(executor.lost)} worker process(es) died; their {lost} run(s) were left "
                 "unfinished: rerun to train them"
             )
-    return [results[id(spec)] for job in jobs for spec in job.specs]
+    return [result for job in jobs for result in results[id(job)]]
 
 
 def _lost(spec: TrialSpec) -> RunResult:

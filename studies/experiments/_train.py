@@ -11,9 +11,11 @@ enqueued with its grid values and asked here; its run's lifecycle tells it where
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,32 +119,37 @@ class Grid:
 
     def spec(
         self,
-        ref: TrialRef,
         point: Point,
         *,
         params: dict[str, Any] | None = None,
         base: StudyConfig | None = None,
         batchable: bool = False,
     ) -> TrialSpec:
-        """The point's run: its own config, over `base` (its population's) with `params`, or
-        alone with its setting's keys; its folder, seed, run name, probes and records."""
+        """The point's run before its trial exists: its own config, over `base` (its
+        population's) with `params`, or alone with its setting's keys; its seed and probes."""
         cfg = self.configs[point.label]
-        run_dir = self.folder / f"trial-{ref.number}"
         own = trial_params(point.setting.keys(quick=self.quick))
         return TrialSpec(
             config=cfg,
             params=own if params is None else params,
-            run_dir=run_dir,
+            run_dir=self.folder,
             seed=point.seed,
-            run_name=f"trial-{ref.number}-{point.label}",
+            run_name=point.label,
             base=base,
-            trial=ref,
-            attrs={
-                "fingerprint": fingerprint(point.label, cfg, point.seed),
-                "run_dir": str(run_dir),
-            },
+            attrs={"fingerprint": fingerprint(point.label, cfg, point.seed)},
             probes=ProbeRef("regzoo.studies.experiments._spec:setting_probes", self.where),
             batchable=batchable,
+        )
+
+    def started(self, spec: TrialSpec, ref: TrialRef) -> TrialSpec:
+        """The point's run once its trial is asked: its folder and run name by the trial."""
+        run_dir = self.folder / f"trial-{ref.number}"
+        return dataclasses.replace(
+            spec,
+            run_dir=run_dir,
+            run_name=f"trial-{ref.number}-{spec.run_name}",
+            trial=ref,
+            attrs={**spec.attrs, "run_dir": str(run_dir)},
         )
 
 
@@ -163,7 +170,7 @@ def train_grids(
     `population` 1, else as the fewest populations of at most `population` members, points of
     different experiments together where their settings allow (`_populations.plan_all`).
     With `workers` > 1 that many spawned processes, each on one thread, take the jobs,
-    largest first."""
+    largest first. A point's trial is asked as its job starts."""
     runs = [run for run in runs if run[2]]
     if not runs:
         return
@@ -171,51 +178,54 @@ def train_grids(
         _drain_queue(study)
     owners = {grid.exp.name: (grid, study) for grid, study, _ in runs}
     items = [(grid.exp, p) for grid, _, points in runs for p in points]
+    pending: dict[int, tuple[Grid, optuna.Study, Point]] = {}
+
+    def planned(exp: Experiment, point: Point, **kw: Any) -> TrialSpec:
+        grid, study = owners[exp.name]
+        spec = grid.spec(point, **kw)
+        pending[id(spec)] = (grid, study, point)
+        return spec
+
+    if population <= 1:
+        jobs = [Job([planned(exp, p)], batched=False) for exp, p in items]
+    else:
+        configs = {grid.exp.name: grid.configs for grid, _, _ in runs}
+        batches = plan_all(items, configs, quick=runs[0][0].quick, size=population)
+        sizes = ", ".join(str(len(b)) for b in batches)
+        console.print(f"{len(items)} trials as {len(batches)} population(s): {sizes}")
+        jobs = [j for b in batches for j in _jobs(b, population, console, planned)]
+    workers = min(workers, len(jobs))
+    if workers > 1:
+        console.print(f"{workers} worker processes")
     trials = Trials()
-    with fail_untold(trials):
-        if population <= 1:
-            jobs = [_alone(owners, exp, p, trials) for exp, p in items]
-        else:
-            configs = {grid.exp.name: grid.configs for grid, _, _ in runs}
-            batches = plan_all(items, configs, quick=runs[0][0].quick, size=population)
-            sizes = ", ".join(str(len(b)) for b in batches)
-            console.print(f"{len(items)} trials as {len(batches)} population(s): {sizes}")
-            jobs = [j for b in batches for j in _jobs(owners, b, population, console, trials)]
-        workers = min(workers, len(jobs))
-        if workers > 1:
-            console.print(f"{workers} worker processes")
-        grid = runs[0][0]
 
-        def report(spec: TrialSpec, result: RunResult) -> None:
-            console.print(result_line(result, spec, grid.metric), soft_wrap=True)
+    def ask(spec: TrialSpec) -> TrialSpec:  # as its job starts
+        grid, study, point = pending.pop(id(spec))
+        return grid.started(spec, grid.ask(study, point, trials))
 
-        with contextlib.ExitStack() as beats, collect_after_trials() as collect:
-            for _, study in owners.values():
-                beats.enter_context(member_heartbeats(study, trials.asked))
-            execute(
-                jobs,
-                wandb_mode=grid.mode,
-                workers=workers,
-                threads=1,
-                trials=trials,
-                on_result=report,
-            )
-            collect()
+    grid = runs[0][0]
 
+    def report(spec: TrialSpec, result: RunResult) -> None:
+        console.print(result_line(result, spec, grid.metric), soft_wrap=True)
 
-def _alone(
-    owners: dict[str, tuple[Grid, optuna.Study]], exp: Experiment, p: Point, trials: Trials
-) -> Job:
-    grid, study = owners[exp.name]
-    return Job([grid.spec(grid.ask(study, p, trials), p)], batched=False)
+    with contextlib.ExitStack() as beats, collect_after_trials() as collect:
+        beats.enter_context(fail_untold(trials))
+        for _, study in owners.values():
+            beats.enter_context(member_heartbeats(study, trials.asked))
+        execute(
+            jobs,
+            wandb_mode=grid.mode,
+            workers=workers,
+            threads=1,
+            trials=trials,
+            on_result=report,
+            prepare=ask,
+        )
+        collect()
 
 
 def _jobs(
-    owners: dict[str, tuple[Grid, optuna.Study]],
-    batch: Batch,
-    population: int,
-    console: Console,
-    trials: Trials,
+    batch: Batch, population: int, console: Console, planned: Callable[..., TrialSpec]
 ) -> list[Job]:
     """A planned population as one job, or its points one job each where its config cannot
     be batched (with a one-line note)."""
@@ -225,12 +235,11 @@ def _jobs(
         note = f"one trial per Trainer for {len(batch)}: {refused}"
         console.print(note, style="yellow", markup=False)
     if refused is not None or len(batch) == 1:
-        return [_alone(owners, exp, p, trials) for exp, p in pairs]
-    specs = []
-    for (exp, point), params in zip(pairs, batch.params, strict=True):
-        grid, study = owners[exp.name]
-        ref = grid.ask(study, point, trials)
-        specs.append(grid.spec(ref, point, params=params, base=batch.cfg, batchable=True))
+        return [Job([planned(exp, p)], batched=False) for exp, p in pairs]
+    specs = [
+        planned(exp, point, params=params, base=batch.cfg, batchable=True)
+        for (exp, point), params in zip(pairs, batch.params, strict=True)
+    ]
     return [Job(specs, batched=True)]
 
 

@@ -264,7 +264,8 @@ def _optimize(
                         executor.submit(job)
                 if not executor.busy:
                     return
-                for spec, result in executor.wait():
+                _, runs = executor.wait()
+                for spec, result in runs:
                     streak = streak + 1 if result.state == "failed" else 0
                     if spec.run_name in tasks:
                         progress.remove_task(tasks.pop(spec.run_name))

@@ -43,16 +43,18 @@ def quiet_training() -> Iterator[None]:
 
 
 def result_line(result: RunResult, spec: TrialSpec, metric: str) -> str:
-    """One line for a finished run: its trial (or run name), state, value, test accuracy,
-    epochs, time, error, and the parameters it was given."""
-    colour = {"complete": "green", "pruned": "yellow", "failed": "red"}[result.state]
+    """One line for a finished run: its trial (or run name), state (as Optuna names it), value,
+    test accuracy, epochs and time where it trained, error, and the parameters it was given."""
+    state = {"complete": "complete", "pruned": "pruned", "failed": "fail"}[result.state]
+    colour = {"complete": "green", "pruned": "yellow", "fail": "red"}[state]
     name = f"trial {result.number:>3}" if result.number is not None else spec.run_name
-    parts = [f"[{colour}]{name} {result.state:<8}[/]"]
+    parts = [f"[{colour}]{name} {state:<8}[/]"]
     if result.state == "complete":
         parts.append(f"{metric}={result.value:.4f}")
     if "test/acc" in result.metrics:
         parts.append(f"test/acc={result.metrics['test/acc']:.4f}")
-    parts += [f"epochs={result.epochs}", f"{result.seconds:.1f}s"]
+    if result.epochs:
+        parts += [f"epochs={result.epochs}", f"{result.seconds:.1f}s"]
     if result.error is not None:
         parts.append(f"error: {result.error}")
     params = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in spec.params.items())

@@ -11,6 +11,7 @@ process was killed (SIGKILL) is failed by the next command (`fail_abandoned`) an
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,8 +79,11 @@ def train_points(
         return 0
     metric = missing[0].cfg.objective.metric
     trials = Trials()
-    specs = [_ask(companion, url, point, folder, kind, trials) for point in missing]
+    specs = [_planned(point, folder, kind) for point in missing]
     size = max(1, min(population, len(specs)))
+
+    def ask(spec: TrialSpec) -> TrialSpec:  # as its job starts: a trial only for a run that does
+        return _ask(companion, url, spec, folder, kind, trials)
 
     def report(spec: TrialSpec, result: RunResult) -> None:
         line = result_line(result, spec, metric).replace(
@@ -89,39 +93,49 @@ def train_points(
 
     with quiet_training(), InterruptOnce(), collect_after_trials() as collect:
         with fail_untold(trials), member_heartbeats(companion, trials.asked):
-            execute(plan(specs, size=size), wandb_mode=wandb_mode, trials=trials, on_result=report)
+            execute(
+                plan(specs, size=size),
+                wandb_mode=wandb_mode,
+                trials=trials,
+                on_result=report,
+                prepare=ask,
+            )
         collect()
         raise_if_swallowed()
     return len(missing)
 
 
-def _ask(
-    companion: optuna.Study, url: str, point: Point, folder: Path, kind: str, trials: Trials
-) -> TrialSpec:
-    """The point's run, its trial asked from the companion study with the point's records."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
-        trial = companion.ask()
-    attrs = {
-        WORKER_ATTR: worker_id(),
-        "kind": kind,
-        "label": point.label,
-        "seed": point.seed,
-        "fingerprint": point.fingerprint,
-        **point.attrs,
-    }
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-    ref = TrialRef(url, companion.study_name, trial.number)
-    trials.add(ref, trial)
+def _planned(point: Point, folder: Path, kind: str) -> TrialSpec:
+    """The point's run before its trial exists."""
     return TrialSpec(
         config=point.cfg,
         params=point.params,
-        run_dir=folder / f"run-{trial.number}",
+        run_dir=folder,
         seed=point.seed,
-        run_name=f"{kind}-{trial.number}",
-        trial=ref,
-        attrs={"label": point.label},
+        run_name=kind,
+        attrs={
+            "kind": kind,
+            "label": point.label,
+            "seed": point.seed,
+            "fingerprint": point.fingerprint,
+            **point.attrs,
+        },
         prune=False,
         batchable=fallback_reason(point.cfg) is None,
+    )
+
+
+def _ask(
+    companion: optuna.Study, url: str, spec: TrialSpec, folder: Path, kind: str, trials: Trials
+) -> TrialSpec:
+    """The run with its trial asked from the companion study, the point's records on it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ASK_HEARTBEAT_WARNING)
+        trial = companion.ask()
+    for key, value in {WORKER_ATTR: worker_id(), **spec.attrs}.items():
+        trial.set_user_attr(key, value)
+    ref = TrialRef(url, companion.study_name, trial.number)
+    trials.add(ref, trial)
+    return dataclasses.replace(
+        spec, run_dir=folder / f"run-{trial.number}", run_name=f"{kind}-{trial.number}", trial=ref
     )

@@ -30,7 +30,7 @@ from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import STUDY, TINY, Tally, cli_env, load, wait_for
 
 # A few seconds a run: long enough for a signal to land in one, short enough to rerun them.
-MAX_EPOCHS = 10
+MAX_EPOCHS = 100
 SLOW_RUNS = [*TINY, f"trainer.max_epochs={MAX_EPOCHS}", "early_stopping=null", "pruner.name=none"]
 COMPANION = f"{STUDY}.seeds"
 
@@ -59,14 +59,27 @@ def in_state(trials: list[FrozenTrial], state: TrialState) -> list[FrozenTrial]:
 
 
 def confirm_args(url: str, seeds: int) -> list[str]:
-    return ["confirm", STUDY, "--top", "1", "--seeds", str(seeds), "--storage", url]
+    """One run per Trainer, so that a run completes while the next one trains (a population's
+    members would end together: tests/reliability/test_population_faults.py has those)."""
+    return [
+        "confirm",
+        STUDY,
+        "--top",
+        "1",
+        "--seeds",
+        str(seeds),
+        "--storage",
+        url,
+        "--population",
+        "1",
+    ]
 
 
 def signal_mid_run(
     tmp: Path, url: str, seeds: int, sig: signal.Signals, *, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], list[FrozenTrial]]:
-    """Start `regzoo confirm`; once a new run completed and the next one has trained an epoch
-    (of MAX_EPOCHS: seconds still to go), send `sig`. Its exit, and the runs complete after."""
+    """Start `regzoo confirm`; once a new run completed and the next one trains (MAX_EPOCHS
+    epochs: seconds still to go), send `sig`. Its exit, and the runs complete after."""
     complete_before = len(in_state(runs(url), TrialState.COMPLETE))
     command = [sys.executable, "-m", "regzoo", *confirm_args(url, seeds), "--wandb", "disabled"]
     proc = subprocess.Popen(
@@ -83,9 +96,9 @@ def signal_mid_run(
             companion.append(optuna.load_study(study_name=COMPANION, storage=storage))
         trials = companion[0].get_trials()
         done = len(in_state(trials, TrialState.COMPLETE)) > complete_before
-        return done and any(t.intermediate_values for t in in_state(trials, TrialState.RUNNING))
+        return done and bool(in_state(trials, TrialState.RUNNING))  # a run reports no epochs
 
-    wait_for(mid_run, proc, "a run completes and the next one trains an epoch", 180)
+    wait_for(mid_run, proc, "a run completes and the next one trains", 180)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     done = subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from regzoo._lazy import lazy_exports
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "create_datamodule": "regzoo.datamodules",

@@ -130,9 +130,10 @@ def test_a_two_worker_study_from_a_project_with_its_own_packages(installed: Inst
         "--storage", url, "--wandb", "disabled", "--no-progress", *as_sets(overrides),
     )  # fmt: skip
     assert done.returncode == 0, output(done)
-    assert "w0 study" in done.stdout and "w1 study" in done.stdout, output(done)
     trials = optuna.load_study(study_name=STUDY, storage=url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, output(done)
+    # Each trial trained in its own spawned worker, which imported regzoo from site-packages.
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, output(done)
 
     # The best trial's model, loaded from its checkpoint, predicts the whole test split as its
     # trial's own test did.

@@ -38,6 +38,7 @@ from regzoo.studies.loop.study import ensure_uid, study_uid
 from regzoo.studies.results.wandb_study import log_experiment, print_written
 from regzoo.studies.trial import tracking
 from regzoo.studies.trial.console import quiet_training
+from regzoo.studies.trial.lifecycle import DIVERGED_ATTR
 
 
 @dataclass
@@ -203,7 +204,7 @@ def _finished(study: optuna.Study) -> dict[str, FrozenTrial]:
     latest: dict[str, FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         key = t.user_attrs.get("fingerprint")
-        diverged = "diverged_at" in t.user_attrs
+        diverged = DIVERGED_ATTR in t.user_attrs
         if isinstance(key, str) and (t.state == TrialState.COMPLETE or diverged):
             latest[key] = t
     return latest

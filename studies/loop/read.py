@@ -16,8 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from regzoo._checks import UserError, is_number
 from regzoo.studies.config.schema import Objective
 from regzoo.studies.executor.storage import open_storage, storage_path
-
-TIE_BREAK_ATTR = "tie_break"  # a trial's objective.tie_break metric at its kept epoch
+from regzoo.studies.trial.lifecycle import TIE_BREAK_ATTR
 
 
 class ResultError(UserError):

@@ -41,11 +41,10 @@ from regzoo.studies.trial.spec import RunResult, TrialSpec
 # Besides the objective: a loss gone NaN or infinite has diverged even while an accuracy
 # objective stays finite (the argmax of NaN logits is still a class).
 WATCHED_LOSSES = ("val/loss", "train/loss")
-TIE_BREAK_ATTR = "tie_break"
-
-
-class NonFiniteObjective(RuntimeError):
-    """The monitored metric became NaN or infinite (a diverging run): the trial fails."""
+# The user attributes a run's record holds besides its metrics (`record`).
+TIE_BREAK_ATTR = "tie_break"  # the objective's tie_break metric at the kept epoch
+PRUNED_ATTR = "pruned_at"  # the 0-based epoch a pruned run ended at
+DIVERGED_ATTR = "diverged_at"  # the 0-based epoch a run's objective or loss became non-finite
 
 
 @dataclass(frozen=True)
@@ -251,7 +250,7 @@ class Lifecycle:
             if self.best_tie is not None:
                 summary[f"best/{objective.tie_break}"] = self.best_tie
         if result.pruned_epoch is not None:
-            summary["pruned_at"] = result.pruned_epoch
+            summary[PRUNED_ATTR] = result.pruned_epoch
         summary |= self.record.summary(
             objective.metric,
             objective.direction,
@@ -277,9 +276,9 @@ def record(trial: optuna.Trial, result: RunResult, attrs: dict[str, Any]) -> Non
         **attrs,
     }
     if result.pruned_epoch is not None:
-        values["pruned_at"] = result.pruned_epoch
+        values[PRUNED_ATTR] = result.pruned_epoch
     if result.diverged_epoch is not None:
-        values["diverged_at"] = result.diverged_epoch
+        values[DIVERGED_ATTR] = result.diverged_epoch
     if result.error is not None:
         values["error"] = result.error
     for key, value in values.items():

@@ -29,6 +29,7 @@ from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.loop import read
+from regzoo.studies.trial.lifecycle import DIVERGED_ATTR
 from regzoo.studies.verdicts.stats import Paired, Summary, paired, summarize
 
 COMPANION_SUFFIX = ".seeds"
@@ -37,7 +38,6 @@ COMPANION_SUFFIX = ".seeds"
 SEED_OFFSET = 100_000
 CONFIRM_ATTR = "confirm"
 ABLATE_ATTR = "ablate"
-DIVERGED_ATTR = "diverged_at"
 
 
 class VerdictError(UserError):

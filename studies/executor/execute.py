@@ -22,6 +22,7 @@ from typing import Any
 
 from regzoo.studies.executor.pool import WorkerPool
 from regzoo.studies.executor.run import Job, run_job
+from regzoo.studies.executor.threads import ThreadChoice, job_threads, threads_for
 from regzoo.studies.executor.trials import Trials
 from regzoo.studies.population.members import group_key
 from regzoo.studies.trial.spec import RunResult, TrialSpec
@@ -56,7 +57,8 @@ class Executor:
 
     Args:
         workers: Worker processes; 1 trains in this process.
-        threads: Torch threads of each worker process (this process's are the caller's).
+        threads: Torch threads of each worker process, or of this process for the jobs it
+            trains (None: chosen for each job from its model's work, `threads.job_threads`).
         trials: The trials this process asked.
         train: What trains a run on its own here (a DDP leader broadcasts it first).
         callbacks: Extra Lightning callbacks for a run on its own here (live progress).
@@ -78,6 +80,7 @@ class Executor:
         prepare: Callable[[TrialSpec], TrialSpec] | None = None,
     ) -> None:
         self.wandb_mode, self.train, self.callbacks = wandb_mode, train, callbacks
+        self.threads = threads
         self.prepare = prepare
         self.started: dict[int, Job] = {}  # the job as submitted, by id of the job as started
         self.trials = trials or Trials()
@@ -110,7 +113,8 @@ class Executor:
         budget to re-queue)."""
         if self.pool is None:
             job = self._start(self.queue.pop(0))
-            results = run_job(job, self.wandb_mode, self.trials, self.train, self.callbacks)
+            with threads_for(self._threads(job)):
+                results = run_job(job, self.wandb_mode, self.trials, self.train, self.callbacks)
         else:
             job, got = self.pool.wait()
             self._dispatch()
@@ -121,6 +125,12 @@ class Executor:
                 results = got
         self.trials.forget([spec.trial for spec in job.specs])
         return self.started.pop(id(job)), list(zip(job.specs, results, strict=True))
+
+    def _threads(self, job: Job) -> ThreadChoice:
+        """This process's threads for `job`: as given, else chosen from the job's work."""
+        if self.threads is not None:
+            return ThreadChoice(self.threads, "as given")
+        return job_threads(job.specs[0].fixed, len(job.specs))
 
     def _start(self, job: Job) -> Job:
         started = job

@@ -27,13 +27,13 @@ from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, member_heartbeats
 from regzoo.studies.config.schema import ConfigError, Param, Population, StudyConfig
 from regzoo.studies.config.search import suggest
 from regzoo.studies.executor import Job, Trials, execute
+from regzoo.studies.executor.threads import usable_cores
 from regzoo.studies.executor.trials import WORKER_ATTR, fail_untold, worker_id
 from regzoo.studies.experiments._populations import Point, plan_all
 from regzoo.studies.experiments._populations import Population as Batch
 from regzoo.studies.experiments._spec import Experiment, experiment_ref, trial_params
 from regzoo.studies.loop.budget import storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
-from regzoo.studies.loop.threads import usable_cores
 from regzoo.studies.population.members import check_population, fallback_reason
 from regzoo.studies.trial.console import result_line
 from regzoo.studies.trial.spec import ProbeRef, RunResult, TrialRef, TrialSpec

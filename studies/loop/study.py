@@ -28,11 +28,11 @@ from regzoo.studies.config.search import suggest
 from regzoo.studies.executor import Executor, Trials, plan
 from regzoo.studies.executor.samplers import make_pruner, make_sampler
 from regzoo.studies.executor.storage import open_storage
+from regzoo.studies.executor.threads import ThreadChoice, choose_threads, fixed_work, threads_for
 from regzoo.studies.executor.trials import WORKER_ATTR, fail_untold, worker_id
 from regzoo.studies.loop.budget import FINISHED, TrialBudget, storage_lock
 from regzoo.studies.loop.gc import collect_after_trials
 from regzoo.studies.loop.preflight import check_runs_dir
-from regzoo.studies.loop.threads import ThreadChoice, choose_threads, fixed_work, threads_for
 from regzoo.studies.population.members import with_population
 from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import EpochProgress
@@ -186,7 +186,7 @@ class _Options:
 
 
 def study_threads(cfg: StudyConfig, *, workers: int = 1) -> ThreadChoice:
-    """The torch threads a study's trials train with (`loop.threads`), from its fixed model."""
+    """The torch threads a study's trials train with (`executor.threads`), from its fixed model."""
     macs, batch_size = fixed_work(cfg)
     return choose_threads(
         macs_per_sample=macs,

@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.executor.threads import ENV as THREADS_ENV
 from regzoo.studies.loop.preflight import check_runs_dir
 from regzoo.studies.loop.study import (
     StudyOutcome,
@@ -35,7 +36,6 @@ from regzoo.studies.loop.study import (
     run_study,
     study_threads,
 )
-from regzoo.studies.loop.threads import ENV as THREADS_ENV
 from regzoo.studies.results.console import print_summary, worker_console
 from regzoo.studies.results.wandb_study import log_study_after_run
 from regzoo.studies.scaling import ddp

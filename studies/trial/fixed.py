@@ -1,6 +1,6 @@
 """A config's model as its fixed values build it, before any search and without data: what the
 decisions made once per study read from the model itself (whether it can be batched,
-`population.members.fallback_reason`; how much work a sample is, `loop.threads.fixed_work`)."""
+`population.members.fallback_reason`; how much work a sample is, `executor.threads.fixed_work`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`loop.threads`: the thread count chosen from the work and the cores, and its overrides."""
+"""`executor.threads`: the thread count chosen from the work and the cores, and its overrides."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import torch
 from regzoo import create_model
 from regzoo._checks import UserError
 from regzoo.studies import load_config
-from regzoo.studies.loop import threads
-from regzoo.studies.loop.threads import (
+from regzoo.studies.executor.threads import (
     ENV,
     SPLIT_WORK,
     ThreadChoice,
@@ -25,6 +24,7 @@ from regzoo.studies.loop.threads import (
     threads_for,
     usable_cores,
 )
+from regzoo.studies.executor import threads
 from tests.conftest import DEFAULT_CONFIG
 
 # Multiply-adds a sample as `macs_per_sample` counts them (test_the_work_is_counted_on_the_model)

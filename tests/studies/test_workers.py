@@ -48,11 +48,24 @@ def test_two_workers_share_the_default_sqlite_storage(
     db = in_tmp / "runs" / "studies.db"  # the default storage, sqlite:///runs/studies.db
     trials = optuna.load_study(study_name="cnn-digits", storage=f"sqlite:///{db}").trials
     assert [t.state in FINISHED for t in trials] == [True] * 3  # none failed ("locked"), no 4th
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 3  # workers' own seeds
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 3  # no draw twice
     assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert "w0 study cnn-digits" in out and "w1 study cnn-digits" in out
+    # Two worker processes trained them, neither of them this one (the study's own process)...
+    workers = {trained_by(t) for t in trials}
+    assert len(workers) == 2 and os.getpid() not in workers, workers
+    first, second = sorted(trials, key=lambda t: t.number)[:2]  # ...the first two at once
+    assert trained_by(first) != trained_by(second)
+    # ...and this process printed every trial's line, once, and the summary.
+    assert sorted(map(int, re.findall(r"trial +(\d) (?:complete|pruned)", out))) == [0, 1, 2]
     assert len(re.findall(r"cnn-digits: \d complete, \d pruned, 0 failed", out)) == 1
     assert len(re.findall(r"best trial \d+:", out)) == 1  # the summary: the parent's alone
+
+
+def trained_by(trial: FrozenTrial) -> int:
+    """The pid of the process that trained `trial` (its `worker` attr: "host:pid")."""
+    host, _, pid = str(trial.user_attrs[WORKER_ATTR]).rpartition(":")
+    assert host == socket.gethostname()
+    return int(pid)
 
 
 def budget_run(url: str, workers: int, target: int, cwd: Path) -> list[FrozenTrial]:

@@ -43,6 +43,7 @@ FNN hidden (32,) 2,368.)
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -219,3 +220,17 @@ def threads_for(choice: ThreadChoice) -> Iterator[ThreadChoice]:
         yield choice
     finally:
         torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_work(config: str) -> tuple[int, int]:
+    return fixed_work(StudyConfig.model_validate_json(config))
+
+
+def job_threads(cfg: StudyConfig, members: int, *, workers: int = 1) -> ThreadChoice:
+    """The threads a job gets: from its model's multiply-adds per sample, its batch size and
+    its members (`choose_threads`), measured once per config."""
+    macs, batch_size = _cached_work(cfg.model_dump_json())
+    return choose_threads(
+        macs_per_sample=macs, batch_size=batch_size, population=members, workers=workers
+    )

@@ -129,9 +129,12 @@ def _serve(conn: Connection, threads: int | None, wandb_mode: str, env: dict[str
     os.environ.update(env)  # before torch touches a device
     from regzoo.studies.executor.run import run_job, settle_worker
     from regzoo.studies.executor.trials import Trials
+    from regzoo.studies.trial.signals import InterruptOnce
 
     settle_worker(threads)
     trials = Trials()
+    InterruptOnce().__enter__()  # for its life: a second Ctrl-C (the terminal's, then the
+    # parent's) must not cut the first one's records
     while True:
         try:
             job = conn.recv()

@@ -3,6 +3,7 @@ it, else the trial opened again by its address (`TrialRef`) in a worker process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -89,10 +90,11 @@ def fail_untold(trials: Trials) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
+        result = RunResult("failed", [float("nan")], 0.0, 0, error=error_text(exc))
         for trial in trials.asked():
             stored = trial.study.get_trials(deepcopy=False)[trial.number]
             if not stored.state.is_finished():
-                result = RunResult("failed", [float("nan")], 0.0, 0, error=error_text(exc))
-                record(trial, result, {})
+                with contextlib.suppress(RuntimeError):  # told by its worker meanwhile
+                    record(trial, result, {})
                 tell(trial, result)
         raise

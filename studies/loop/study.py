@@ -245,7 +245,8 @@ def _optimize(
         envs=options.envs,
     )
     budget = TrialBudget(study, url, target)
-    with InterruptOnce(), progress, budget, executor, fail_untold(trials):
+    # The executor closes first: its workers fail and tell their own runs, then what is left.
+    with InterruptOnce(), progress, budget, fail_untold(trials), executor:
         done = progress.add_task(
             "trials", total=target, completed=count_finished(study), metrics=""
         )

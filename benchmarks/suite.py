@@ -13,6 +13,7 @@ from benchmarks import (
     population,
     pruning,
     throughput,
+    verdicts,
     workers,
 )
 from benchmarks._common import TINY, Figure, command, fmt, median
@@ -113,4 +114,5 @@ SUITE: dict[str, FigureFn] = {
     "memory": memory.figures,
     "throughput": throughput.figures,
     "population": population.figures,
+    "verdicts": verdicts.figures,
 }

@@ -228,3 +228,35 @@ def test_cli_writes_population_rows_at_tiny_settings(tmp_path: Path) -> None:
         assert math.isfinite(ratio) and ratio > 0
         assert row[7].startswith("`.venv/bin/python -m benchmarks.population --device cpu")
         assert row[8].endswith("(--quick)")
+
+
+def test_verdicts_agree_only_when_each_estimate_lies_in_the_others_interval() -> None:
+    from benchmarks.verdicts import Estimate, agree
+
+    a = {"no dropout": Estimate(0.010, -0.002, 0.022), "all off": Estimate(0.05, 0.03, 0.07)}
+    near = {"no dropout": Estimate(0.012, 0.004, 0.020), "all off": Estimate(0.06, 0.04, 0.08)}
+    assert agree(a, near) is True
+    assert agree(a, {**near, "all off": Estimate(0.075, 0.069, 0.081)}) is False  # one side's
+    assert agree(a, {"no dropout": near["no dropout"]}) is False  # a variant missing
+    assert agree(a, {**near, "all off": Estimate(0.05, math.nan, math.nan)}) is None
+
+
+def test_cli_writes_verdict_rows_at_tiny_settings(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "verdicts", "--out", str(out)]
+    subprocess.run(cmd, cwd=tmp_path, env=TINY_ENV, check=True, capture_output=True)
+    wall, cpu, confirmed, runs = table_rows(out.read_text())[2:]
+    assert {r[0] for r in (wall, cpu, confirmed, runs)} == {"verdicts"}
+    # each side trained both runs of its own copy of the study (2 seeds of the best trial)
+    assert "`regzoo confirm cnn-digits --top 1 --seeds 5`" in wall[1] and ", 2 runs," in wall[1]
+    assert wall[5] == "≥ 1.3×" and wall[6] in ("yes", "**no**")
+    for row in (wall, cpu):
+        assert math.isfinite(float(row[4].rstrip("×"))) and float(row[4].rstrip("×")) > 0
+        assert row[7] == "`.venv/bin/python -m benchmarks.verdicts --only confirm --quick`"
+    # both sides' confirmed test/acc, a mean inside its 95% interval
+    for cell in confirmed[2:4]:
+        mean, low, high = map(float, re.findall(r"[+-]\d\.\d{4}", cell))
+        assert re.fullmatch(r"trial \d+: \S+ \[\S+, \S+\]", cell)
+        assert low <= mean <= high and 0 < mean <= 1  # (a t interval may pass 1)
+    assert confirmed[6] in ("yes", "**no**")
+    assert re.fullmatch(r"[0-2] of 2 identical", runs[2])

@@ -13,6 +13,7 @@ from benchmarks import (
     population,
     pruning,
     throughput,
+    versus_peer,
     workers,
 )
 from benchmarks._common import TINY, Figure, command, fmt, median
@@ -110,6 +111,7 @@ SUITE: dict[str, FigureFn] = {
     "pruning": pruning.figures,
     "workers": workers_figures,
     "end-to-end": end_to_end.figures,
+    "peer": versus_peer.figures,
     "memory": memory.figures,
     "throughput": throughput.figures,
     "population": population.figures,

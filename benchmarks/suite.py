@@ -14,6 +14,7 @@ from benchmarks import (
     pruning,
     throughput,
     verdicts,
+    versus_peer,
     workers,
 )
 from benchmarks._common import TINY, Figure, command, fmt, median
@@ -111,6 +112,7 @@ SUITE: dict[str, FigureFn] = {
     "pruning": pruning.figures,
     "workers": workers_figures,
     "end-to-end": end_to_end.figures,
+    "peer": versus_peer.figures,
     "memory": memory.figures,
     "throughput": throughput.figures,
     "population": population.figures,

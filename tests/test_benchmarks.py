@@ -1,5 +1,6 @@
 """benchmarks/: the table writer, alternating repeats, the study runner's sampling and stopping,
-and the CLI and GPU script end to end at tiny settings (no timing is asserted)."""
+the hand-written peer's mirror of the default study, and the CLI and GPU script end to end at
+tiny settings (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import optuna
 import pytest
 
+from benchmarks import peer, versus_peer
 from benchmarks._common import (
     END,
     HEADER,
@@ -260,3 +263,65 @@ def test_cli_writes_verdict_rows_at_tiny_settings(tmp_path: Path) -> None:
         assert low <= mean <= high and 0 < mean <= 1  # (a t interval may pass 1)
     assert confirmed[6] in ("yes", "**no**")
     assert re.fullmatch(r"[0-2] of 2 identical", runs[2])
+
+
+def test_peer_mirrors_the_default_studys_budget_and_search_space() -> None:
+    from regzoo.studies import load_config
+    from regzoo.studies.config.search import suggest
+
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.confirm is not None and cfg.confirm.seeds == peer.SEEDS
+    assert (cfg.trials, cfg.trainer.max_epochs) == (peer.TRIALS, peer.EPOCHS)
+    assert cfg.early_stopping is not None and cfg.early_stopping.patience == peer.PATIENCE
+    assert (cfg.seed, cfg.sampler.seed) == (peer.SPLIT_SEED, 0)
+
+    def drawn(fill: Callable[[optuna.Trial], object], seed: int) -> optuna.Trial:
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+        fill(trial)
+        return trial
+
+    seen: set[str] = set()
+    for seed in range(16):  # the same draws in the same order: same ranges, scales and order
+        ours = drawn(lambda trial: suggest(trial, cfg.search), seed)
+        theirs = drawn(peer.suggest, seed)
+        assert {k.rsplit(".", 1)[-1]: v for k, v in ours.params.items()} == theirs.params
+        renamed = {k.rsplit(".", 1)[-1]: v for k, v in ours.distributions.items()}
+        assert renamed == theirs.distributions
+        seen.add(theirs.params["regularization"])
+    assert seen == {"none", "l1", "l2", "weight_decay"}
+
+
+def test_peer_script_finishes_its_study_and_confirms_a_finite_accuracy(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'peer.db'}"
+    run = versus_peer.run_peer(versus_peer.Settings(trials=3, epochs=2, seeds=2), storage=url)
+    study = optuna.load_study(study_name="peer", storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # 2 epochs: before warm-up
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in study.trials)  # pruning reports
+    assert run.trials == 3 and run.n == 2 and run.wall > 0
+    assert 0 < run.mean <= 1 and run.low <= run.mean <= run.high
+
+
+def test_peer_figures_pair_each_run_with_the_peers_beside_it() -> None:
+    def runs(*walls: float) -> list[versus_peer.Run]:
+        return [versus_peer.Run(w, 16, 5, 0.99, 0.98, 1.0) for w in walls]
+
+    samples = {versus_peer.PEER: runs(40, 50, 45), "regzoo": runs(20, 20, 30)}
+    speed, accuracy = versus_peer.result_figures(samples, versus_peer.Settings(), "cmd")
+    assert speed.ratio == 2.0 and speed.met  # paired: 2.0, 2.5, 1.5
+    assert "(1.50-2.50×)" in speed.figure and speed.ours == "20 s (20.0-30.0)"
+    assert accuracy.met and accuracy.ours.count("[0.9800, 1.0000]") == 3
+
+
+def test_cli_writes_peer_rows_at_tiny_settings(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "peer", "--out", str(out)]
+    subprocess.run(cmd, cwd=tmp_path, env=TINY_ENV, check=True, capture_output=True)
+    rows = table_rows(out.read_text())[2:]
+    assert [r[0] for r in rows] == ["peer"] * 4
+    speed = [r for r in rows if r[4] != "-"]
+    assert [r[1].split(" vs ")[0] for r in speed] == ["`regzoo`", "`regzoo --population 2`"]
+    for row in speed:
+        assert math.isfinite(float(row[4].rstrip("×"))) and row[8].endswith("(--quick)")
+    for row in rows:
+        if row[4] == "-":  # accuracy: a finite mean with its interval on both sides
+            assert all(0 < float(cell.split(" [")[0]) <= 1 for cell in row[2:4])

@@ -129,6 +129,39 @@ def running_trials(url: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.params]
 
 
+def child_pids(pid: int) -> set[int]:
+    """The processes `pid` started that are still alive (its worker processes among them)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:  # the thread (or the process) is gone
+            continue
+    return children
+
+
+def worker_pids(pid: int) -> set[int]:
+    """The worker processes a `regzoo run` (pid) spawned: its children that multiprocessing's
+    spawn started (not its resource tracker)."""
+    workers = set()
+    for child in child_pids(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.add(child)
+        except OSError:  # gone meanwhile
+            continue
+    return workers
+
+
+def trained_by(trial: optuna.trial.FrozenTrial) -> int:
+    """The pid of the process that trained (or trains) `trial`: its `worker` attr, host:pid."""
+    from regzoo.studies.executor.trials import WORKER_ATTR, worker_id
+
+    host, _, pid = str(trial.user_attrs[WORKER_ATTR]).rpartition(":")
+    assert host == worker_id().rpartition(":")[0], trial.user_attrs[WORKER_ATTR]
+    return int(pid)
+
+
 def assert_nothing_lost(trials: list[optuna.trial.FrozenTrial], target: int, runs: Path) -> None:
     """`target` trials finished, numbers unique, none left running, each one's results on disk."""
     numbers = [t.number for t in trials]

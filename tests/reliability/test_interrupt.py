@@ -3,7 +3,8 @@
 A real SIGINT each time: sent by a Lightning callback to its own process at one stage of a
 trial (in-process, every stage), or sent to a `regzoo run` process while its trial
 is running in the storage (alone, and as a terminal would: to the whole process group of a
-`--workers 2` run, parent and workers at once).
+`--workers 2` run, the study's process and the two worker processes it spawned, once each
+worker trains a trial).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from tests.reliability.conftest import (
     Tally,
     as_sets,
     assert_nothing_lost,
+    child_pids,
     cli_env,
     load,
     run_command,
     running_trials,
     train_with,
+    trained_by,
     wait_for,
 )
 
@@ -143,16 +146,27 @@ def _silent() -> Console:
 
 
 def interrupt_a_running_study(
-    cwd: Path, url: str, extra: list[str], *, group: bool
+    cwd: Path, url: str, extra: list[str], *, group: bool, workers_train: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Start `run` on endless trials, SIGINT it once a trial is running; its exit and output."""
+    """Start `run` on endless trials, SIGINT it once a trial is running; its exit and output.
+
+    With `--workers 2` the study's process asks two trials and hands them to the two worker
+    processes it spawned: the SIGINT comes once each worker trains one (`workers_train`), or as
+    soon as both are asked, while the workers may still be starting (importing torch)."""
     command = run_command(url, 3, *as_sets([*TINY, *ENDLESS]), *extra)
     proc = subprocess.Popen(
         command, cwd=cwd, env=cli_env(), text=True, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     workers = 2 if "--workers" in extra else 1
-    wait_for(lambda: len(running_trials(url)) == workers, proc, "trials run", timeout=120)
+
+    def trials_run() -> bool:
+        running = running_trials(url)
+        if workers > 1 and workers_train:  # trained by worker processes of the study's
+            return len({trained_by(t) for t in running} & child_pids(proc.pid)) == workers
+        return len(running) == workers
+
+    wait_for(trials_run, proc, "trials run", timeout=120)
     if group:  # what the terminal does on Ctrl-C: every process of the foreground group
         os.killpg(proc.pid, signal.SIGINT)
     else:
@@ -187,13 +201,14 @@ def test_ctrl_c_on_a_study_exits_130_with_one_line_and_a_rerun_resumes(
     tally.trials("SIGINT (Ctrl-C) to a `studies run` process", len(load(url).trials))
 
 
-@pytest.mark.slow  # ~35 s: three processes start, twice
+@pytest.mark.slow  # ~40 s each: three processes start, twice
+@pytest.mark.parametrize("workers_train", [True, False], ids=["training", "starting"])
 def test_ctrl_c_on_two_workers_fails_both_trials_and_a_rerun_resumes(
-    in_tmp: Path, tally: Tally
+    in_tmp: Path, tally: Tally, workers_train: bool
 ) -> None:
     url = f"sqlite:///{in_tmp / 'studies.db'}"
     workers = ["--workers", "2"]
-    done = interrupt_a_running_study(in_tmp, url, workers, group=True)
+    done = interrupt_a_running_study(in_tmp, url, workers, group=True, workers_train=workers_train)
     tally.inject("SIGINT (Ctrl-C) to a `studies run` process", 3)  # parent and both workers
     assert_interrupted_then_resumed(in_tmp, url, done, workers)
     tally.trials("SIGINT (Ctrl-C) to a `studies run` process", len(load(url).trials))

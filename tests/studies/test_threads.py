@@ -12,6 +12,7 @@ import torch
 from regzoo import create_model
 from regzoo._checks import UserError
 from regzoo.studies import load_config
+from regzoo.studies.executor import threads
 from regzoo.studies.executor.threads import (
     ENV,
     SPLIT_WORK,
@@ -24,7 +25,6 @@ from regzoo.studies.executor.threads import (
     threads_for,
     usable_cores,
 )
-from regzoo.studies.executor import threads
 from tests.conftest import DEFAULT_CONFIG
 
 # Multiply-adds a sample as `macs_per_sample` counts them (test_the_work_is_counted_on_the_model)

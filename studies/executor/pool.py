@@ -14,9 +14,11 @@ each has its own pipe, unlike a `ProcessPoolExecutor`, which breaks as a whole.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -25,6 +27,7 @@ from typing import Any
 
 from regzoo.studies.trial.spec import RunResult
 
+STOP = "stop"  # after a job, from an interrupted parent: do not start it
 STOP_GRACE_S = 60  # after Ctrl-C, how long workers get to fail their trials and exit
 
 
@@ -38,7 +41,15 @@ class _Worker:
             name=f"regzoo-worker-{index}",
             daemon=False,  # a worker's W&B service is its own child: daemons cannot have one
         )
-        self.process.start()
+        # Started with SIGINT ignored (inherited): a Ctrl-C while it imports torch cannot kill it
+        # with a traceback; it takes SIGINT once settled (`_serve`).
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            self.process.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         child.close()
         self.job: Any = None
 
@@ -107,6 +118,8 @@ class WorkerPool:
                 if worker.job is None:
                     worker.conn.send(None)
                 elif interrupted and worker.process.pid is not None:
+                    with contextlib.suppress(OSError):
+                        worker.conn.send(STOP)  # read before its job starts, if it is starting
                     os.kill(worker.process.pid, signal.SIGINT)
         for worker in self.workers:
             worker.process.join(timeout=STOP_GRACE_S)
@@ -129,21 +142,24 @@ def _serve(conn: Connection, threads: int | None, wandb_mode: str, env: dict[str
     os.environ.update(env)  # before torch touches a device
     from regzoo.studies.executor.run import run_job, settle_worker
     from regzoo.studies.executor.trials import Trials
-    from regzoo.studies.trial.signals import InterruptOnce
+    from regzoo.studies.trial.signals import InterruptOnce, raise_if_swallowed
 
     settle_worker(threads)
     trials = Trials()
-    InterruptOnce().__enter__()  # for its life: a second Ctrl-C (the terminal's, then the
-    # parent's) must not cut the first one's records
+    # For its life: a Ctrl-C stops the run at its next batch (not inside a finalizer), and a
+    # second one (the terminal's, then the parent's) cannot cut the first one's records.
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored until now
+    guard = InterruptOnce(defer=True).__enter__()
     while True:
         try:
             job = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
-        if job is None:
-            return
+        if job is None or job == STOP or guard.interrupted or conn.poll():
+            return  # a job followed by STOP: the parent was interrupted before it started
         try:
             conn.send(run_job(job, wandb_mode, trials))
+            raise_if_swallowed()  # a Ctrl-C that came after the job's last batch
         except KeyboardInterrupt:  # its runs are failed and told: the parent stops too
             return
         except BaseException as exc:  # a bug outside any run: the parent raises it

@@ -74,9 +74,9 @@ def settle_worker(threads: int | None) -> None:
     import lightning.pytorch  # noqa: F401  its loggers' levels are set on import: ours after
 
     from regzoo.studies.executor.memory import keep_freed_memory
-    from regzoo.studies.trial.console import quiet_training
+    from regzoo.studies.trial.console import quiet_process
 
     keep_freed_memory()
     if threads is not None:
         torch.set_num_threads(threads)
-    quiet_training().__enter__()  # for the worker's whole life
+    quiet_process()

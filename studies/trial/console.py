@@ -29,17 +29,23 @@ def quiet_training() -> Iterator[None]:
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     verbosity = optuna.logging.get_verbosity()
     with warnings.catch_warnings():
-        for message in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        quiet_process()
         try:
             yield
         finally:
             optuna.logging.set_verbosity(verbosity)
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
+
+
+def quiet_process() -> None:
+    """`quiet_training`'s quiet for the rest of the process: a worker process's whole life
+    (a held context manager would be undone at interpreter shutdown, with modules gone)."""
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def result_line(result: RunResult, spec: TrialSpec, metric: str) -> str:

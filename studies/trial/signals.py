@@ -29,7 +29,11 @@ class InterruptOnce:
     SIGINT (started in the background) or handles it itself keeps its own behaviour.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, defer: bool = False) -> None:
+        """`defer`: the first SIGINT raises nothing where it lands, only at the next safe point
+        (`raise_if_swallowed`: a batch's end, a worker's next job), as a worker process wants:
+        a KeyboardInterrupt raised inside a finalizer is lost with a traceback on stderr."""
+        self.defer = defer
         self.interrupted = False
         self.reraised = False
         self._previous: Any = None
@@ -54,7 +58,8 @@ class InterruptOnce:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.interrupted:
             self.interrupted = True
-            raise KeyboardInterrupt
+            if not self.defer:
+                raise KeyboardInterrupt
 
 
 def raise_if_swallowed() -> None:

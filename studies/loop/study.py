@@ -226,6 +226,7 @@ def _optimize(
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     tasks: dict[str, Any] = {}  # a run on its own's live progress, by run name
     streak = 0
+    started = False  # whether a job was submitted
 
     def live(spec: TrialSpec) -> list[Any]:
         epochs = int(spec.params.get("trainer.max_epochs", cfg.trainer.max_epochs))
@@ -252,7 +253,8 @@ def _optimize(
         )
         with member_heartbeats(study, trials.asked), collect_after_trials() as collect:
             while True:
-                open_ = deadline is None or time.monotonic() < deadline
+                # As Optuna's timeout: checked after each trial, so a study starts at least one.
+                open_ = deadline is None or time.monotonic() < deadline or not started
                 while open_ and executor.free and streak < MAX_CONSECUTIVE_FAILURES:
                     wanted = budget.claim_slots(cfg.population.size, wait=not executor.busy)
                     if not wanted:
@@ -263,6 +265,7 @@ def _optimize(
                         budget.release()
                     for job in plan(specs, size=cfg.population.size):
                         executor.submit(job)
+                    started = True
                 if not executor.busy:
                     return
                 _, runs = executor.wait()

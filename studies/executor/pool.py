@@ -95,15 +95,22 @@ class WorkerPool:
         if not busy:
             raise RuntimeError("no job is running")
         ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+        dead = set()
         for worker in busy:
             if worker.conn in ready and worker.conn.poll():
+                try:
+                    reply = worker.conn.recv()
+                except (EOFError, OSError):  # the pipe's end: the worker died
+                    dead.add(id(worker))
+                    continue
                 job, worker.job = worker.job, None
-                reply = worker.conn.recv()
                 if isinstance(reply, BaseException):
                     raise reply
                 return job, reply
         for i, worker in enumerate(self.workers):
-            if worker.job is not None and worker.process.sentinel in ready:
+            gone = worker.process.sentinel in ready or id(worker) in dead
+            if worker.job is not None and gone:
+                worker.process.join()
                 job = worker.job
                 worker.conn.close()
                 self.workers[i] = _Worker(i, self.threads, self.wandb_mode, self.envs[i])

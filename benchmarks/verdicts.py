@@ -2,7 +2,7 @@
 Trainer) against `--population 1` (one Trainer a run), on copies of one finished study.
 
     .venv/bin/python -m benchmarks.verdicts [--quick] [--only ablate confirm] [--repeats 3]
-        [--trials N] [--threads N] [--profile OUT.prof]
+        [--trials N] [--threads N] [--profile OUT.prof [--population 1]]
 
 Each verdict first needs a study: `regzoo run CONFIG --wandb disabled --set confirm=null` runs
 once into a temporary folder (its cwd, so `runs/` lands there; `confirm=null`, so no run of the
@@ -342,14 +342,18 @@ PHASES = (
     ("imports", "<frozen importlib._bootstrap>", "_find_and_load"),
     ("regzoo main", "studies/cli/main.py", "main"),
     ("  runs planned and trained", "verdicts/commands.py", "_train"),
-    ("    datamodule setup", "datamodules/base.py", "setup"),
+    ("    datamodule setup (every Trainer's)", "datamodules/base.py", "setup"),
     ("    members built (models, run folders, loggers)", "population/train.py", "_member"),
-    ("    population fit (Trainer.fit)", "lightning/pytorch/trainer/trainer.py", "fit"),
-    ("      training steps", "zoo/population/module.py", "training_step"),
-    ("      validation of the members", "zoo/population/module.py", "_validate"),
-    ("      members ended: checkpoint, test, records", "studies/population/module.py", "finish"),
-    ("        test", "studies/population/module.py", "evaluate"),
-    ("        Optuna tell", "trial/lifecycle.py", "tell"),
+    ("    runs alone (train_run, each its Trainer)", "studies/trial/train.py", "train_run"),
+    ("    Trainer.fit (all of them)", "lightning/pytorch/trainer/trainer.py", "fit"),
+    ("      population training steps", "zoo/population/module.py", "training_step"),
+    ("      population validation", "zoo/population/module.py", "_validate"),
+    ("      training steps of runs alone", "zoo/classifier.py", "training_step"),
+    ("      validation steps of runs alone", "zoo/classifier.py", "validation_step"),
+    ("    members ended: checkpoint, test, records", "studies/population/module.py", "finish"),
+    ("      member test", "studies/population/module.py", "evaluate"),
+    ("    Trainer.test of runs alone", "lightning/pytorch/trainer/trainer.py", "test"),
+    ("    Optuna tell", "trial/lifecycle.py", "tell"),
     ("  W&B study run refreshed", "studies/cli/main.py", "_refresh_study_run"),
     ("W&B (largest wandb function)", "wandb/", "*"),
     ("Optuna storage (largest optuna.storages function)", "optuna/storages/", "*"),
@@ -357,16 +361,22 @@ PHASES = (
 
 
 def profile(
-    case: Case, path: Path, *, quick: bool = False, threads: int | None = None
+    case: Case,
+    path: Path,
+    *,
+    population: int | None = None,
+    quick: bool = False,
+    threads: int | None = None,
 ) -> dict[str, float]:
-    """One batched verdict command under cProfile, into `path`; seconds per phase (`PHASES`)."""
+    """One verdict command (batched unless `population`) under cProfile, into `path`; seconds
+    per phase (`PHASES`; the phases of the other side read 0)."""
     with tempfile.TemporaryDirectory(prefix="regzoo-verdict-profile-") as tmp:
         folder = Path(tmp)
         run_study(case, folder, trials=QUICK_TRIALS if quick else case.trials, quick=quick)
         args = ["-m", "cProfile", "-o", str(path.resolve()), "-m", "regzoo"]
         env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
         env.update({"REGZOO_THREADS": str(threads)} if threads else {})
-        cmd = [sys.executable, *args, *verdict_args(case, folder, None, quick=quick)]
+        cmd = [sys.executable, *args, *verdict_args(case, folder, population, quick=quick)]
         start = time.perf_counter()
         subprocess.run(cmd, cwd=folder, env=env, check=True, capture_output=True)
         wall = time.perf_counter() - start
@@ -396,12 +406,19 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=None, help="the study's trials (default: case's)")
     p.add_argument("--threads", type=int, default=None, help="REGZOO_THREADS of the commands")
     p.add_argument(
-        "--profile", type=Path, default=None, help="profile one batched verdict (--only's first)"
+        "--profile", type=Path, default=None, help="profile one verdict (--only's first) instead"
     )
+    p.add_argument("--population", type=int, default=None, help="--profile's (default: batched)")
     args = p.parse_args()
     if args.profile:
         case = CASES[(args.only or ["confirm"])[0]]
-        spent = profile(case, args.profile, quick=args.quick, threads=args.threads)
+        spent = profile(
+            case,
+            args.profile,
+            population=args.population,
+            quick=args.quick,
+            threads=args.threads,
+        )
         for label, seconds in spent.items():
             print(f"{seconds:8.1f} s  {label}")
         return

@@ -29,6 +29,7 @@ from regzoo.studies.trial.spec import RunResult, TrialSpec
 from regzoo.studies.trial.train import TrainFn, train_run
 
 OnResult = Callable[[TrialSpec, RunResult], None]
+LOST = "its worker process died"  # the error of each run of a job whose worker died
 
 
 def plan(specs: Sequence[TrialSpec], *, size: int) -> list[Job]:
@@ -189,4 +190,4 @@ def execute(
 
 def _lost(spec: TrialSpec) -> RunResult:
     number = spec.trial.number if spec.trial is not None else None
-    return RunResult("failed", [math.nan], 0.0, 0, error="its worker process died", number=number)
+    return RunResult("failed", [math.nan], 0.0, 0, error=LOST, number=number)

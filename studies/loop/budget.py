@@ -79,6 +79,18 @@ class TrialBudget:
         finally:
             self.release()
 
+    def requeue_lost(self, numbers: list[int]) -> None:
+        """Fail and retry trials whose worker process died before it recorded itself on them:
+        they still name this live process as their worker, so `died_here` cannot see them."""
+        if not numbers:
+            return
+        self._acquire()
+        try:
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            _fail_and_requeue(self.study, [t for t in running if t.number in set(numbers)])
+        finally:
+            self.release()
+
     def wrap(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
         """The objective, releasing the slot lock once its trial exists in the storage."""
 

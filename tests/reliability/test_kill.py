@@ -131,11 +131,6 @@ def test_a_worker_killed_mid_trial_is_retried_by_the_other_and_nothing_is_lost(
 
 
 @pytest.mark.slow  # ~30 s
-@pytest.mark.xfail(
-    reason="open bug (issue 24's closing note): a spawned worker killed before it records its "
-    "trial is not yet retried by the study's process; the kill mid-trial is",
-    strict=False,
-)
 def test_a_worker_killed_before_it_records_its_trial_is_retried_and_nothing_is_lost(
     in_tmp: Path, tally: Tally
 ) -> None:

@@ -136,6 +136,11 @@ def read_table(path: Path, target: str, drop: Sequence[str]) -> Table:
             "every row (remove the unlabelled rows)"
         )
     class_names = tuple(sorted(set(labels), key=_label_order(labels)))
+    if len(class_names) < 2:
+        raise ValueError(
+            f"{where}: target {target!r} holds one label, {class_names[0]!r}; allowed: a column "
+            "of at least 2 distinct class labels"
+        )
     index = {name: i for i, name in enumerate(class_names)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
     return Table(

@@ -160,6 +160,11 @@ BAD_FILES: dict[str, tuple[str | None, dict[str, Any], str]] = {
     "blank lines only": ("\n\n  \n", {}, r"is empty"),
     "header only": (HEADER, {}, r"has a header but no rows"),
     "a short row": (HEADER + GOOD_ROWS + "1,x\n", {}, r"line 22 has 2 fields and the header 3"),
+    "one class": (
+        HEADER + GOOD_ROWS.replace(",y\n", ",x\n"),
+        {},
+        r"target 'label' holds one label, 'x'; allowed: .*at least 2 distinct",
+    ),
     "an empty label": (HEADER + GOOD_ROWS + "1,2,\n", {}, r"target 'label' is empty on line 22"),
     "a pandas index": (
         "," + HEADER + "".join(f"{i},{row}" for i, row in enumerate(GOOD_ROWS.splitlines(True))),

@@ -119,6 +119,13 @@ def test_a_relative_path_is_read_from_the_current_folder(
         tree_table(Path("trees.csv"))
 
 
+def test_a_file_changed_since_it_was_read_is_read_again(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", ["x", "label"], [[i, "ab"[i % 2]] for i in range(20)])
+    assert create_datamodule("csv", path=path, target="label").class_names == ("a", "b")
+    write_csv(path, ["x", "label"], [[i, "cde"[i % 3]] for i in range(30)])
+    assert create_datamodule("csv", path=path, target="label").class_names == ("c", "d", "e")
+
+
 HEADER = "a,b,label\n"
 GOOD_ROWS = "".join(f"{i},{i % 7},{'xy'[i % 2]}\n" for i in range(20))
 

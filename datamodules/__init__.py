@@ -17,6 +17,7 @@ from regzoo.datamodules import (  # noqa: F401
     mnist,
     mnist1d,
     points,
+    table,
     wine,
 )
 from regzoo.datamodules._augment import AUGMENT_KEYS

@@ -20,7 +20,7 @@ import yaml
 from regzoo._dicts import set_dotted
 from regzoo.datamodules._augment import data_kind
 from regzoo.datamodules._download import DownloadError
-from regzoo.datamodules._registry import create_datamodule, datamodule_class
+from regzoo.datamodules._registry import create_datamodule
 from regzoo.datamodules.preview import DEMO_AUGMENT, write_preview
 
 EXIT_USAGE = 2
@@ -62,7 +62,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def preview(name: str, overrides: Sequence[str], out: Path | None, samples: int) -> Path:
     options = parse_overrides(overrides)
     if not options.get("augment"):
-        shape = datamodule_class(name).nominal_shape or (3, 1, 1)  # unknown: image folders
+        # Built once without: an image folder's or a table's shape is known per instance.
+        shape = create_datamodule(name, **options).nominal_input_shape() or (3, 1, 1)
         options["augment"] = dict(DEMO_AUGMENT[data_kind(shape)])
     dm = create_datamodule(name, **options)
     dm.prepare_data()  # no Trainer here to call it: fetch an online dataset's files

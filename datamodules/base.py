@@ -369,31 +369,16 @@ class ArrayDataModule(L.LightningDataModule):
     def _build_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         arrays = self.load()
         x, y = arrays.x.astype(np.float32), arrays.y.astype(np.int64)
-        index = np.arange(len(y))
         if arrays.x_test is None or arrays.y_test is None:
-            index, test_index = train_test_split(
-                index, test_size=self.test_fraction, random_state=TEST_SEED, stratify=y
-            )
             x_all, y_all = x, y
         else:
             # Official test samples are numbered after the training ones.
             x_all = np.concatenate([x, arrays.x_test.astype(np.float32)])
             y_all = np.concatenate([y, arrays.y_test.astype(np.int64)])
-            test_index = np.arange(len(y), len(y_all))
-        train_index, val_index = train_test_split(
-            index, test_size=self.val_fraction, random_state=self.split_seed, stratify=y_all[index]
-        )
-        if self.train_size is not None and self.train_size < len(train_index):
-            train_index, _ = train_test_split(
-                train_index,
-                train_size=self.train_size,
-                random_state=self.split_seed,
-                stratify=_stratify_if_possible(y_all[train_index], self.train_size),
-            )
-        self.split_indices = {"train": train_index, "val": val_index, "test": test_index}
+        self.split_indices = self.split(y_all, official_test=len(y_all) - len(y))
         self._num_classes = self._check_declared(tuple(x.shape[1:]), int(y_all.max()) + 1)
         self.raw_shape = tuple(x.shape[1:])
-        x_train = x_all[train_index]
+        x_train = x_all[self.split_indices["train"]]
         self.statistics = fit_statistics(self.normalize, x_train)
         self._fit_augmentation(x_train)
         return {
@@ -403,6 +388,32 @@ class ArrayDataModule(L.LightningDataModule):
             )
             for split, idx in self.split_indices.items()
         }
+
+    def split(self, y: np.ndarray, *, official_test: int = 0) -> dict[str, np.ndarray]:
+        """Indices of `train`, `val` and `test` into labels `y`: the last `official_test` are
+        the test split, else a stratified `test_fraction` that no seed moves; then a stratified
+        `val_fraction` drawn by `split_seed`, and the `train_size` subsample.
+
+        Raises scikit-learn's ValueError where a class has too few samples to stratify.
+        """
+        index = np.arange(len(y) - official_test)
+        if official_test:
+            test_index = np.arange(len(y) - official_test, len(y))
+        else:
+            index, test_index = train_test_split(
+                index, test_size=self.test_fraction, random_state=TEST_SEED, stratify=y
+            )
+        train_index, val_index = train_test_split(
+            index, test_size=self.val_fraction, random_state=self.split_seed, stratify=y[index]
+        )
+        if self.train_size is not None and self.train_size < len(train_index):
+            train_index, _ = train_test_split(
+                train_index,
+                train_size=self.train_size,
+                random_state=self.split_seed,
+                stratify=_stratify_if_possible(y[train_index], self.train_size),
+            )
+        return {"train": train_index, "val": val_index, "test": test_index}
 
     def _check_declared(self, shape: tuple[int, ...], labels: int) -> int:
         """The number of classes of loaded data with inputs of `shape` and labels below `labels`;

@@ -4,6 +4,7 @@ datamodule offline."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import struct
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.datasets import load_iris
 
 from regzoo.datamodules import ArrayDataModule, create_datamodule
 
@@ -90,6 +92,16 @@ def write_image_folder(root: Path, *, per_class: int = 12, classes: int = 3) -> 
             Image.fromarray(pixels.astype(np.uint8)).save(root / f"class{c}" / f"{i}.png")
 
 
+def write_iris(path: Path) -> None:
+    """scikit-learn's iris as a CSV file: four measurement columns, the species by name."""
+    iris = load_iris()
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["sepal_length", "sepal_width", "petal_length", "petal_width", "species"])
+        for x, y in zip(iris.data, iris.target, strict=True):
+            writer.writerow([*x, iris.target_names[y]])
+
+
 @pytest.fixture(scope="session")
 def offline_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir holding every dataset's files (tiny versions of the downloadable ones)."""
@@ -98,6 +110,7 @@ def offline_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_idx_set(root / "fashion_mnist", idx_arrays(1))
     write_cifar(root / "cifar10" / "cifar-10-binary.tar.gz")
     write_image_folder(root / "images")
+    write_iris(root / "iris.csv")
     return root
 
 
@@ -110,6 +123,9 @@ def make_dm(offline_data: Path) -> Callable[..., ArrayDataModule]:
         options.setdefault("data_dir", folder)
         if name == "image_folder":
             options.setdefault("image_size", 16)
+        if name == "csv":
+            options.setdefault("path", offline_data / "iris.csv")
+            options.setdefault("target", "species")
         return create_datamodule(name, **options)
 
     return make

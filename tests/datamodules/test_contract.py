@@ -33,7 +33,7 @@ def augment_for(dm: ArrayDataModule) -> dict[str, Any]:
 
 def test_registry_has_every_dataset_of_the_design() -> None:
     expected = {"digits", "mnist1d", "moons", "circles", "xor", "spirals", "glyph", "mnist"}
-    expected |= {"fashion_mnist", "cifar10", "image_folder"}
+    expected |= {"fashion_mnist", "cifar10", "image_folder", "csv"}
     assert expected <= set(ALL)
 
 

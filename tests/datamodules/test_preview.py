@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from regzoo.datamodules.__main__ import main, parse_overrides
+from tests.datamodules.conftest import write_iris
 
 
 def test_overrides_reach_the_augment_mapping() -> None:
@@ -27,6 +28,14 @@ def test_preview_shows_a_signal_with_the_albumentations_backend(in_tmp: Path) ->
     argv = ["preview", "mnist1d", "--set", "augment_backend=albumentations", "--set", "data_dir=d"]
     assert main(argv) == 0
     assert (in_tmp / "runs" / "preview-mnist1d.png").is_file()
+
+
+def test_a_table_preview_gets_the_dose_for_feature_vectors(in_tmp: Path) -> None:
+    """A table's shape is known once its file is read: its default dose is a feature vector's
+    (noise), never an image's rotation."""
+    write_iris(in_tmp / "iris.csv")
+    assert main(["preview", "csv", "--set", "path=iris.csv", "--set", "target=species"]) == 0
+    assert (in_tmp / "runs" / "preview-csv.png").is_file()
 
 
 @pytest.mark.parametrize(

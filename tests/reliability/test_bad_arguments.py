@@ -200,6 +200,12 @@ BAD_OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "character": st.one_of(st.text(min_size=2, max_size=5), st.just(""), st.just(" "), OTHER),
     "image_size": st.one_of(st.integers(max_value=0), HUGE, TEXT, NON_FINITE),
     "grayscale": BAD_FLAG,
+    # csv: `path` and `target` are required (None is missing), `drop` is a list of names
+    "path": st.one_of(
+        st.integers(), NON_FINITE, OTHER, st.lists(TEXT), TEXT.map(lambda s: f"no-such/{s}.csv")
+    ),
+    "target": st.one_of(st.integers(), NON_FINITE, OTHER, st.lists(TEXT), st.just("")),
+    "drop": st.one_of(st.integers(), NON_FINITE, TEXT, st.lists(st.integers(), min_size=1)),
 }
 
 

@@ -1,6 +1,6 @@
 """regzoo against the script a new user would write instead (`benchmarks/peer.py`), end to end.
 
-    .venv/bin/python -m benchmarks.versus_peer [--quick] [--repeats 3] [--population 8]
+    .venv/bin/python -m benchmarks.versus_peer [--quick] [--repeats 3] [--population 1]
         [--threads 1] [--pin-threads]
 
 The default study's work (`studies/configs/default.yaml`: 16 trials of at most 30 epochs, then
@@ -10,7 +10,8 @@ temporary folder, timed from process start to exit:
 - peer: `python benchmarks/peer.py --threads N` (Optuna's in-memory storage, its own default);
 - regzoo: `python -m regzoo run studies/configs/default.yaml --storage sqlite:///TMP/studies.db
   --no-progress --wandb disabled` with `REGZOO_THREADS=N`;
-- regzoo with `--population K` added (`--population 0` leaves this side out).
+- regzoo with `--population K` added: by default `--population 1`, one Trainer a trial, against
+  the default study's own 8 trials at a time (`--population 0` leaves this side out).
 
 The sides alternate ABBA (peer, regzoo, population; population, regzoo, peer; ...), `--repeats`
 times each, in one run on one machine, all with N torch threads (1 by default: on a shared
@@ -66,13 +67,13 @@ class Settings:
     epochs: int | None = None
     seeds: int | None = None
     repeats: int = 3
-    population: int = 8  # the population side's size; 0 or 1 leaves it out
+    population: int = 1  # the other regzoo side's --population; 0 leaves it out
     threads: int = 1
     pin_threads: bool = False  # OMP_NUM_THREADS too, for every process
 
 
-QUICK = Settings(trials=3, epochs=2, seeds=2, repeats=1, population=2)
-TINY_SETTINGS = Settings(trials=2, epochs=1, seeds=2, repeats=1, population=2)
+QUICK = Settings(trials=3, epochs=2, seeds=2, repeats=1)
+TINY_SETTINGS = Settings(trials=2, epochs=1, seeds=2, repeats=1)
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,11 @@ def run_peer(s: Settings, *, storage: str | None = None) -> Run:
     return Run(wall, done, len(result["test_acc"]), result["mean"], result["low"], result["high"])
 
 
-def run_regzoo(s: Settings, *, population: int = 1) -> Run:
+def run_regzoo(s: Settings, *, population: int | None = None) -> Run:
     """`regzoo run` of the default study, W&B off, with `REGZOO_THREADS` set to `s.threads`
-    (and `OMP_NUM_THREADS` with `s.pin_threads`)."""
+    (and `OMP_NUM_THREADS` with `s.pin_threads`); `--population` added unless None."""
     args = ["--wandb", "disabled"]
-    args += ["--population", str(population)] if population > 1 else []
+    args += ["--population", str(population)] if population is not None else []
     args += ["--set", f"trainer.max_epochs={s.epochs}"] if s.epochs is not None else []
     args += ["--set", f"confirm.seeds={s.seeds}"] if s.seeds is not None else []
     with _environ(REGZOO_THREADS=str(s.threads), **_pinned(s)):
@@ -158,7 +159,7 @@ def compare(
         PEER: lambda: run_peer(s),
         REGZOO: lambda: run_regzoo(s),
     }
-    if s.population > 1:
+    if s.population > 0:
         sides[population_side(s.population)] = lambda: run_regzoo(s, population=s.population)
 
     def reported(side: str, run: Callable[[], Run]) -> Callable[[], Run]:

@@ -191,15 +191,18 @@ def _positive_int(text: str) -> int:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.config.load import load_config
-    from regzoo.studies.population.members import with_population
     from regzoo.studies.scaling.workers import run
 
-    cfg = load_config(args.config, overrides=args.overrides)
-    if args.population is not None:  # refused here, before any worker, folder or storage
-        with_population(cfg, args.population)
+    # `--population N` is the last override: the config is checked with it (the default study's
+    # own population must not refuse `--population 1 --set trainer.precision=16-mixed`), before
+    # any worker, folder or storage.
+    overrides = [*args.overrides]
+    if args.population is not None:
+        overrides.append(f"population.size={args.population}")
+    cfg = load_config(args.config, overrides=overrides)
     opts = RunOptions(
         config=args.config,
-        overrides=tuple(args.overrides),
+        overrides=tuple(overrides),
         storage=args.storage,
         trials=args.trials,
         timeout=args.timeout,
@@ -221,7 +224,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.trial.console import quiet_training
     from regzoo.studies.trial.spec import TrialSpec
 
-    cfg = load_config(args.config, overrides=args.overrides)
+    # One run: the config's population (the default study's 8) does not apply to it.
+    cfg = load_config(args.config, overrides=[*args.overrides, "population.size=1"])
     if cfg.trainer.devices != 1:
         raise UsageError(
             f"trainer.devices={cfg.trainer.devices}: `train` runs on one device; "

@@ -37,6 +37,9 @@ TINY = [
     "model.hidden=[16]",
     "model.batchnorm=false",  # a diverging trial must be able to diverge
     "confirm=null",  # the default study's confirmation: tested on its own (tests/studies)
+    # One trial per Trainer: the faults land on a worker training its trial; the tests that
+    # inject them into a population set `population` themselves.
+    "population.size=1",
 ]
 # A trial that trains until it is stopped: the target of a signal.
 ENDLESS = ["trainer.max_epochs=100000", "early_stopping=null", "pruner.name=none"]

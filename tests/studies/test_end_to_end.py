@@ -76,11 +76,16 @@ def test_train_runs_the_fixed_values_once_with_the_same_outputs(
     assert not (in_tmp / "runs" / "studies.db").exists()  # no study, no storage
 
 
-def test_timeout_stops_starting_trials(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("population", "started"), [("1", 1), ("8", 5)])
+def test_timeout_stops_starting_trials(
+    population: str, started: int, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked after each job, as Optuna checks after each trial: one trial on its own, or one
+    population (the default study's 8, cut to the 5 trials asked for), then nothing new."""
     url = f"sqlite:///{in_tmp / 'studies.db'}"
     args = ["run", str(DEFAULT_CONFIG), "--trials", "5", "--storage", url, *TINY]
-    assert main([*args, "--set", "timeout=0.01"]) == 0  # checked after each trial
-    assert len(optuna.load_study(study_name="cnn-digits", storage=url).trials) == 1
+    assert main([*args, "--set", "timeout=0.01", "--population", population]) == 0
+    assert len(optuna.load_study(study_name="cnn-digits", storage=url).trials) == started
 
 
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(

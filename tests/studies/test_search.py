@@ -12,6 +12,7 @@ from optuna.trial import FixedTrial
 from regzoo.studies import StudyConfig, load_config, validate_config
 from regzoo.studies.config.search import REGULARIZATIONS, split_params, suggest
 from regzoo.studies.executor.samplers import make_pruner, make_sampler
+from regzoo.studies.population.pruning import PeerPruner
 from tests.conftest import DEFAULT_CONFIG
 
 REGULARIZED: dict[str, Any] = {
@@ -117,8 +118,10 @@ def test_grid_sampler_visits_every_combination_once() -> None:
     ],
 )
 def test_pruners_by_name(name: str, cls: type) -> None:
-    cfg = load_config(DEFAULT_CONFIG, overrides=[f"pruner.name={name}"])
+    cfg = load_config(DEFAULT_CONFIG, overrides=[f"pruner.name={name}", "population.size=1"])
     assert isinstance(make_pruner(cfg), cls)
+    batched = load_config(DEFAULT_CONFIG, overrides=[f"pruner.name={name}"])  # population: 8
+    assert isinstance(make_pruner(batched), PeerPruner)
 
 
 def _score(seen: list[dict[str, Any]], params: dict[str, Any]) -> float:

@@ -81,7 +81,10 @@ def test_a_runs_config_holds_each_value_once_under_its_section(mixed_study: Mixe
     cfg = study_config(mixed_study)
     for trial, run in runs_by_trial(mixed_study):
         config = {k: v for k, v in run.config.items() if k != "_wandb"}
-        assert set(config) == CONFIG_KEYS  # no top-level hparams from Lightning
+        # No top-level hparams from Lightning; a member of a population (the default study
+        # trains 8 at a time) also records how many trials trained with it.
+        assert set(config) == CONFIG_KEYS | {"population"}
+        assert config["population"] == {"size": len(trial.user_attrs["population"])}
         assert config["trial"] == trial.number and isinstance(config["trial"], int)
         assert config["study"] == "mixed"
         model = config["model"]

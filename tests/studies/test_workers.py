@@ -31,6 +31,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "confirm=null",
     "model.channels=[4, 8]",
+    "population.size=1",  # one trial a worker: each test watches a worker train its trial
 ]
 
 

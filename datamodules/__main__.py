@@ -62,7 +62,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def preview(name: str, overrides: Sequence[str], out: Path | None, samples: int) -> Path:
     options = parse_overrides(overrides)
     if not options.get("augment"):
-        shape = datamodule_class(name).nominal_shape or (3, 1, 1)  # unknown: image folders
+        nominal = getattr(datamodule_class(name), "nominal_shape", None)
+        shape = nominal or (3, 1, 1)  # unknown: image folders, a user's datamodule
         options["augment"] = dict(DEMO_AUGMENT[data_kind(shape)])
     dm = create_datamodule(name, **options)
     dm.prepare_data()  # no Trainer here to call it: fetch an online dataset's files

@@ -50,13 +50,15 @@ def set_by_study(cls: type) -> set[str]:
     return set(SEED_ARGS) & set(class_options(cls))
 
 
-def data_facts(dm: L.LightningDataModule, *, name: str) -> dict[str, Any]:
+def data_facts(dm: L.LightningDataModule, *, name: str | None = None) -> dict[str, Any]:
     """What a model takes from its datamodule: the raw inputs' shape and range, the classes and
     their names, and the normalization it will apply (its statistics come at `setup`).
 
-    A user's datamodule (`name`, for messages) normalizes nothing the model would need to
-    know of; its `input_shape` comes from its first training batch when it has no attribute.
+    A user's datamodule (`name`, for messages: its config name, else its class) normalizes
+    nothing the model would need to know of; its `input_shape` comes from its first training
+    batch when it has no attribute.
     """
+    name = name or type(dm).__qualname__
     if isinstance(dm, ArrayDataModule):
         return {
             "input_shape": dm.input_shape,

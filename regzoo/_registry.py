@@ -192,18 +192,23 @@ def class_options(cls: type) -> dict[str, inspect.Parameter]:
     """Every keyword `cls(...)` accepts, with its default, base classes' included.
 
     A subclass passes its base's arguments on with `**kwargs`, so the signature of its own
-    `__init__` alone would hide them: every `__init__` along the MRO is read (a class that
-    sets `__signature__` on its `__init__` says its own).
+    `__init__` alone would hide them: the `__init__`s along the MRO are read as far as each
+    passes `**kwargs` on (one without them ends the chain: its bases' arguments are not its
+    own). A class that sets `__signature__` on its `__init__` says its own.
     """
-    params: dict[str, inspect.Parameter] = {}
-    for klass in reversed(cls.__mro__):
+    chain: list[list[inspect.Parameter]] = []
+    for klass in cls.__mro__[:-1]:  # not object's
         init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
+        if init is None:
             continue
-        for p in inspect.signature(init).parameters.values():
-            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                params[p.name] = p
-    return params
+        params = list(inspect.signature(init).parameters.values())
+        chain.append([p for p in params if p.name != "self" and p.kind not in VARIADIC])
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return {p.name: p for own in reversed(chain) for p in own}
+
+
+VARIADIC = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
 
 
 def import_path(obj: Any) -> str:

@@ -100,6 +100,7 @@ def wrap_module(network: type[nn.Module], name: str) -> type[ModuleClassifier]:
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [own[k].replace(kind=inspect.Parameter.KEYWORD_ONLY) for k in args]
+    params.append(inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD))  # Classifier's
     __init__.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapped = type(
         network.__name__,

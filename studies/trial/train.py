@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import lightning as L
 import optuna
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from regzoo.datamodules import build_datamodule, data_facts, datamodule_options
 from regzoo.studies.config.schema import StudyConfig
@@ -90,7 +91,8 @@ def _train(
         interruptible(trainer, trainer.fit, model, datamodule=dm)
         checkpoint = keeper.path  # rank 0's, under DDP
         test: dict[str, float] = {}
-        if life.testable and keeper.kept:  # the same answer on every rank
+        # The same answer on every rank; a user's LightningModule may have no test step.
+        if life.testable and keeper.kept and is_overridden("test_step", model):
             test = _test(trainer, model, dm, checkpoint)
     except Exception as exc:
         try:

@@ -33,7 +33,14 @@ from regzoo.datamodules._registry import (
     list_datamodules,
     register_datamodule,
 )
-from regzoo.datamodules._user import batch_size_of, data_facts, set_by_study
+from regzoo.datamodules._user import (
+    batch_size_of,
+    check_augment,
+    data_facts,
+    member_augmenter,
+    set_by_study,
+    takes_augment,
+)
 from regzoo.datamodules.base import ArrayDataModule, Arrays
 
 __all__ = [
@@ -43,12 +50,15 @@ __all__ = [
     "DownloadError",
     "batch_size_of",
     "build_datamodule",
+    "check_augment",
     "create_datamodule",
     "data_facts",
     "datamodule_class",
     "datamodule_options",
     "datamodule_sources",
     "list_datamodules",
+    "member_augmenter",
     "register_datamodule",
     "set_by_study",
+    "takes_augment",
 ]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import lightning as L
 
 from regzoo._registry import Registry
-from regzoo.datamodules._user import kind_refusal, seeds
+from regzoo.datamodules._user import augment_batches, kind_refusal, seeds, takes_augment
 from regzoo.datamodules.base import ArrayDataModule
 
 DATAMODULES: Registry[L.LightningDataModule] = Registry(
@@ -70,7 +70,11 @@ def build_datamodule(
     name: str, *, study_seed: int, run_seed: int, **options: Any
 ) -> L.LightningDataModule:
     """Any datamodule as a study builds it: its options, and the seeds the study gives it
-    (`datamodules._user.seeds`: one split for every run of a study)."""
-    DATAMODULES.check_options(name, options)
+    (`datamodules._user.seeds`: one split for every run of a study). A user's datamodule takes
+    regzoo's `augment` option on its training batches (`datamodules._user.augment_batches`)."""
     cls = datamodule_class(name)
-    return cls(**{**seeds(cls, study=study_seed, run=run_seed), **options})
+    augment = options.pop("augment", None) if takes_augment(cls) else None
+    DATAMODULES.check_options(name, options)
+    dm = cls(**{**seeds(cls, study=study_seed, run=run_seed), **options})
+    augment_batches(dm, augment, name=name)
+    return dm

@@ -11,10 +11,12 @@ from regzoo.datamodules import (
     AUGMENT_KEYS,
     ArrayDataModule,
     build_datamodule,
+    check_augment,
     data_facts,
     datamodule_class,
     datamodule_options,
     set_by_study,
+    takes_augment,
 )
 from regzoo.studies.config.schema import ConfigError, Param, StudyConfig, TrainerSection
 from regzoo.studies.config.search import REGULARIZATION, REGULARIZATIONS, split_params
@@ -40,8 +42,10 @@ def check_references(cfg: StudyConfig, *, source: str) -> None:
         raise fail(f"model.name: {exc}") from None
     try:
         # Trial n's datamodule takes `seed + n`, the study's `seed` its split (trial.train).
-        data_keys = set(datamodule_options(cfg.data.name))
-        data_keys -= set_by_study(datamodule_class(cfg.data.name))
+        data_cls = datamodule_class(cfg.data.name)
+        data_keys = set(datamodule_options(cfg.data.name)) - set_by_study(data_cls)
+        if takes_augment(data_cls):  # regzoo augments a user's batches on their device
+            data_keys.add("augment")
     except ValueError as exc:
         raise fail(f"data.name: {exc}") from None
     trainer_keys = set(TrainerSection.model_fields)
@@ -186,7 +190,7 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
                 raise fail(f"{where}{exc.errors()[0]['msg']}") from None
         try:
             dm = build_datamodule(cfg.data.name, study_seed=cfg.seed, run_seed=cfg.seed, **data_kw)
-            facts = _nominal_facts(dm, cfg.data.name)
+            facts = _nominal_facts(dm, cfg.data.name, data_kw.get("augment"))
         except (ValueError, TypeError) as exc:
             raise fail(f"{where or 'data: '}{exc}{_with(params)}") from None
         if facts is None:
@@ -200,12 +204,15 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
             raise fail(f"{where or 'model: '}{exc}{_with(params)}") from None
 
 
-def _nominal_facts(dm: Any, name: str) -> dict[str, Any] | None:
+def _nominal_facts(dm: Any, name: str, augment: Any) -> dict[str, Any] | None:
     """What a model takes from `dm`, as far as it is known before training: regzoo's own
     datamodules say it without loading data (None: not until loaded); a user's says
-    `num_classes` and its `input_shape` or its first batch (`datamodules.data_facts`)."""
+    `num_classes` and its `input_shape` or its first batch (`datamodules.data_facts`), which
+    its `augment` options (regzoo's, on its batches) must fit."""
     if not isinstance(dm, ArrayDataModule):
-        return data_facts(dm, name=name)
+        facts = data_facts(dm, name=name)
+        check_augment(augment, facts["input_shape"], name=name)
+        return facts
     shape = dm.nominal_input_shape()
     if shape is None:
         return None

@@ -21,7 +21,12 @@ import optuna
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from regzoo.datamodules import ArrayDataModule, build_datamodule, datamodule_options
+from regzoo.datamodules import (
+    ArrayDataModule,
+    build_datamodule,
+    datamodule_options,
+    member_augmenter,
+)
 from regzoo.studies.config.search import split_params
 from regzoo.studies.population.module import Member, PopulationModule
 from regzoo.studies.trial import tracking
@@ -70,8 +75,8 @@ def _train(
     L.seed_everything(first.seed, workers=True, verbose=False)
     _, shared_data, trainer_kw = split_params(first.fixed, first.params)
     name = first.config.data.name
-    if "augment" in datamodule_options(name):  # each member augments its own batches
-        shared_data["augment"] = None
+    if "augment" in shared_data or "augment" in datamodule_options(name):
+        shared_data["augment"] = None  # each member augments its own batches
     dm = build_datamodule(name, study_seed=first.config.seed, run_seed=first.seed, **shared_data)
     dm.prepare_data()
     dm.setup("fit")
@@ -132,11 +137,12 @@ def _member(
     max_epochs = _max_epochs(spec)
     L.seed_everything(spec.seed, workers=True, verbose=False)
     model = create_model(spec.fixed.model.name, **model_facts(spec.fixed, dm), **model_kw)
-    augment = None
-    if isinstance(dm, ArrayDataModule):  # a user's datamodule normalizes and augments nothing
+    if isinstance(dm, ArrayDataModule):
         model.pipeline.load_statistics(dm.input_statistics()[1])
         augment = dm.augmenter_for(data_kw.get("augment"))
         data_kw = {"split_seed": spec.config.seed, **data_kw}
+    else:  # a user's normalizes nothing; regzoo augments its batches
+        augment = member_augmenter(dm, data_kw.get("augment"), name=spec.fixed.data.name)
     spec.run_dir.mkdir(parents=True, exist_ok=False)
     config = run_config(spec, model, data_kw, {**trainer_kw, "max_epochs": max_epochs})
     config["population"] = {"size": size}  # its batch order is its own seed's, as alone

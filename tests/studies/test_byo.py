@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import optuna
 import pytest
 import torch
@@ -116,6 +117,43 @@ def test_a_user_datamodule_gives_its_classes_its_first_batch_shape_and_takes_the
     assert (ours.seed, ours.split_seed) == (9, 7)  # both: the run's and the study's
 
 
+class Recorder(L.LightningModule):
+    """Keeps the inputs of every batch it trains and validates on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(16, 3)
+        self.seen: dict[str, list[torch.Tensor]] = {"train": [], "val": []}
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.seen["train"].append(batch[0].clone())
+        return torch.nn.functional.cross_entropy(self.layer(batch[0].flatten(1)), batch[1])
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.seen["val"].append(batch[0].clone())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _off_clean_waves(x: torch.Tensor) -> torch.Tensor:
+    """Each input's distance from the nearest noiseless wave the data draws from."""
+    t = torch.linspace(0, 1, 16)
+    clean = torch.stack([torch.sin(2 * torch.pi * f * t) for f in (1, 2, 3)])  # (3, 16)
+    return (x.flatten(1)[:, None, :] - clean).abs().amax(-1).amin(-1)  # (B,)
+
+
+def test_regzoo_augments_a_user_datamodules_training_batches_on_their_device(
+    project: Path, tiny_trainer_kwargs: dict[str, object]
+) -> None:
+    dm = build_datamodule(WAVES, study_seed=0, run_seed=0, noise=0.0, augment={"noise": 0.2})
+    recorder = Recorder()
+    L.Trainer(**tiny_trainer_kwargs).fit(recorder, datamodule=dm)
+    train, val = torch.cat(recorder.seen["train"]), torch.cat(recorder.seen["val"])
+    assert bool((_off_clean_waves(train) > 0.05).all())  # every training input got noise
+    assert float(_off_clean_waves(val).max()) < 1e-5  # validation inputs are left as they are
+
+
 def test_loading_imports_a_recorded_path_only_when_registered_or_trusted(
     project: Path, tmp_path: Path
 ) -> None:
@@ -170,7 +208,9 @@ def test_own_code_tunes_with_two_workers_as_populations_is_confirmed_exported_an
     project: Path, in_tmp: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     config = _config(in_tmp, RESMLP)
-    assert main(["run", str(config), "--workers", "2"]) == 0, capfd.readouterr().out
+    # Each member augments its batches with its own draws, on the user's data too.
+    args = ["--workers", "2", "--set", "data.augment.noise=0.1"]
+    assert main(["run", str(config), *args]) == 0, capfd.readouterr().out
     storage = f"sqlite:///{in_tmp / 'runs' / 'studies.db'}"
     trials = optuna.load_study(study_name="waves", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
@@ -222,6 +262,7 @@ def test_regzoo_train_trains_a_lightning_module_of_its_own_as_it_is(
             {"model": OWN_MODULE, "model.l2": 0.1},
             f"model.l2: unknown hyperparameter of '{OWN_MODULE}'",
         ),
+        ({"data.augment.rotation": 10}, "augment.rotation=10 makes no sense for 1-D signals"),
     ],
 )
 def test_bad_own_code_exits_2_in_one_line_before_any_trial(

@@ -50,7 +50,8 @@ def model_sources() -> dict[str, str]:
 def model_class(name: str) -> type[L.LightningModule]:
     """The class `create_model(name)` builds (a plain module's wrapper); an unknown name, a
     path that does not import or a class of the wrong kind is refused in one line."""
-    return trainable(MODELS.get(name), name)
+    cls = MODELS.get(name)
+    return trainable(cls, name, MODELS.recorded_name(cls))
 
 
 def is_foreign_model(name: str) -> bool:

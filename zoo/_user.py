@@ -41,12 +41,13 @@ def is_foreign(cls: type) -> bool:
     return issubclass(cls, L.LightningModule) and not issubclass(cls, Classifier)
 
 
-def trainable(cls: type[nn.Module], name: str) -> type[L.LightningModule]:
+def trainable(cls: type[nn.Module], name: str, recorded: str) -> type[L.LightningModule]:
     """The class regzoo builds for model class `cls` (`name` as the config gives it): a
-    Classifier or a foreign LightningModule as it is, a plain module wrapped once."""
+    Classifier (recorded as `recorded`) or a foreign LightningModule as it is, a plain module
+    wrapped once."""
+    if issubclass(cls, Classifier):
+        cls.model_name = recorded  # a user's subclass of a zoo model records its own path
     if issubclass(cls, L.LightningModule):
-        if issubclass(cls, Classifier) and "model_name" not in cls.__dict__:
-            cls.model_name = import_path(cls)  # not a registered zoo model: its import path
         return cls
     return wrap_module(cls, name)
 

@@ -57,12 +57,13 @@ def create_datamodule(name: str, **options: Any) -> ArrayDataModule:
     """Build one of regzoo's datamodules (or a user's `ArrayDataModule` subclass); unknown
     options are refused with the accepted list. Another LightningDataModule: `build_datamodule`.
     """
-    dm = DATAMODULES.create(name, **options)
-    if not isinstance(dm, ArrayDataModule):
+    if not issubclass(datamodule_class(name), ArrayDataModule):
         raise ValueError(
             f"dataset {name!r} is a LightningDataModule of its own, not a regzoo "
             "ArrayDataModule: build it with build_datamodule"
         )
+    dm = DATAMODULES.create(name, **options)
+    assert isinstance(dm, ArrayDataModule)
     return dm
 
 

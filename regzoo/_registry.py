@@ -1,7 +1,7 @@
 """`Registry`: the name -> class mapping behind `create_model` and `create_datamodule`.
 
 One implementation for every kind of registered class, so a name is refused, listed and built
-the same way everywhere. A name is one of three things (`resolve`): a class registered in this
+the same way everywhere. A name is one of three things (`get`): a class registered in this
 process (`register`), an entry point of the registry's group that an installed package declares
 (loaded on first use, so the core never imports a plug-in it is not asked for), or an import
 path `package.module:Name` (as the lightning-hydra-template's `_target_`). What a run records
@@ -71,6 +71,9 @@ class Registry(Generic[T]):
         """Class decorator adding a class under `name`; a name already taken is refused."""
 
         def add(cls: C) -> C:
+            why = self.accepts(cls) if self.accepts is not None else None
+            if why is not None:
+                raise ValueError(f"{self.kind} {name!r} cannot be {_what(cls)}; {why}")
             if name in self._classes:
                 raise ValueError(
                     f"{self.kind} name {name!r} is already registered by {self._classes[name]!r}"

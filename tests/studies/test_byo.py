@@ -1,7 +1,8 @@
 """A user's own model and data (issue 25), by import path (`package.module:Name` on sys.path):
 the downstream project of tests/_byo_project.py, tuned with two workers as a population,
 confirmed, exported and reloaded in a fresh process; its GRU falls back with a note; loading
-imports a recorded path only when it is registered or trusted; bad input exits 2 in one line.
+imports a recorded path only when it is registered or trusted; bad input exits 2 in one line;
+each trial on two DDP devices with its W&B run (slow).
 
 The same project installed as a wheel, by its entry points: tests/test_byo_install.py (slow).
 """
@@ -281,3 +282,21 @@ def test_bad_own_code_exits_2_in_one_line_before_any_trial(
     lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], lines
     assert not (in_tmp / "runs").exists()  # nothing written
+
+
+@pytest.mark.slow  # ~40 s or more: torchrun and two ranks each import torch and Lightning
+def test_own_code_trains_each_trial_on_two_ddp_devices_with_its_wandb_run(
+    project: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(project))  # torchrun's ranks import the project too
+    config = _config(in_tmp, RESMLP)
+    args = ["--trials", "1", "--devices-per-trial", "2", "--wandb", "offline", "--no-progress"]
+    assert main(["run", str(config), *args]) == 0, capfd.readouterr().out
+    storage = f"sqlite:///{in_tmp / 'runs' / 'studies.db'}"
+    [trial] = optuna.load_study(study_name="waves", storage=storage).trials
+    assert trial.state == TrialState.COMPLETE
+    checkpoint = torch.load(trial.user_attrs["checkpoint"], weights_only=True)
+    assert checkpoint["regzoo_model"] == RESMLP
+    # One W&B run each for the trial and its two confirmation seeds, rank 0's only.
+    assert len(list((in_tmp / "runs" / "wandb").glob("offline-run-*"))) == 3
+    assert "confirmed trial 0" in capfd.readouterr().out

@@ -62,8 +62,10 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def preview(name: str, overrides: Sequence[str], out: Path | None, samples: int) -> Path:
     options = parse_overrides(overrides)
     if not options.get("augment"):
-        # Built once without: an image folder's or a table's shape is known per instance.
-        shape = create_datamodule(name, **options).nominal_input_shape() or (3, 1, 1)
+        # Built once without: an image folder's or a table's shape is known per instance; a
+        # user's datamodule may not say (unknown: an image's default).
+        nominal = getattr(create_datamodule(name, **options), "nominal_input_shape", None)
+        shape = (nominal() if callable(nominal) else None) or (3, 1, 1)
         options["augment"] = dict(DEMO_AUGMENT[data_kind(shape)])
     dm = create_datamodule(name, **options)
     dm.prepare_data()  # no Trainer here to call it: fetch an online dataset's files

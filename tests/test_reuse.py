@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 import torch
 
-from regzoo.datamodules import create_datamodule
+from regzoo.datamodules import create_datamodule, data_facts
 from regzoo.studies import validate_config
 from regzoo.studies.results.export import to_onnx, to_pt2
 from regzoo.studies.trial.spec import RunResult
-from regzoo.studies.trial.train import data_facts, train_run
+from regzoo.studies.trial.train import train_run
 from regzoo.zoo import create_model, from_pretrained, list_models, load_model, save_pretrained
 from tests.conftest import spec_of
 

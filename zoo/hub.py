@@ -5,8 +5,9 @@
     model(raw_images).argmax(-1)                 # class indices; config.json names them
 
 `model.safetensors` holds the weights and the input pipeline's statistics (safetensors: tensors
-only, nothing that runs code when read); `config.json` the model's name, its hparams (which
-rebuild it), what its raw inputs are (shape, dtype, range, normalization) and the class names.
+only, nothing that runs code when read); `config.json` the model's name (a zoo model's
+registered name, a user's model's import path), its hparams (which rebuild it), what its raw
+inputs are (shape, dtype, range, normalization) and the class names.
 Nothing is ever unpickled.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from regzoo._checks import one_line
-from regzoo.zoo._registry import create_model
+from regzoo.zoo._registry import check_trusted, create_model
 from regzoo.zoo.classifier import Classifier
 
 WEIGHTS = "model.safetensors"
@@ -56,9 +57,17 @@ def save_pretrained(model: Classifier, folder: str | Path, *, card: str | None =
 
 
 def from_pretrained(
-    source: str | Path, *, revision: str | None = None, map_location: str | torch.device = "cpu"
+    source: str | Path,
+    *,
+    revision: str | None = None,
+    map_location: str | torch.device = "cpu",
+    trust_code: bool = False,
 ) -> Classifier:
     """The model in a folder written by `save_pretrained`, or in a hub repository of one.
+
+    A user's model is recorded by its import path (`package.module:Class`), imported only
+    when it is registered (an entry point of `regzoo.models`, `register_model`) or with
+    `trust_code=True`: a downloaded folder must not run code of its choosing.
 
     Raises:
         FileNotFoundError: no such folder, and not a hub repository that can be reached.
@@ -68,6 +77,7 @@ def from_pretrained(
     if not folder.is_dir():
         folder = _download(str(source), revision)
     config = _read_config(folder / CONFIG)
+    check_trusted(config["model"], where=str(folder / CONFIG), trust_code=trust_code)
     weights = folder / WEIGHTS
     try:
         from safetensors.torch import load_file

@@ -1,4 +1,4 @@
-"""The regzoo command line: `regzoo run|train|confirm|ablate|list|report|export|dashboard|...`
+"""The regzoo command line: `regzoo run|train|confirm|ablate|list|models|report|export|...`
 (also `python -m regzoo ...`).
 
 A user's mistake (bad config, bad storage URL, unknown study) prints one line and exits 2.
@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="studies in a storage, with trial counts")
     lst.add_argument("--storage", default=DEFAULT_STORAGE)
+
+    sub.add_parser(
+        "models",
+        help="model and dataset names (registered, entry points) and where each comes from",
+    )
 
     rep = sub.add_parser("report", help="plots, summary.md and index.html for a study")
     rep.add_argument("name", help="study name (the config's name:)")
@@ -298,6 +303,24 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace, console: Console) -> int:
+    """Every model and dataset name this installation knows, and where it comes from (nothing
+    is imported for an entry point); any other class is named by import path."""
+    from rich.table import Table
+
+    from regzoo.datamodules import datamodule_sources
+    from regzoo.zoo import model_sources
+
+    table = Table(title="models and datasets (or any class as package.module:Name)")
+    for col in ("kind", "name", "from"):
+        table.add_column(col)
+    for kind, sources in (("model", model_sources()), ("dataset", datamodule_sources())):
+        for name, where in sources.items():
+            table.add_row(kind, name, where)
+    console.print(table)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -447,6 +470,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "run": cmd_run,
     "train": cmd_train,
     "list": cmd_list,
+    "models": cmd_models,
     "report": cmd_report,
     "export": cmd_export,
     "confirm": cmd_confirm,

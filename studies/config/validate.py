@@ -7,14 +7,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from regzoo._checks import is_number
-from regzoo.datamodules import AUGMENT_KEYS, create_datamodule, datamodule_options, list_datamodules
+from regzoo.datamodules import (
+    AUGMENT_KEYS,
+    ArrayDataModule,
+    build_datamodule,
+    check_augment,
+    data_facts,
+    datamodule_class,
+    datamodule_options,
+    set_by_study,
+    takes_augment,
+)
 from regzoo.studies.config.schema import ConfigError, Param, StudyConfig, TrainerSection
 from regzoo.studies.config.search import REGULARIZATION, REGULARIZATIONS, split_params
-from regzoo.zoo import create_model, list_models, model_hparams
+from regzoo.zoo import build_model, is_foreign_model, model_hparams
 
-# Trial n's datamodule takes `seed + n`; `split_seed` stays an option (default: the study's
-# `seed`, so every trial is validated on the same split; see trial.train).
-DATA_SET_BY_STUDY = {"seed"}
 # Trainer precisions a population batches (population.size > 1): no mixed precision.
 BATCHED_PRECISIONS = ("32-true", "64-true")
 # A model takes these from its datamodule (trial.train.data_facts), never from the config.
@@ -25,17 +32,22 @@ def check_references(cfg: StudyConfig, *, source: str) -> None:
     def fail(msg: str) -> ConfigError:
         return ConfigError(f"{source}: {msg}")
 
-    if cfg.model.name not in list_models():
-        raise fail(
-            f"model.name: unknown model {cfg.model.name!r}; available: {', '.join(list_models())}"
-        )
-    if cfg.data.name not in list_datamodules():
-        raise fail(
-            f"data.name: unknown dataset {cfg.data.name!r}; available: "
-            f"{', '.join(list_datamodules())}"
-        )
-    model_keys = (set(model_hparams(cfg.model.name)) - MODEL_SET_BY_DATA) | {REGULARIZATION}
-    data_keys = set(datamodule_options(cfg.data.name)) - DATA_SET_BY_STUDY
+    # A name, an entry point or an import path; one that does not import, or names a class of
+    # the wrong kind, is refused here, before anything runs.
+    try:
+        model_keys = set(model_hparams(cfg.model.name)) - MODEL_SET_BY_DATA
+        if not is_foreign_model(cfg.model.name):  # the search's selector of l1/l2/decay
+            model_keys.add(REGULARIZATION)
+    except ValueError as exc:
+        raise fail(f"model.name: {exc}") from None
+    try:
+        # Trial n's datamodule takes `seed + n`, the study's `seed` its split (trial.train).
+        data_cls = datamodule_class(cfg.data.name)
+        data_keys = set(datamodule_options(cfg.data.name)) - set_by_study(data_cls)
+        if takes_augment(data_cls):  # regzoo augments a user's batches on their device
+            data_keys.add("augment")
+    except ValueError as exc:
+        raise fail(f"data.name: {exc}") from None
     trainer_keys = set(TrainerSection.model_fields)
     for key in cfg.model.options:
         if key not in model_keys:
@@ -177,22 +189,34 @@ def _dry_build(cfg: StudyConfig, fail: Any) -> None:
             except ValidationError as exc:
                 raise fail(f"{where}{exc.errors()[0]['msg']}") from None
         try:
-            dm = create_datamodule(cfg.data.name, seed=cfg.seed, **data_kw)
+            dm = build_datamodule(cfg.data.name, study_seed=cfg.seed, run_seed=cfg.seed, **data_kw)
+            facts = _nominal_facts(dm, cfg.data.name, data_kw.get("augment"))
         except (ValueError, TypeError) as exc:
             raise fail(f"{where or 'data: '}{exc}{_with(params)}") from None
-        shape = dm.nominal_input_shape()
-        if shape is None:
+        if facts is None:
             continue
+        accepted = model_hparams(cfg.model.name)
         try:
-            create_model(
-                cfg.model.name,
-                input_shape=shape,
-                num_classes=dm.nominal_classes,
-                normalize=dm.normalize,
-                **model_kw,
+            build_model(
+                cfg.model.name, **{k: v for k, v in facts.items() if k in accepted}, **model_kw
             )
         except (ValueError, TypeError) as exc:
             raise fail(f"{where or 'model: '}{exc}{_with(params)}") from None
+
+
+def _nominal_facts(dm: Any, name: str, augment: Any) -> dict[str, Any] | None:
+    """What a model takes from `dm`, as far as it is known before training: regzoo's own
+    datamodules say it without loading data (None: not until loaded); a user's says
+    `num_classes` and its `input_shape` or its first batch (`datamodules.data_facts`), which
+    its `augment` options (regzoo's, on its batches) must fit."""
+    if not isinstance(dm, ArrayDataModule):
+        facts = data_facts(dm, name=name)
+        check_augment(augment, facts["input_shape"], name=name)
+        return facts
+    shape = dm.nominal_input_shape()
+    if shape is None:
+        return None
+    return {"input_shape": shape, "num_classes": dm.nominal_classes, "normalize": dm.normalize}
 
 
 def _dry_params(search: dict[str, Param]) -> list[tuple[str | None, dict[str, Any]]]:

@@ -179,11 +179,16 @@ def macs_per_sample(model: nn.Module, input_shape: Sequence[int]) -> int:
     return (counter.get_total_flops() - sum(recurrent)) // 2 + weights
 
 
-def fixed_work(cfg: StudyConfig) -> tuple[int, int]:
-    """`macs_per_sample` of the config's model as its fixed values build it, and its batch size:
-    what `choose_threads` weighs for a study. Loads no data."""
-    model, batch_size = fixed_model(cfg)
-    return macs_per_sample(model, model.raw_shape), batch_size
+def fixed_work(cfg: StudyConfig) -> tuple[int | None, int]:
+    """`macs_per_sample` of the config's model as its fixed values build it (None for a
+    LightningModule of the user's, whose forward may take anything), and its batch size: what
+    `choose_threads` weighs for a study. Loads no data from a regzoo datamodule."""
+    from regzoo.zoo import Classifier
+
+    fixed = fixed_model(cfg)
+    if not isinstance(fixed.model, Classifier):
+        return None, fixed.batch_size
+    return macs_per_sample(fixed.model, fixed.input_shape), fixed.batch_size
 
 
 def _override(override: int | None) -> ThreadChoice | None:
@@ -223,7 +228,7 @@ def threads_for(choice: ThreadChoice) -> Iterator[ThreadChoice]:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_work(config: str) -> tuple[int, int]:
+def _cached_work(config: str) -> tuple[int | None, int]:
     return fixed_work(StudyConfig.model_validate_json(config))
 
 

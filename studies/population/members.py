@@ -21,7 +21,13 @@ from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.config.validate import check_population
 from regzoo.studies.trial.fixed import fixed_model
 from regzoo.studies.trial.spec import TrialSpec
-from regzoo.zoo.population import MEMBER_HPARAMS, batch_refusal
+from regzoo.zoo import Classifier
+from regzoo.zoo.population import (
+    MEMBER_HPARAMS,
+    batch_refusal,
+    batching_mismatch,
+    probe_members,
+)
 from regzoo.zoo.population.stack import WIDTH_HPARAMS
 
 # Config entries a member may have of its own (its spec's config): it stops by its own
@@ -69,13 +75,19 @@ def group_key(spec: TrialSpec) -> str:
 
 def fallback_reason(cfg: StudyConfig, *, distributed: bool = False) -> str | None:
     """Why a config with `population.size` > 1 trains one trial per Trainer instead (one line),
-    or None when it can be batched: decided from the layers of the model its fixed values build
-    (`regzoo.zoo.population.batch_refusal`), whatever the model is called."""
-    refusal = batch_refusal(fixed_model(cfg)[0])
+    or None when it can be batched: decided from the model its fixed values build, whatever it
+    is called: its layers (`regzoo.zoo.population.batch_refusal`), and for a user's model (one
+    recorded by import path) a probe of two members batched against alone
+    (`batching_mismatch`). A LightningModule of the user's own never batches."""
+    model = fixed_model(cfg).model
+    name = cfg.model.name
+    if not isinstance(model, Classifier):
+        return f"model {name!r} is a LightningModule of its own; trials train one per Trainer"
+    refusal = batch_refusal(model)
+    if refusal is None and ":" in model.model_name:
+        refusal = batching_mismatch(probe_members(model))
     if refusal is not None:
-        return (
-            f"model {cfg.model.name!r} cannot be batched: {refusal}; trials train one per Trainer"
-        )
+        return f"model {name!r} cannot be batched: {refusal}; trials train one per Trainer"
     if distributed:
         return "--devices-per-trial: each trial trains with DDP, one per Trainer"
     return None

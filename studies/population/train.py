@@ -21,7 +21,12 @@ import optuna
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from regzoo.datamodules import ArrayDataModule, create_datamodule
+from regzoo.datamodules import (
+    ArrayDataModule,
+    build_datamodule,
+    datamodule_options,
+    member_augmenter,
+)
 from regzoo.studies.config.search import split_params
 from regzoo.studies.population.module import Member, PopulationModule
 from regzoo.studies.trial import tracking
@@ -31,8 +36,8 @@ from regzoo.studies.trial.spec import RunResult, TrialSpec
 from regzoo.studies.trial.train import (
     SEED_ENV,
     build_trainer,
-    data_facts,
     interruptible,
+    model_facts,
     restored_environ,
     run_config,
     run_logger,
@@ -69,8 +74,10 @@ def _train(
     first = specs[0]
     L.seed_everything(first.seed, workers=True, verbose=False)
     _, shared_data, trainer_kw = split_params(first.fixed, first.params)
-    shared_data = {"split_seed": first.config.seed, **shared_data, "augment": None}
-    dm = create_datamodule(first.config.data.name, seed=first.seed, **shared_data)
+    name = first.config.data.name
+    if "augment" in shared_data or "augment" in datamodule_options(name):
+        shared_data["augment"] = None  # each member augments its own batches
+    dm = build_datamodule(name, study_seed=first.config.seed, run_seed=first.seed, **shared_data)
     dm.prepare_data()
     dm.setup("fit")
     trainer_kw["max_epochs"] = max(_max_epochs(spec) for spec in specs)
@@ -96,10 +103,13 @@ def _train(
             limit_val_batches=0,
             enable_checkpointing=False,
         )
-        # Each member its own batch order, as alone (one loader when they share a seed).
+        # Each member its own batch order, as alone (one loader when they share a seed); a
+        # user's datamodule serves one order to all.
         seeds = [spec.seed for spec in specs]
-        own = len(set(seeds)) > 1
-        train = dm.member_train_dataloader(seeds) if own else dm.train_dataloader()
+        if len(set(seeds)) > 1 and isinstance(dm, ArrayDataModule):
+            train = dm.member_train_dataloader(seeds)
+        else:
+            train = dm.train_dataloader()
         interruptible(trainer, trainer.fit, module, train_dataloaders=train)
         for i, m in enumerate(members):
             if i not in module.results:
@@ -117,7 +127,7 @@ def _member(
     spec: TrialSpec,
     life: Lifecycle,
     probes: list[Any],
-    dm: ArrayDataModule,
+    dm: L.LightningDataModule,
     trainer_kw: dict[str, Any],
     wandb_mode: str,
     size: int,
@@ -126,10 +136,14 @@ def _member(
     model_kw, data_kw, _ = split_params(spec.fixed, spec.params)
     max_epochs = _max_epochs(spec)
     L.seed_everything(spec.seed, workers=True, verbose=False)
-    model = create_model(spec.fixed.model.name, **data_facts(dm), **model_kw)
-    model.pipeline.load_statistics(dm.input_statistics()[1])
+    model = create_model(spec.fixed.model.name, **model_facts(spec.fixed, dm), **model_kw)
+    if isinstance(dm, ArrayDataModule):
+        model.pipeline.load_statistics(dm.input_statistics()[1])
+        augment = dm.augmenter_for(data_kw.get("augment"))
+        data_kw = {"split_seed": spec.config.seed, **data_kw}
+    else:  # a user's normalizes nothing; regzoo augments its batches
+        augment = member_augmenter(dm, data_kw.get("augment"), name=spec.fixed.data.name)
     spec.run_dir.mkdir(parents=True, exist_ok=False)
-    data_kw = {"split_seed": spec.config.seed, **data_kw}
     config = run_config(spec, model, data_kw, {**trainer_kw, "max_epochs": max_epochs})
     config["population"] = {"size": size}  # its batch order is its own seed's, as alone
     life.wandb = run_logger(spec.config, spec.run_name, config, mode=wandb_mode, concurrent=True)
@@ -140,7 +154,7 @@ def _member(
         spec=spec,
         life=life,
         model=model,
-        augment=dm.augmenter_for(data_kw.get("augment")),
+        augment=augment,
         csv=CSVLogger(spec.run_dir, name="", version=""),
         max_epochs=max_epochs,
         probes=probes,

@@ -77,8 +77,10 @@ def export_best(
 
 
 def _load(checkpoint: Path) -> Classifier:
+    # The study's own config named the model it records: a user's class imports as it did
+    # when the study trained it (the storage is trusted as the config is).
     try:
-        return load_model(checkpoint)
+        return load_model(checkpoint, trust_code=True)
     except (OSError, ValueError) as exc:  # missing, damaged or foreign checkpoint
         raise ResultError(one_line(exc, lines=1)) from None
 
@@ -190,6 +192,12 @@ def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> st
         "logits = model(raw_inputs)                 # (B, *shape) raw, as the dataset gives them",
         "```",
     ]
+    if ":" in model.model_name:  # a user's class, by import path
+        lines += [
+            "",
+            f"The network is `{model.model_name}`: its package must be installed (an entry "
+            "point of `regzoo.models` is trusted), or pass `load_model(folder, trust_code=True)`.",
+        ]
     if "wandb_run" in attrs:
         lines += ["", f"W&B run: {attrs['wandb_run']}"]
     return "\n".join(lines) + "\n"

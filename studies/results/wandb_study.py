@@ -362,7 +362,7 @@ def _hub_folder(
     from regzoo.zoo import load_model, save_pretrained
 
     try:
-        model = load_model(checkpoint_of(trial))
+        model = load_model(checkpoint_of(trial), trust_code=True)  # the study's own model
     except (ResultError, OSError, ValueError) as exc:
         console.print(f"  [yellow]W&B: no model artifact[/]: {one_line(exc, lines=1)}")
         return None

@@ -19,15 +19,16 @@ from typing import Any, Protocol
 import lightning as L
 import optuna
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from regzoo.datamodules import ArrayDataModule, create_datamodule, datamodule_options
+from regzoo.datamodules import build_datamodule, data_facts, datamodule_options
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import LifecycleCallback, SwallowedInterrupt
 from regzoo.studies.trial.lifecycle import Lifecycle, error_text
 from regzoo.studies.trial.spec import RunResult, TrialSpec
-from regzoo.zoo import create_model
+from regzoo.zoo import build_model, model_hparams
 
 SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
@@ -90,7 +91,8 @@ def _train(
         interruptible(trainer, trainer.fit, model, datamodule=dm)
         checkpoint = keeper.path  # rank 0's, under DDP
         test: dict[str, float] = {}
-        if life.testable and keeper.kept:  # the same answer on every rank
+        # The same answer on every rank; a user's LightningModule may have no test step.
+        if life.testable and keeper.kept and is_overridden("test_step", model):
             test = _test(trainer, model, dm, checkpoint)
     except Exception as exc:
         try:
@@ -119,9 +121,9 @@ def _trainer(
     cfg = spec.config
     L.seed_everything(spec.seed, workers=True, verbose=False)
     model_kw, data_kw, trainer_kw = split_params(spec.fixed, spec.params)
-    data_kw = {"split_seed": cfg.seed, **data_kw}
-    dm = create_datamodule(cfg.data.name, seed=spec.seed, **data_kw)
-    model = create_model(cfg.model.name, **data_facts(dm), **model_kw)
+    dm, model = build_run(cfg, spec.seed, model_kw, data_kw)
+    if "split_seed" in datamodule_options(cfg.data.name):  # recorded with the run's data
+        data_kw = {"split_seed": cfg.seed, **data_kw}
     # Never reuse a folder: another study's trial (or this one's earlier run) may refer to it.
     spec.run_dir.mkdir(parents=True, exist_ok=False)
     trainer_kw = {**trainer_kw, **trainer_overrides}
@@ -257,16 +259,22 @@ def interruptible(trainer: L.Trainer, call: Callable[..., Any], *args: Any, **kw
         raise
 
 
-def data_facts(dm: ArrayDataModule) -> dict[str, Any]:
-    """What a model takes from its datamodule: the raw inputs' shape and range, the classes and
-    their names, and the normalization it will apply (its statistics come at `setup`)."""
-    return {
-        "input_shape": dm.input_shape,
-        "num_classes": dm.num_classes,
-        "normalize": dm.normalize,
-        "class_names": dm.class_names,
-        "input_range": dm.raw_range,
-    }
+def build_run(
+    cfg: StudyConfig, seed: int, model_kw: dict[str, Any], data_kw: dict[str, Any]
+) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """A run's datamodule (the study's split, the run's `seed`) and its model, given what it
+    declares of the data (`model_facts`). The one place a run's model and data are built."""
+    dm = build_datamodule(cfg.data.name, study_seed=cfg.seed, run_seed=seed, **data_kw)
+    model = build_model(cfg.model.name, **model_facts(cfg, dm), **model_kw)
+    return dm, model
+
+
+def model_facts(cfg: StudyConfig, dm: L.LightningDataModule) -> dict[str, Any]:
+    """What the config's model takes from the datamodule (`datamodules.data_facts`): all of it
+    for a Classifier, what its constructor declares for a LightningModule of the user's."""
+    facts = data_facts(dm, name=cfg.data.name)
+    accepted = model_hparams(cfg.model.name)
+    return {k: v for k, v in facts.items() if k in accepted}
 
 
 class TrainFn(Protocol):

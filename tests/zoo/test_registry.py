@@ -64,9 +64,8 @@ def test_a_registry_refuses_a_taken_name_and_keeps_the_first_class(
 def test_a_registry_refuses_an_unknown_name_listing_the_known_ones(
     shapes: Registry[Base], name: object
 ) -> None:
-    with pytest.raises(
-        ValueError, match=rf"unknown shape {re.escape(repr(name))}; available: base, child$"
-    ):
+    known = "available: base, child, or an import path package.module:Name$"
+    with pytest.raises(ValueError, match=rf"unknown shape {re.escape(repr(name))}; {known}"):
         shapes.get(name)  # type: ignore[arg-type]
 
 

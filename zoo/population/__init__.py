@@ -11,6 +11,7 @@ member back as an ordinary model (`member(i)`).
 
 from regzoo.zoo.population.module import Population
 from regzoo.zoo.population.optim import StackedOptimizer
+from regzoo.zoo.population.probe import batching_mismatch, probe_members
 from regzoo.zoo.population.schedule import MemberSchedulers
 from regzoo.zoo.population.stack import (
     MEMBER_HPARAMS,
@@ -28,5 +29,7 @@ __all__ = [
     "StackedModels",
     "StackedOptimizer",
     "batch_refusal",
+    "batching_mismatch",
     "check_compatible",
+    "probe_members",
 ]

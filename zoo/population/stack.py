@@ -345,6 +345,16 @@ class StackedModels:
             out[own] = t.clone().cpu()
         return out
 
+    def member_grads(self, k: int) -> dict[str, Tensor]:
+        """Member k's parameter gradients under its own model's keys (padding sliced away),
+        after a backward pass through the stack."""
+        shapes, out = self._shapes[k], {}
+        for own, n in self._keys[k]:
+            p = self.params.get(n)
+            if p is not None and p.grad is not None:
+                out[own] = p.grad[k][_corner(shapes[n])] if n in shapes else p.grad[k]
+        return out
+
     def load_into(self, k: int, model: Classifier) -> Classifier:
         """Copy member k into `model`, built with member k's hparams: every key of its state
         dict, shape for shape, as strict loading checks, copied in place (probes read a member

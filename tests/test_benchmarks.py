@@ -319,7 +319,7 @@ def test_cli_writes_peer_rows_at_tiny_settings(tmp_path: Path) -> None:
     rows = table_rows(out.read_text())[2:]
     assert [r[0] for r in rows] == ["peer"] * 4
     speed = [r for r in rows if r[4] != "-"]
-    assert [r[1].split(" vs ")[0] for r in speed] == ["`regzoo`", "`regzoo --population 2`"]
+    assert [r[1].split(" vs ")[0] for r in speed] == ["`regzoo`", "`regzoo --population 1`"]
     for row in speed:
         assert math.isfinite(float(row[4].rstrip("×"))) and row[8].endswith("(--quick)")
     for row in rows:

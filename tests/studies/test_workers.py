@@ -112,7 +112,12 @@ def kill_a_worker_mid_trial_then_run_another(url: str, cwd: Path) -> list[Frozen
     command += ["--trials", "2", "--wandb", "disabled", "--no-progress"]
     cfg = load_config(DEFAULT_CONFIG)
     study = open_study(cfg, url)  # before the worker, so this process can watch it
-    endless = ["trainer.max_epochs=100000", "early_stopping=null", "pruner.name=none"]
+    endless = [
+        "trainer.max_epochs=100000",
+        "early_stopping=null",
+        "pruner.name=none",
+        "population.size=1",  # one trial killed, not a population of two
+    ]
     victim = subprocess.Popen(
         [*command, *as_sets(endless)], cwd=cwd, env=env, stdout=subprocess.DEVNULL
     )

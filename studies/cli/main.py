@@ -238,7 +238,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         return 1
     console.print(
         f"{cfg.objective.metric}={result.value:.4f} "
-        + " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith("test/"))
+        + " ".join(
+            f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith(("test/", "gap/"))
+        )
         + f" epochs={result.epochs}"
         + (f" ({result.error})" if result.error else "")
     )

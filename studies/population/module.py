@@ -22,8 +22,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from regzoo.studies.trial.lifecycle import TRAIN_EVAL, Lifecycle
-from regzoo.studies.trial.spec import RunResult, TrialSpec
+from regzoo.studies.trial.lifecycle import Lifecycle
+from regzoo.studies.trial.spec import TRAIN_EVAL, RunResult, TrialSpec
 from regzoo.studies.trial.train import log_kept, probe_attrs
 from regzoo.zoo.classifier import Classifier
 from regzoo.zoo.metrics import evaluate

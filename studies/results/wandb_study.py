@@ -49,6 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from regzoo._checks import one_line
+from regzoo.studies.trial.spec import FINAL_PREFIXES
 
 JOB_TYPE = "study"
 STATES = {
@@ -218,7 +219,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     """The trials table: columns and one row per trial of the storage, in trial order."""
     trials = study.get_trials(deepcopy=False)
     params = list(dict.fromkeys(k for t in trials for k in t.params))
-    tests = sorted({k for t in trials for k in t.user_attrs if k.startswith("test/")})
+    tests = sorted({k for t in trials for k in t.user_attrs if k.startswith(FINAL_PREFIXES)})
     columns = ["number", "state", "objective", *params, *tests, "epochs", "pruned_at", RUN_ID_ATTR]
     rows = [
         [

@@ -46,12 +46,9 @@ WATCHED_LOSSES = ("val/loss", "train/loss")
 TIE_BREAK_ATTR = "tie_break"  # the objective's tie_break metric at the kept epoch
 PRUNED_ATTR = "pruned_at"  # the 0-based epoch a pruned run ended at
 DIVERGED_ATTR = "diverged_at"  # the 0-based epoch a run's objective or loss became non-finite
-# The training split evaluated like validation (eval mode, no augmentation), from the kept
-# checkpoint; its gaps to the kept epoch's validation are > 0 where the run overfits.
-TRAIN_EVAL = "train_eval"
+# The gaps between the training split evaluated like validation (`TRAIN_EVAL`) from the kept
+# checkpoint and the kept epoch's validation: > 0 where the run overfits.
 GAPS = {"gap/acc": ("train_eval/acc", "val/acc"), "gap/loss": ("val/loss", "train_eval/loss")}
-# The final metrics a run's metrics.csv gets at its kept epoch (the test's are Lightning's own).
-KEPT_PREFIXES = (f"{TRAIN_EVAL}/", "gap/")
 
 
 @dataclass(frozen=True)

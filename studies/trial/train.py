@@ -27,8 +27,8 @@ from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import LifecycleCallback, SwallowedInterrupt
-from regzoo.studies.trial.lifecycle import KEPT_PREFIXES, TRAIN_EVAL, Lifecycle, error_text
-from regzoo.studies.trial.spec import RunResult, TrialSpec
+from regzoo.studies.trial.lifecycle import Lifecycle, error_text
+from regzoo.studies.trial.spec import KEPT_PREFIXES, TRAIN_EVAL, RunResult, TrialSpec
 from regzoo.zoo import create_model
 from regzoo.zoo.metrics import evaluate
 

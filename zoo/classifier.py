@@ -78,6 +78,10 @@ class Classifier(L.LightningModule):
             network's activation: √2 for ReLU-like units, 1 for `abs` and `identity`, 5/3 for
             `tanh` and the rnn cells). Biases start at 0 except with `default`.
         grad_clip: Clip the gradients' global L2 norm to this value before each step (0: off).
+        temperature: The logits are divided by it: a calibration fitted after training on the
+            validation split (`zoo.metrics.fit_temperature`, `regzoo export --calibrate`);
+            1 trains and predicts as the network computes. It is an hparam, so every saved
+            format (checkpoint, hub folder, pt2, ONNX) carries it.
     """
 
     model_name: ClassVar[str] = ""
@@ -112,6 +116,7 @@ class Classifier(L.LightningModule):
         init_range: float = 0.05,
         init_value: float = 0.0,
         grad_clip: float = 0.0,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         raw_shape = _check_shape(input_shape)
@@ -161,7 +166,9 @@ class Classifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of raw inputs: `(B, *raw_shape) -> (B, num_classes)`."""
-        return self.net(self.pipeline(x))  # (B, *raw_shape) -> (B, *input_shape) -> logits
+        logits = self.net(self.pipeline(x))  # (B, *raw_shape) -> (B, *input_shape) -> logits
+        temperature = self.hp.get("temperature", 1.0)
+        return logits if temperature == 1.0 else logits / temperature
 
     # ---- the input pipeline ----------------------------------------------------------------
 
@@ -454,7 +461,7 @@ def _check_training_args(args: dict[str, Any]) -> None:
         raise bad("scheduler", ", ".join(SCHEDULERS))
     if args["init"] not in INITS:
         raise bad("init", ", ".join(INITS))
-    positive = ("lr", "eps", "alpha", "init_std", "init_range", "gamma")
+    positive = ("lr", "eps", "alpha", "init_std", "init_range", "gamma", "temperature")
     for name in positive:
         if not is_number(args[name]) or args[name] <= 0:
             raise bad(name, "a finite number > 0")

@@ -3,6 +3,7 @@ measures both: the expected calibration error (ECE) and a split evaluated like v
 
     ece = calibration_error(logits, y)                       # torchmetrics, 15 bins, L1
     metrics = evaluate(model, dm.train_eval_dataloader(), "train_eval")
+    t = fit_temperature(val_logits, val_y)                   # temperature scaling
 
 The ECE is torchmetrics' `MulticlassCalibrationError` (top-label, `ECE_BINS` equal-width bins
 of the softmax confidence, L1 norm): the samples' share-weighted mean over the bins of
@@ -43,12 +44,28 @@ def calibration_error(logits: Tensor, y: Tensor) -> float:
     return float(value)
 
 
+def fit_temperature(logits: Tensor, y: Tensor) -> float:
+    """The one temperature T > 0 that minimizes the cross-entropy of `logits / T` (Guo et al.,
+    2017), fitted by LBFGS on log T from T = 1. Dividing by T keeps every prediction (the
+    argmax) and only rescales the confidence: T > 1 softens an overconfident model."""
+    z = logits.detach().double()  # (N, C)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Any], prefix: str) -> dict[str, float]:
-    """`<prefix>/loss`, `<prefix>/acc` and `<prefix>/ece` of `model` over `batches` of
-    `(x, y)`, in eval mode (dropout off, batch norm's running statistics), as validation is
-    computed: the loss is the mean cross-entropy over samples. The model's mode is restored.
-    """
+def logits_of(model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+    """`model`'s logits `(N, C)` (float32) and the labels `(N,)` over `batches` of `(x, y)`,
+    in eval mode (dropout off, batch norm's running statistics); the model's mode is restored."""
     was_training = model.training
     model.eval()
     param = next(model.parameters())
@@ -61,8 +78,16 @@ def evaluate(model: nn.Module, batches: Iterable[Any], prefix: str) -> dict[str,
     finally:
         model.train(was_training)
     if not labels:
-        raise ValueError(f"{prefix}: no batches to evaluate")
-    z, y = torch.cat(logits), torch.cat(labels)  # (N, C), (N,)
+        raise ValueError("no batches to evaluate")
+    return torch.cat(logits), torch.cat(labels)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[Any], prefix: str) -> dict[str, float]:
+    """`<prefix>/loss`, `<prefix>/acc` and `<prefix>/ece` of `model` over `batches` of
+    `(x, y)`, as validation computes them (`logits_of`): the loss is the mean cross-entropy over
+    samples."""
+    z, y = logits_of(model, batches)  # (N, C), (N,)
     return {
         f"{prefix}/loss": float(F.cross_entropy(z, y)),
         f"{prefix}/acc": float((z.argmax(-1) == y).float().mean()),

@@ -34,6 +34,7 @@ from regzoo.studies.verdicts.read import Verdicts, read_verdicts
 from regzoo.studies.verdicts.tables import (
     METRIC,
     ablation_rows,
+    bought_line,
     comparison_line,
     confirm_rows,
     fmt_cell,
@@ -320,8 +321,10 @@ def ablation_section(a: Ablation) -> Section:
     notes = [
         f"effect = {METRIC} of the full configuration minus the variant's, paired by seed "
         f"({', '.join(map(str, a.seeds))}), 95% CI and p of a paired t-test: > 0 means the "
-        "regularizer helped; an interval that holds 0 is within seed noise"
+        "regularizer helped; an interval that holds 0 is within seed noise; an effect < 0 "
+        "on gap/acc closed the generalization gap, on test/ece improved the calibration"
     ]
+    notes += [bought_line(a, row) for row in a.variants]
     return _rows_section(f"Ablation of trial {a.trial}", ablation_rows(a), notes)
 
 

@@ -120,7 +120,7 @@ def _trainer(
     callbacks: list[L.Callback],
     trainer_overrides: dict[str, Any],
     life: Lifecycle,
-) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule]:
+) -> tuple[L.Trainer, L.LightningModule, ArrayDataModule]:
     """The run's seeded datamodule and model, and the Trainer that fits them with `callbacks`
     (its lifecycle's first), the run's CSV and W&B loggers; the W&B run is given to the
     lifecycle, which closes it."""

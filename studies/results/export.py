@@ -38,7 +38,10 @@ from regzoo.datamodules import create_datamodule
 from regzoo.studies.config.search import split_params
 from regzoo.studies.loop.read import ResultError, best_trial, checkpoint_of, load_study
 from regzoo.studies.trial.console import fmt
+from regzoo.studies.trial.spec import FINAL_PREFIXES
+from regzoo.studies.verdicts.read import read_verdicts
 from regzoo.studies.verdicts.store import VerdictError, stored_config
+from regzoo.studies.verdicts.tables import METRIC, OVERFITTING, interval
 from regzoo.zoo import Classifier, load_model, save_pretrained
 from regzoo.zoo.metrics import calibration_error, fit_temperature, logits_of
 
@@ -103,7 +106,8 @@ def export_best(
     elif fmt == "ckpt":
         calibrated_checkpoint(checkpoint, model, out)
     elif fmt == "hub":
-        save_pretrained(model, out, card=model_card(study, trial, model))
+        card = model_card(study, trial, model, storage=storage, calibration=calibration)
+        save_pretrained(model, out, card=card)
         if push_to_hub is not None:
             push(out, push_to_hub)
     elif fmt == "pt2":
@@ -212,8 +216,21 @@ def push(folder: Path, repo_id: str) -> None:
         ) from None
 
 
-def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> str:
-    """The README.md of a hub folder: what was trained, how well, on what, how to load it."""
+def model_card(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    model: Classifier,
+    *,
+    storage: str = "",
+    calibration: Calibration | None = None,
+) -> str:
+    """The README.md of a hub folder: what was trained, how well, on what, how to load it.
+
+    How well: the trial's own figures (one seed), its overfitting view (the gap between the
+    training split and validation, the ECE), the calibration applied, and, where the study's
+    confirmation (found in `storage`) retrained this trial's configuration, the confirmed test
+    accuracy, gap and ECE over its seeds with their 95% intervals.
+    """
     attrs, hp = trial.user_attrs, dict(model.hparams)
     metric = str(study.user_attrs.get("objective", "objective"))
     config = json.loads(study.user_attrs.get("config", "{}") or "{}")
@@ -232,9 +249,15 @@ def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> st
         "| metric | value |",
         "| --- | --- |",
         f"| {metric} (validation, the study's objective) | {fmt(trial.value)} |",
-        *(f"| {k} | {fmt(v)} |" for k, v in sorted(attrs.items()) if k.startswith("test/")),
+        *(f"| {k} | {fmt(v)} |" for k, v in sorted(attrs.items()) if k.startswith(FINAL_PREFIXES)),
         f"| epochs | {attrs.get('epochs', '-')} |",
         "",
+        "One training run (one seed). `gap/acc` = train_eval/acc − val/acc: the training split "
+        "evaluated as validation is (eval mode, no augmentation) minus validation, at the kept "
+        "epoch; `ece`: the expected calibration error (15 bins, L1).",
+        "",
+        *_confirmed_lines(study, trial, storage),
+        *_calibration_lines(calibration),
         "## Parameters searched",
         "",
         *(f"- `{k}` = `{fmt(v)}`" for k, v in trial.params.items()),
@@ -262,3 +285,36 @@ def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> st
     if "wandb_run" in attrs:
         lines += ["", f"W&B run: {attrs['wandb_run']}"]
     return "\n".join(lines) + "\n"
+
+
+def _confirmed_lines(study: optuna.Study, trial: FrozenTrial, storage: str) -> list[str]:
+    """The confirmation of the trial's configuration, where the study has one."""
+    confirmation = read_verdicts(study, storage).confirmation
+    found = [c for c in confirmation.candidates if c.trial == trial.number] if confirmation else []
+    if not found or confirmation is None:
+        return []
+    cand, seeds = found[0], confirmation.seeds
+    rows = [(m, cand.summary(m, seeds)) for m in (METRIC, *OVERFITTING)]
+    return [
+        f"### Confirmed over {rows[0][1].n} new seeds",
+        "",
+        "| metric | mean [95% CI] |",
+        "| --- | --- |",
+        *(f"| {m} | {interval(s)} |" for m, s in rows),
+        "",
+        f"`regzoo confirm` retrained this configuration with seeds {', '.join(map(str, seeds))}.",
+        "",
+    ]
+
+
+def _calibration_lines(calibration: Calibration | None) -> list[str]:
+    if calibration is None:
+        return []
+    return [
+        "### Calibration",
+        "",
+        f"The logits are divided by a temperature of {calibration.temperature:.4f}, fitted on "
+        f"the validation split: test/ece {calibration.ece_before:.4f} before, "
+        f"{calibration.ece_after:.4f} after (predictions unchanged).",
+        "",
+    ]

@@ -107,7 +107,7 @@ def log_study(
     ):
         _log_trials(run, study)
         _log_charts(run, study, console)
-        _log_best(run, study, console)
+        _log_best(run, study, console, storage)
         _log_verdicts(run, study, storage)
         if report_dir is not None:
             _log_report(run, report_dir, report_images)
@@ -313,7 +313,7 @@ def _importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     return {k: float(v) for k, v in found.items()}, ""
 
 
-def _log_best(run: Any, study: optuna.Study, console: Console) -> None:
+def _log_best(run: Any, study: optuna.Study, console: Console, storage: str) -> None:
     """The best trial in the summary, and its model as the `best` artifact."""
     ranked = _ranked(study)
     if not ranked:
@@ -329,7 +329,7 @@ def _log_best(run: Any, study: optuna.Study, console: Console) -> None:
             summary[f"best/{key}"] = _cell(best.user_attrs[key])
     run.summary.update(summary)
     with tempfile.TemporaryDirectory(prefix="regzoo-best-") as tmp:
-        folder = _hub_folder(study, best, Path(tmp) / "model", console)
+        folder = _hub_folder(study, best, Path(tmp) / "model", console, storage)
         if folder is None:
             return
         wandb = _wandb()
@@ -355,7 +355,7 @@ def _log_best(run: Any, study: optuna.Study, console: Console) -> None:
 
 
 def _hub_folder(
-    study: optuna.Study, trial: FrozenTrial, out: Path, console: Console
+    study: optuna.Study, trial: FrozenTrial, out: Path, console: Console, storage: str
 ) -> Path | None:
     """The trial's model as a hub folder (as `regzoo export --format hub`), or None (noted)."""
     from regzoo.studies.loop.read import ResultError, checkpoint_of
@@ -367,7 +367,7 @@ def _hub_folder(
     except (ResultError, OSError, ValueError) as exc:
         console.print(f"  [yellow]W&B: no model artifact[/]: {one_line(exc, lines=1)}")
         return None
-    return save_pretrained(model, out, card=model_card(study, trial, model))
+    return save_pretrained(model, out, card=model_card(study, trial, model, storage=storage))
 
 
 def _log_verdicts(run: Any, study: optuna.Study, storage: str) -> None:

@@ -58,6 +58,9 @@ def test_every_format_at_its_default_path_beside_the_trials(
     card = (stem / "README.md").read_text()
     assert f"trial {trial.number}" in card and f"{trial.value:.4g}" in card
     assert all(key in card for key in trial.params)
+    for key in ("gap/acc", "train_eval/acc", "test/ece"):  # the overfitting view
+        assert f"| {key} | {trial.user_attrs[key]:.4g} |" in card, key
+    assert "Confirmed over" not in card and "Calibration" not in card  # neither was made
 
 
 def test_onnx_without_its_extra_is_one_line_naming_the_extra(
@@ -149,6 +152,7 @@ def test_calibrate_stores_one_temperature_in_every_format_and_prints_the_ece(
     assert len(set(temperatures)) == 1  # fitted the same way for every format
     temperature = float(load_model(outs["hub"]).hparams["temperature"])
     assert temperature == pytest.approx(temperatures[0], abs=1e-4) and temperature != 1.0
+    assert f"a temperature of {temperature:.4f}" in (outs["hub"] / "README.md").read_text()
     expected = model(x) / temperature
     (onnx_logits,) = ort.InferenceSession(str(outs["onnx"])).run(None, {"input": x.numpy()})
     got = {

@@ -237,6 +237,22 @@ def test_confirm_statistics_equal_scipys(confirmed: Step) -> None:
     assert f"trial {c.candidates[0].trial} - trial {c.candidates[1].trial}" in confirmed.out
 
 
+def test_the_model_card_shows_the_confirmed_accuracy_gap_and_ece_with_intervals(
+    made: Made, confirmed: Step, tmp_path: Path
+) -> None:
+    c: Confirmation = confirmed.result
+    best = c.candidates[0]
+    out = tmp_path / "hub"
+    code, _, err = cli("export", NAME, "--format", "hub", "--out", str(out), "--storage", made.url)
+    assert code == 0, err
+    card = (out / "README.md").read_text()
+    assert f"### Confirmed over {len(c.seeds)} new seeds" in card
+    for metric in ("test/acc", *OVERFITTING):
+        assert f"| {metric} | {interval(best.summary(metric, c.seeds))} |" in card, metric
+    trial = made.study().trials[best.trial]
+    assert f"| gap/acc | {trial.user_attrs['gap/acc']:.4g} |" in card  # the single run's
+
+
 @pytest.mark.parametrize("metric", OVERFITTING)
 def test_confirm_shows_the_gap_and_ece_of_every_run_with_scipys_interval(
     confirmed: Step, metric: str

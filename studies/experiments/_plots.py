@@ -84,7 +84,10 @@ def train_eval_stars(ax: Axes, records: Sequence[TrialRecord]) -> None:
         value = rec.attrs.get("train_eval/loss")
         if value is not None:
             epoch = rec.curves.best_epoch("val/loss")
-            ax.plot([epoch], [value], marker="*", markersize=9, color=color(i), ls="none")
+            ax.plot(
+                [epoch], [value], marker="*", markersize=10, color=color(i), ls="none",
+                markeredgecolor="k", markeredgewidth=0.6, zorder=5,
+            )  # fmt: skip
 
 
 def epoch_axis(ax: Axes, title: str, *, grid: bool = True, legend: bool = False) -> None:

@@ -112,10 +112,11 @@ def boundaries_and_curves(
     extra: Sequence[Panel] = (),
     log: bool = True,
 ) -> Figure:
-    """The standard figure of a 2-D experiment: one decision boundary per setting on top, its
-    generalization gap in the title; the training and validation loss curves of every setting
-    (and any `extra` panels) below, with a star at the kept epoch for the training split
-    evaluated as validation is (`train_eval/loss`: no dropout, no augmentation).
+    """The standard figure of a 2-D experiment: one decision boundary per setting on top, the
+    generalization gap of its kept epoch (the lowest validation loss) in the title; the
+    training and validation loss curves of every setting (and any `extra` panels) below, with a
+    star at the kept epoch for the training split evaluated as validation is
+    (`train_eval/loss`: no dropout, no augmentation).
 
     `which` picks the boundary drawn (`p_final`: the last epoch, `p_best`: the epoch with the
     lowest validation loss), for all settings or per setting.
@@ -129,9 +130,9 @@ def boundaries_and_curves(
         boundary(ax, rec.arrays("boundary.npz"), which=picks[i])
         title = captions[i] if captions else rec.label
         gap = rec.gaps()["best_gap_acc"]
-        ax.set_title(
-            title if np.isnan(gap) else f"{title}\ngap {gap:+.3f}", fontsize=8, color=color(i)
-        )
+        if not np.isnan(gap):  # the kept epoch's, which need not be the boundary's
+            title += f"\ngap {gap:+.3f} at epoch {rec.curves.best_epoch('val/loss')}"
+        ax.set_title(title, fontsize=8, color=color(i))
     axes = bottom.subplots(1, m, squeeze=False)[0]
     curves(axes[0], records, "train/loss", title="training loss (★ train_eval)", log=log)
     train_eval_stars(axes[0], records)

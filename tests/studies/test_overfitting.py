@@ -88,8 +88,9 @@ def run_study(root: Path, *extra: str) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=url)
 
 
-def splits_of(trial: FrozenTrial) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The run's splits as its datamodule served them: the default config's data, its seed."""
+def splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A run's splits as its datamodule served them: the default config's data, split by its
+    seed (0) whatever the trial's seed."""
     dm = create_datamodule("digits", batch_size=64, normalize="standard", split_seed=0)
     return {k: (x.numpy(), y.numpy()) for k, (x, y) in dm.splits.items()}
 
@@ -103,9 +104,9 @@ def logits_of(checkpoint: str, x: np.ndarray) -> np.ndarray:
 def check_against_numpy(trial: FrozenTrial) -> None:
     """The trial's stored figures equal NumPy's on its checkpoint, and its metrics.csv holds
     them: val/ece every epoch, the final row at the kept epoch."""
-    attrs, splits = trial.user_attrs, splits_of(trial)
+    attrs, data = trial.user_attrs, splits()
     for split, prefix in (("train", "train_eval"), ("test", "test")):
-        expected = numpy_metrics(logits_of(attrs["checkpoint"], splits[split][0]), splits[split][1])
+        expected = numpy_metrics(logits_of(attrs["checkpoint"], data[split][0]), data[split][1])
         for name, value in expected.items():
             assert attrs[f"{prefix}/{name}"] == pytest.approx(value, abs=2e-5), (prefix, name)
     rows = read_metrics(Path(attrs["checkpoint"]).parent / "metrics.csv")
@@ -113,7 +114,7 @@ def check_against_numpy(trial: FrozenTrial) -> None:
     assert sorted(val_epochs) == [0, 1, 2]
     assert all(0.0 <= m["val/ece"] <= 1.0 for m in val_epochs.values())
     kept = max(val_epochs, key=lambda e: (val_epochs[e]["val/acc"], -val_epochs[e]["val/loss"]))
-    val = numpy_metrics(logits_of(attrs["checkpoint"], splits["val"][0]), splits["val"][1])
+    val = numpy_metrics(logits_of(attrs["checkpoint"], data["val"][0]), data["val"][1])
     assert val_epochs[kept]["val/ece"] == pytest.approx(val["ece"], abs=2e-5)
     assert attrs["val/ece"] == pytest.approx(val["ece"], abs=2e-5)
     assert attrs["gap/acc"] == pytest.approx(attrs["train_eval/acc"] - val["acc"], abs=2e-5)

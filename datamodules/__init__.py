@@ -41,6 +41,7 @@ from regzoo.datamodules._user import (
     member_augmenter,
     set_by_study,
     takes_augment,
+    train_eval_batches,
 )
 from regzoo.datamodules.base import ArrayDataModule, Arrays
 
@@ -62,4 +63,5 @@ __all__ = [
     "register_datamodule",
     "set_by_study",
     "takes_augment",
+    "train_eval_batches",
 ]

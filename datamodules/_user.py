@@ -139,6 +139,15 @@ def data_facts(dm: L.LightningDataModule, *, name: str | None = None) -> dict[st
     }
 
 
+def train_eval_batches(dm: L.LightningDataModule) -> Any:
+    """The training split as validation sees it, for `train_eval/*`: a regzoo datamodule's
+    `train_eval_dataloader` (unshuffled, unaugmented); a user's datamodule's own
+    `train_dataloader` (regzoo's device augmentations, applied after the transfer, are not; an
+    augmentation of its own dataset is, which docs/byo.md notes)."""
+    own = getattr(dm, "train_eval_dataloader", None)
+    return own() if callable(own) else dm.train_dataloader()
+
+
 def batch_size_of(dm: L.LightningDataModule) -> int | None:
     """The datamodule's training batch size, where it says one (`batch_size`)."""
     size = getattr(dm, "batch_size", None)

@@ -255,6 +255,12 @@ class ArrayDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader[Any]:
         return self._loader("test", shuffle=False)
 
+    def train_eval_dataloader(self) -> DataLoader[Any]:
+        """The training split served as validation is: in order and never augmented (the
+        `albumentations` backend augments inside its dataset, so `train_dataloader` cannot be
+        used), for measuring how a model fits the data it was trained on."""
+        return self._loader("train", shuffle=False, augmented=False)
+
     def member_train_dataloader(self, seeds: Sequence[int]) -> DataLoader[Any]:
         """The training batches of K members at once, `(x (K, B, *raw), y (K, B))`: member k's
         batches are exactly those `train_dataloader()` serves with `seed=seeds[k]` (a
@@ -338,10 +344,10 @@ class ArrayDataModule(L.LightningDataModule):
             )
             self._raw_train = x_train
 
-    def _loader(self, split: str, *, shuffle: bool) -> DataLoader[Any]:
+    def _loader(self, split: str, *, shuffle: bool, augmented: bool = True) -> DataLoader[Any]:
         data: Dataset[tuple[torch.Tensor, torch.Tensor]] = TensorBatches(*self.splits[split])
         worker_init_fn = None
-        if split == "train" and self._transform is not None:
+        if split == "train" and augmented and self._transform is not None:
             from regzoo.datamodules._albu_augment import AugmentedBatches, reseed_worker
 
             assert self._raw_train is not None

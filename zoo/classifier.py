@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from regzoo._checks import is_int, is_number
 from regzoo._normalize import NORMALIZATIONS
@@ -24,6 +24,7 @@ from regzoo.zoo._checks import MAX_SIZE, check_flag, check_size, is_sequence, is
 from regzoo.zoo._hparams import plain_hparam
 from regzoo.zoo._layers import INITS, initialize, is_weight
 from regzoo.zoo._pipeline import InputPipeline
+from regzoo.zoo.metrics import calibration_metric
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "piecewise")
@@ -77,6 +78,10 @@ class Classifier(L.LightningModule):
             network's activation: √2 for ReLU-like units, 1 for `abs` and `identity`, 5/3 for
             `tanh` and the rnn cells). Biases start at 0 except with `default`.
         grad_clip: Clip the gradients' global L2 norm to this value before each step (0: off).
+        temperature: The logits are divided by it: a calibration fitted after training on the
+            validation split (`zoo.metrics.fit_temperature`, `regzoo export --calibrate`);
+            1 trains and predicts as the network computes. It is an hparam, so every saved
+            format (checkpoint, hub folder, pt2, ONNX) carries it.
     """
 
     model_name: ClassVar[str] = ""
@@ -111,6 +116,7 @@ class Classifier(L.LightningModule):
         init_range: float = 0.05,
         init_value: float = 0.0,
         grad_clip: float = 0.0,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         raw_shape = _check_shape(input_shape)
@@ -141,6 +147,8 @@ class Classifier(L.LightningModule):
         self.train_acc, self.val_acc, self.test_acc = (
             MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(3)
         )
+        # Held-out data only: the training batches' confidence is taken with dropout on.
+        self.val_ece, self.test_ece = (calibration_metric(num_classes) for _ in range(2))
         self._updated: set[str] = set()  # stages whose metrics saw a batch this epoch
 
     @property
@@ -158,7 +166,9 @@ class Classifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of raw inputs: `(B, *raw_shape) -> (B, num_classes)`."""
-        return self.net(self.pipeline(x))  # (B, *raw_shape) -> (B, *input_shape) -> logits
+        logits = self.net(self.pipeline(x))  # (B, *raw_shape) -> (B, *input_shape) -> logits
+        temperature = self.hp.get("temperature", 1.0)
+        return logits if temperature == 1.0 else logits / temperature
 
     # ---- the input pipeline ----------------------------------------------------------------
 
@@ -230,11 +240,11 @@ class Classifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_acc)
+        self._evaluate(batch, self.val_loss, self.val_acc, self.val_ece)
         self._updated.add("val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_acc)
+        self._evaluate(batch, self.test_loss, self.test_acc, self.test_ece)
         self._updated.add("test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -242,12 +252,18 @@ class Classifier(L.LightningModule):
         return self(x).softmax(dim=-1)
 
     def _evaluate(
-        self, batch: tuple[torch.Tensor, torch.Tensor], loss: MeanMetric, acc: MulticlassAccuracy
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        loss: MeanMetric,
+        acc: MulticlassAccuracy,
+        ece: MulticlassCalibrationError,
     ) -> None:
         x, y = batch
         logits = self(x)  # (B, num_classes)
         loss.update(F.cross_entropy(logits, y).expand(len(y)))  # () -> (B,), as in training_step
         acc.update(logits, y)
+        # Probabilities, not logits: torchmetrics takes scores inside [0, 1] as probabilities.
+        ece.update(logits.float().softmax(dim=-1), y)
 
     # Epoch-level metrics, logged from the module's epoch-end hooks, so that callbacks see them
     # from `on_validation_end` / the monitoring callbacks' `on_train_epoch_end` on. `compute`
@@ -257,13 +273,19 @@ class Classifier(L.LightningModule):
         self._log_epoch("train", self.train_loss, self.train_acc)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", self.val_loss, self.val_acc, prog_bar=True)
+        self._log_epoch("val", self.val_loss, self.val_acc, self.val_ece, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test", self.test_loss, self.test_acc)
+        self._log_epoch("test", self.test_loss, self.test_acc, self.test_ece)
 
     def _log_epoch(
-        self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy, *, prog_bar: bool = False
+        self,
+        stage: str,
+        loss: MeanMetric,
+        acc: MulticlassAccuracy,
+        ece: MulticlassCalibrationError | None = None,
+        *,
+        prog_bar: bool = False,
     ) -> None:
         if stage not in self._updated:  # an epoch without batches (e.g. limit_val_batches=0)
             return
@@ -272,6 +294,9 @@ class Classifier(L.LightningModule):
         self.log(f"{stage}/acc", acc.compute(), prog_bar=prog_bar)
         loss.reset()
         acc.reset()
+        if ece is not None:
+            self.log(f"{stage}/ece", ece.compute())
+            ece.reset()
 
     # ---- optimization ----------------------------------------------------------------------
 
@@ -436,7 +461,7 @@ def _check_training_args(args: dict[str, Any]) -> None:
         raise bad("scheduler", ", ".join(SCHEDULERS))
     if args["init"] not in INITS:
         raise bad("init", ", ".join(INITS))
-    positive = ("lr", "eps", "alpha", "init_std", "init_range", "gamma")
+    positive = ("lr", "eps", "alpha", "init_std", "init_range", "gamma", "temperature")
     for name in positive:
         if not is_number(args[name]) or args[name] <= 0:
             raise bad(name, "a finite number > 0")

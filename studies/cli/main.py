@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         "--push-to-hub", metavar="REPO", help="with --format hub: upload the folder to REPO"
     )
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
+    exp.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a temperature on the validation split, store it in the model, print the "
+        "test ECE before and after",
+    )
 
     conf = sub.add_parser(
         "confirm", help="retrain the top trials' configurations with new seeds; mean and 95%% CI"
@@ -247,7 +253,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         return 1
     console.print(
         f"{cfg.objective.metric}={result.value:.4f} "
-        + " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith("test/"))
+        + " ".join(
+            f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith(("test/", "gap/"))
+        )
         + f" epochs={result.epochs}"
         + (f" ({result.error})" if result.error else "")
     )
@@ -359,10 +367,17 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from regzoo.studies.results.export import export_best
 
-    out = export_best(
-        args.name, fmt=args.fmt, storage=args.storage, out=args.out, push_to_hub=args.push_to_hub
+    exported = export_best(
+        args.name,
+        fmt=args.fmt,
+        storage=args.storage,
+        out=args.out,
+        push_to_hub=args.push_to_hub,
+        calibrate=args.calibrate,
     )
-    console.print(f"[bold]exported[/] {args.fmt}: {out}", soft_wrap=True)
+    if exported.calibration is not None:
+        console.print(exported.calibration.line(), soft_wrap=True)
+    console.print(f"[bold]exported[/] {args.fmt}: {exported.path}", soft_wrap=True)
     return 0
 
 

@@ -77,6 +77,19 @@ def curves(
     epoch_axis(ax, title)
 
 
+def train_eval_stars(ax: Axes, records: Sequence[TrialRecord]) -> None:
+    """Each trial's training split evaluated as validation is, from its kept checkpoint (the
+    epoch of its lowest validation loss): `train/loss` averages its batches with dropout on."""
+    for i, rec in enumerate(records):
+        value = rec.attrs.get("train_eval/loss")
+        if value is not None:
+            epoch = rec.curves.best_epoch("val/loss")
+            ax.plot(
+                [epoch], [value], marker="*", markersize=10, color=color(i), ls="none",
+                markeredgecolor="k", markeredgewidth=0.6, zorder=5,
+            )  # fmt: skip
+
+
 def epoch_axis(ax: Axes, title: str, *, grid: bool = True, legend: bool = False) -> None:
     """The look every per-epoch panel shares: small title, "epoch" on x, light grid."""
     ax.set_title(title, fontsize=9)
@@ -99,8 +112,11 @@ def boundaries_and_curves(
     extra: Sequence[Panel] = (),
     log: bool = True,
 ) -> Figure:
-    """The standard figure of a 2-D experiment: one decision boundary per setting on top; the
-    training and validation loss curves of every setting (and any `extra` panels) below.
+    """The standard figure of a 2-D experiment: one decision boundary per setting on top, the
+    generalization gap of its kept epoch (the lowest validation loss) in the title; the
+    training and validation loss curves of every setting (and any `extra` panels) below, with a
+    star at the kept epoch for the training split evaluated as validation is
+    (`train_eval/loss`: no dropout, no augmentation).
 
     `which` picks the boundary drawn (`p_final`: the last epoch, `p_best`: the epoch with the
     lowest validation loss), for all settings or per setting.
@@ -112,9 +128,14 @@ def boundaries_and_curves(
     picks = [which] * n if isinstance(which, str) else list(which)
     for i, (ax, rec) in enumerate(zip(top.subplots(1, n, squeeze=False)[0], records, strict=True)):
         boundary(ax, rec.arrays("boundary.npz"), which=picks[i])
-        ax.set_title(captions[i] if captions else rec.label, fontsize=8, color=color(i))
+        title = captions[i] if captions else rec.label
+        gap = rec.gaps()["best_gap_acc"]
+        if not np.isnan(gap):  # the kept epoch's, which need not be the boundary's
+            title += f"\ngap {gap:+.3f} at epoch {rec.curves.best_epoch('val/loss')}"
+        ax.set_title(title, fontsize=8, color=color(i))
     axes = bottom.subplots(1, m, squeeze=False)[0]
-    curves(axes[0], records, "train/loss", title="training loss", log=log)
+    curves(axes[0], records, "train/loss", title="training loss (★ train_eval)", log=log)
+    train_eval_stars(axes[0], records)
     curves(axes[1], records, "val/loss", title="validation loss", log=log)
     axes[1].sharey(axes[0])
     axes[1].legend(fontsize=7, loc="best")

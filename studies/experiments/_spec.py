@@ -184,7 +184,10 @@ class TrialRecord:
 
     def losses(self) -> dict[str, float | int]:
         """The usual columns of a row: the last epoch's losses and accuracies, the lowest
-        validation loss and its epoch."""
+        validation loss and its epoch, and the generalization gap there (the kept epoch's:
+        `best_gap_acc` = train_eval/acc − val/acc, `best_gap_loss` = val/loss −
+        train_eval/loss, the training split evaluated as validation is, without dropout or
+        augmentation, unlike `train_loss`)."""
         c, last = self.curves, self.curves.last_epoch
         best = c.best_epoch("val/loss")
         return {
@@ -195,6 +198,14 @@ class TrialRecord:
             "best_epoch": best,
             "train_acc": c.at("train/acc", last),
             "val_acc": c.at("val/acc", last),
+            **self.gaps(),
+        }
+
+    def gaps(self) -> dict[str, float]:
+        """The kept epoch's gaps (`best_gap_acc`, `best_gap_loss`); NaN where not measured."""
+        return {
+            "best_gap_acc": float(self.attrs.get("gap/acc", math.nan)),
+            "best_gap_loss": float(self.attrs.get("gap/loss", math.nan)),
         }
 
 

@@ -43,6 +43,8 @@ def table(run: ExperimentRun) -> list[Row]:
                 "train_loss": float(np.mean([x["train_loss"] for x in losses])),
                 "val_loss": float(np.mean([x["val_loss"] for x in losses])),
                 "best_val_loss": float(np.mean([x["best_val_loss"] for x in losses])),
+                "best_gap_acc": float(np.mean([x["best_gap_acc"] for x in losses])),
+                "best_gap_loss": float(np.mean([x["best_gap_loss"] for x in losses])),
             }
         )
     return rows

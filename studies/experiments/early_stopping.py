@@ -54,6 +54,7 @@ def table(run: ExperimentRun) -> list[Row]:
                 "val_loss_at_best": c.at("val/loss", best),
                 "train_loss_at_end": c.at("train/loss", last),
                 "val_loss_at_end": c.at("val/loss", last),
+                **rec.gaps(),  # at the kept epoch: the best one
                 "val_points_per_class": per_class(rec.arrays("boundary.npz")["y_val"]),
             }
         )

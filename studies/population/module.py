@@ -20,13 +20,14 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
+from regzoo.datamodules import train_eval_batches
 from regzoo.studies.trial.lifecycle import Lifecycle
-from regzoo.studies.trial.spec import RunResult, TrialSpec
-from regzoo.studies.trial.train import probe_attrs
+from regzoo.studies.trial.spec import TRAIN_EVAL, RunResult, TrialSpec
+from regzoo.studies.trial.train import log_kept, probe_attrs
 from regzoo.zoo.classifier import Classifier
+from regzoo.zoo.metrics import evaluate
 from regzoo.zoo.population import Population, StackedModels
 from regzoo.zoo.population.module import Augment, Batch
 
@@ -51,18 +52,24 @@ class Member:
         return self.spec.run_dir / name
 
     def finish(self, data: Any) -> RunResult:
-        """Write the kept state as the member's checkpoint, test it unless the run was pruned
-        or diverged, save its metrics.csv; its lifecycle records and tells the result."""
+        """Write the kept state as the member's checkpoint, evaluate it on the training split
+        unless the run diverged and test it unless it was pruned too, as a run on its own is
+        (`trial.train`); its metrics.csv gets the final row; its lifecycle records and tells
+        the result."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
             save_checkpoint(self.model, self.checkpoint, epoch=self.life.best_epoch or 0)
-        test = {}
-        if self.life.testable and self.checkpoint.is_file():
-            test = evaluate(self.model, data)
-        self.csv.save()
-        return self.life.finish(
-            checkpoint=self.checkpoint, test=test, attrs=probe_attrs(self.probes)
+        evaluated = {}
+        if self.life.evaluable and self.checkpoint.is_file():
+            evaluated = evaluate(self.model, train_eval_batches(data), TRAIN_EVAL)
+            if self.life.testable:
+                evaluated |= evaluate(self.model, data.test_dataloader(), "test")
+        result = self.life.finish(
+            checkpoint=self.checkpoint, evaluated=evaluated, attrs=probe_attrs(self.probes)
         )
+        log_kept([self.csv], self.life, result)
+        self.csv.save()
+        return result
 
 
 @dataclass
@@ -216,17 +223,3 @@ def save_checkpoint(model: Classifier, path: Path, *, epoch: int) -> None:
     partial = path.with_name(path.name + ".partial")
     torch.save(checkpoint, partial)
     partial.replace(path)
-
-
-@torch.no_grad()
-def evaluate(model: Classifier, dm: Any) -> dict[str, float]:
-    """`test/loss` and `test/acc` of a model on the test split, as `Classifier.test_step`
-    computes them (the mean over samples of the batches' mean cross-entropy)."""
-    model.eval()
-    loss = correct = count = 0.0
-    for x, y in dm.test_dataloader():
-        logits = model(x)
-        loss += float(F.cross_entropy(logits, y)) * len(y)
-        correct += float((logits.argmax(-1) == y).sum())
-        count += len(y)
-    return {"test/loss": loss / count, "test/acc": correct / count}

@@ -2,6 +2,7 @@
 
     regzoo export cnn-digits --format hub [--out DIR] [--push-to-hub USER/REPO]
     regzoo export cnn-digits --format pt2|onnx|ckpt [--out FILE] [--storage URL]
+    regzoo export cnn-digits --format hub --calibrate   # temperature scaling, ECE before/after
 
 - `hub`: a folder of `model.safetensors`, `config.json` and a `README.md` model card
   (`regzoo.load_model(DIR)` or `regzoo.zoo.from_pretrained(DIR or repo id)`).
@@ -10,7 +11,10 @@
 - `onnx`: the same graph for ONNX runtimes (needs `pip install 'regzoo[onnx]'`).
 - `ckpt`: the Lightning checkpoint itself (`regzoo.load_model`).
 
-Each one holds the fitted input normalization, so each takes the dataset's raw inputs. TorchScript
+Each one holds the fitted input normalization, so each takes the dataset's raw inputs. With
+`--calibrate`, one temperature T is fitted on the validation split (`zoo.metrics.fit_temperature`,
+LBFGS on the cross-entropy) and stored as the model's `temperature` hparam, which divides its
+logits in every format: predictions do not change, confidences do. TorchScript
 is not offered: torch deprecates it (every `torch.jit` call warns), and `torch.export` replaces it.
 """
 
@@ -21,6 +25,7 @@ import json
 import logging
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +34,43 @@ import torch
 from optuna.trial import FrozenTrial
 
 from regzoo._checks import one_line
+from regzoo.datamodules import create_datamodule
+from regzoo.studies.config.search import split_params
 from regzoo.studies.loop.read import ResultError, best_trial, checkpoint_of, load_study
 from regzoo.studies.trial.console import fmt
+from regzoo.studies.trial.spec import FINAL_PREFIXES
+from regzoo.studies.verdicts.read import read_verdicts
+from regzoo.studies.verdicts.store import VerdictError, stored_config
+from regzoo.studies.verdicts.tables import METRIC, OVERFITTING, interval
 from regzoo.zoo import Classifier, load_model, save_pretrained
+from regzoo.zoo.metrics import calibration_error, fit_temperature, logits_of
 
 FORMATS = {"hub": "", "pt2": ".pt2", "onnx": ".onnx", "ckpt": ".ckpt"}
 ONNX_PACKAGES = ("onnx", "onnxscript")
 MAX_BATCH = 1 << 20
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted temperature and the test split's ECE without it and with it."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+
+    def line(self) -> str:
+        return (
+            f"calibrated: temperature {self.temperature:.4f} (fitted on the validation split); "
+            f"test/ece {self.ece_before:.4f} before, {self.ece_after:.4f} after"
+        )
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `export_best` wrote, and the calibration it applied (None without one)."""
+
+    path: Path
+    calibration: Calibration | None = None
 
 
 def export_best(
@@ -45,10 +80,12 @@ def export_best(
     storage: str,
     out: Path | None = None,
     push_to_hub: str | None = None,
-) -> Path:
-    """Write the best trial's model of study `name` in `fmt`; return the file (or folder).
+    calibrate: bool = False,
+) -> Exported:
+    """Write the best trial's model of study `name` in `fmt`; the file (or folder) written.
 
-    The default is `export/<name>-trial-<n>[.ext]` beside the trial folders.
+    The default is `export/<name>-trial-<n>[.ext]` beside the trial folders. `calibrate` fits
+    the model's temperature on the validation split first (`calibrate_model`).
     """
     if fmt not in FORMATS:
         raise ResultError(f"--format {fmt!r} is not supported; allowed: {', '.join(FORMATS)}")
@@ -60,20 +97,56 @@ def export_best(
     trial = best_trial(study)
     checkpoint = checkpoint_of(trial)
     model = _load(checkpoint)
+    calibration = calibrate_model(study, trial, model) if calibrate else None
     if out is None:
         out = checkpoint.parent.parent / "export" / f"{name}-trial-{trial.number}{FORMATS[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "ckpt":
+    if fmt == "ckpt" and calibration is None:
         shutil.copyfile(checkpoint, out)
+    elif fmt == "ckpt":
+        calibrated_checkpoint(checkpoint, model, out)
     elif fmt == "hub":
-        save_pretrained(model, out, card=model_card(study, trial, model))
+        card = model_card(study, trial, model, storage=storage, calibration=calibration)
+        save_pretrained(model, out, card=card)
         if push_to_hub is not None:
             push(out, push_to_hub)
     elif fmt == "pt2":
         to_pt2(model, out)
     else:
         to_onnx(model, out)
-    return out
+    return Exported(out, calibration)
+
+
+def calibrate_model(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> Calibration:
+    """Fit `model`'s temperature on the trial's validation split and set it; the test split's
+    ECE before and after. The splits are the run's: the study's config with the trial's
+    parameters, split by the config's seed as every trial is (`trial.train`)."""
+    try:
+        cfg = stored_config(study)
+    except VerdictError as exc:
+        raise ResultError(f"--calibrate: {exc}") from None
+    _, data_kw, _ = split_params(cfg, dict(trial.params))
+    data_kw = {"split_seed": cfg.seed, **data_kw, "augment": None}
+    dm = create_datamodule(cfg.data.name, **data_kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    model.hparams["temperature"] = 1.0
+    val = logits_of(model, dm.val_dataloader())
+    test = logits_of(model, dm.test_dataloader())
+    temperature = fit_temperature(*val)
+    model.hparams["temperature"] = temperature
+    return Calibration(
+        temperature,
+        ece_before=calibration_error(*test),
+        ece_after=calibration_error(test[0] / temperature, test[1]),
+    )
+
+
+def calibrated_checkpoint(checkpoint: Path, model: Classifier, out: Path) -> None:
+    """The trial's checkpoint with the calibrated model's hparams (its temperature)."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"] = dict(model.hparams)
+    torch.save(ckpt, out)
 
 
 def _load(checkpoint: Path) -> Classifier:
@@ -145,8 +218,21 @@ def push(folder: Path, repo_id: str) -> None:
         ) from None
 
 
-def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> str:
-    """The README.md of a hub folder: what was trained, how well, on what, how to load it."""
+def model_card(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    model: Classifier,
+    *,
+    storage: str = "",
+    calibration: Calibration | None = None,
+) -> str:
+    """The README.md of a hub folder: what was trained, how well, on what, how to load it.
+
+    How well: the trial's own figures (one seed), its overfitting view (the gap between the
+    training split and validation, the ECE), the calibration applied, and, where the study's
+    confirmation (found in `storage`) retrained this trial's configuration, the confirmed test
+    accuracy, gap and ECE over its seeds with their 95% intervals.
+    """
     attrs, hp = trial.user_attrs, dict(model.hparams)
     metric = str(study.user_attrs.get("objective", "objective"))
     config = json.loads(study.user_attrs.get("config", "{}") or "{}")
@@ -165,9 +251,15 @@ def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> st
         "| metric | value |",
         "| --- | --- |",
         f"| {metric} (validation, the study's objective) | {fmt(trial.value)} |",
-        *(f"| {k} | {fmt(v)} |" for k, v in sorted(attrs.items()) if k.startswith("test/")),
+        *(f"| {k} | {fmt(v)} |" for k, v in sorted(attrs.items()) if k.startswith(FINAL_PREFIXES)),
         f"| epochs | {attrs.get('epochs', '-')} |",
         "",
+        "One training run (one seed). `gap/acc` = train_eval/acc − val/acc: the training split "
+        "evaluated as validation is (eval mode, no augmentation) minus validation, at the kept "
+        "epoch; `ece`: the expected calibration error (15 bins, L1).",
+        "",
+        *_confirmed_lines(study, trial, storage),
+        *_calibration_lines(calibration),
         "## Parameters searched",
         "",
         *(f"- `{k}` = `{fmt(v)}`" for k, v in trial.params.items()),
@@ -201,3 +293,36 @@ def model_card(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> st
     if "wandb_run" in attrs:
         lines += ["", f"W&B run: {attrs['wandb_run']}"]
     return "\n".join(lines) + "\n"
+
+
+def _confirmed_lines(study: optuna.Study, trial: FrozenTrial, storage: str) -> list[str]:
+    """The confirmation of the trial's configuration, where the study has one."""
+    confirmation = read_verdicts(study, storage).confirmation
+    found = [c for c in confirmation.candidates if c.trial == trial.number] if confirmation else []
+    if not found or confirmation is None:
+        return []
+    cand, seeds = found[0], confirmation.seeds
+    rows = [(m, cand.summary(m, seeds)) for m in (METRIC, *OVERFITTING)]
+    return [
+        f"### Confirmed over {rows[0][1].n} new seeds",
+        "",
+        "| metric | mean [95% CI] |",
+        "| --- | --- |",
+        *(f"| {m} | {interval(s)} |" for m, s in rows),
+        "",
+        f"`regzoo confirm` retrained this configuration with seeds {', '.join(map(str, seeds))}.",
+        "",
+    ]
+
+
+def _calibration_lines(calibration: Calibration | None) -> list[str]:
+    if calibration is None:
+        return []
+    return [
+        "### Calibration",
+        "",
+        f"The logits are divided by a temperature of {calibration.temperature:.4f}, fitted on "
+        f"the validation split: test/ece {calibration.ece_before:.4f} before, "
+        f"{calibration.ece_after:.4f} after (predictions unchanged).",
+        "",
+    ]

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from regzoo.studies.loop.read import ranked_trials, trial_dir
 from regzoo.studies.trial.console import fmt
 from regzoo.studies.trial.metrics import read_metrics
+from regzoo.studies.trial.spec import FINAL_PREFIXES
 from regzoo.studies.verdicts.ablate import Ablation
 from regzoo.studies.verdicts.confirm import Confirmation
 from regzoo.studies.verdicts.plots import forest_plot
@@ -33,6 +34,7 @@ from regzoo.studies.verdicts.read import Verdicts, read_verdicts
 from regzoo.studies.verdicts.tables import (
     METRIC,
     ablation_rows,
+    bought_line,
     comparison_line,
     confirm_rows,
     fmt_cell,
@@ -40,6 +42,8 @@ from regzoo.studies.verdicts.tables import (
 )
 
 TOP = 3  # trials whose learning curves and parameters the report shows
+# Each trial's final figures in the top trials' table: accuracy, overfitting, calibration.
+TOP_COLUMNS = ("test/acc", "gap/acc", "val/ece", "test/ece")
 
 
 @dataclass
@@ -123,6 +127,12 @@ def write_report(study: optuna.Study, out_dir: Path, *, storage: str = "") -> Re
         f"Learning curves of the {len(best)} best trials",
         lambda: plot_learning_curves(best, metric),
     )
+    _save(
+        report,
+        "gap.png",
+        "Generalization gap (train_eval/acc − val/acc at the kept epoch) against val/acc",
+        lambda: plot_gap(study),
+    )
     verdicts = read_verdicts(study, storage)
     ablation = verdicts.ablation
     if ablation is not None:
@@ -156,6 +166,31 @@ def _save(report: Report, name: str, caption: str, draw: Callable[[], Any]) -> N
     report.images[name] = caption
 
 
+def plot_gap(study: optuna.Study) -> Any:
+    """Every trial with a gap: its kept epoch's val/acc against its gap/acc, pruned ones
+    hollow. Up and left overfits; a regularizer worth its cost moves a trial down and right."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if "gap/acc" in t.user_attrs and "train_eval/acc" in t.user_attrs
+    ]
+    if not trials:
+        raise ValueError("no trial with train_eval metrics (a study run before they existed)")
+    _, ax = plt.subplots(figsize=(6, 4))
+    for state, face in ((TrialState.COMPLETE, "tab:blue"), (TrialState.PRUNED, "none")):
+        chosen = [t for t in trials if t.state == state]
+        if chosen:
+            val = [t.user_attrs["train_eval/acc"] - t.user_attrs["gap/acc"] for t in chosen]
+            gap = [t.user_attrs["gap/acc"] for t in chosen]
+            ax.scatter(val, gap, facecolors=face, edgecolors="tab:blue", label=state.name.lower())
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set_xlabel("val/acc (kept epoch)")
+    ax.set_ylabel("gap/acc = train_eval/acc − val/acc")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
 def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
     """Per-epoch finite values of every training and validation metric: name -> [(epoch, value)].
 
@@ -182,12 +217,12 @@ def plot_learning_curves(trials: list[FrozenTrial], metric: str) -> Any:
             continue
         curves = read_curves(folder / "metrics.csv")
         for ax, kind in ((acc_ax, "acc"), (loss_ax, "loss")):
-            for split, style in (("train", ":"), ("val", "-")):
+            for split, style in (("train", ":"), ("val", "-"), ("train_eval", "*")):
                 points = curves.get(f"{split}/{kind}", [])
                 if points:
                     epochs, values = zip(*points, strict=True)
                     label = f"trial {trial.number} {split}"
-                    ax.plot(epochs, values, style, color=colour, label=label)
+                    ax.plot(epochs, values, style, color=colour, label=label, markersize=10)
         drawn += 1
     if not drawn:
         plt.close(fig)
@@ -198,7 +233,10 @@ def plot_learning_curves(trials: list[FrozenTrial], metric: str) -> Any:
         ax.set_ylabel(kind)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"best trials by {metric}: dotted train, solid validation")
+    fig.suptitle(
+        f"best trials by {metric}: dotted train (augmented, dropout on), solid validation, "
+        "star the training split evaluated as validation at the kept epoch"
+    )
     return acc_ax
 
 
@@ -231,7 +269,7 @@ def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[Sec
     if ranked:
         best = ranked[0]
         rows = [[metric, fmt(best.value)]]
-        rows += [[k, fmt(v)] for k, v in best.user_attrs.items() if k.startswith("test/")]
+        rows += [[k, fmt(v)] for k, v in best.user_attrs.items() if k.startswith(FINAL_PREFIXES)]
         rows += [
             [k, fmt(best.user_attrs[k])]
             for k in ("epochs", "seconds", "checkpoint")
@@ -239,12 +277,12 @@ def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[Sec
         ]
         rows += [[k, fmt(v)] for k, v in best.params.items()]
         sections.append(Section(f"Best trial: {best.number}", ["", ""], rows))
-        head = ["trial", metric, "test/acc", "epochs", "parameters"]
+        head = ["trial", metric, *TOP_COLUMNS, "epochs", "parameters"]
         top = [
             [
                 str(t.number),
                 fmt(t.value),
-                fmt(t.user_attrs.get("test/acc", "-")),
+                *[fmt(t.user_attrs.get(k, "-")) for k in TOP_COLUMNS],
                 fmt(t.user_attrs.get("epochs", "-")),
                 ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items()),
             ]
@@ -283,8 +321,10 @@ def ablation_section(a: Ablation) -> Section:
     notes = [
         f"effect = {METRIC} of the full configuration minus the variant's, paired by seed "
         f"({', '.join(map(str, a.seeds))}), 95% CI and p of a paired t-test: > 0 means the "
-        "regularizer helped; an interval that holds 0 is within seed noise"
+        "regularizer helped; an interval that holds 0 is within seed noise; an effect < 0 "
+        "on gap/acc closed the generalization gap, on test/ece improved the calibration"
     ]
+    notes += [bought_line(a, row) for row in a.variants]
     return _rows_section(f"Ablation of trial {a.trial}", ablation_rows(a), notes)
 
 

@@ -49,6 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from regzoo._checks import one_line
+from regzoo.studies.trial.spec import FINAL_PREFIXES
 
 JOB_TYPE = "study"
 STATES = {
@@ -106,7 +107,7 @@ def log_study(
     ):
         _log_trials(run, study)
         _log_charts(run, study, console)
-        _log_best(run, study, console)
+        _log_best(run, study, console, storage)
         _log_verdicts(run, study, storage)
         if report_dir is not None:
             _log_report(run, report_dir, report_images)
@@ -218,7 +219,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     """The trials table: columns and one row per trial of the storage, in trial order."""
     trials = study.get_trials(deepcopy=False)
     params = list(dict.fromkeys(k for t in trials for k in t.params))
-    tests = sorted({k for t in trials for k in t.user_attrs if k.startswith("test/")})
+    tests = sorted({k for t in trials for k in t.user_attrs if k.startswith(FINAL_PREFIXES)})
     columns = ["number", "state", "objective", *params, *tests, "epochs", "pruned_at", RUN_ID_ATTR]
     rows = [
         [
@@ -312,7 +313,7 @@ def _importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     return {k: float(v) for k, v in found.items()}, ""
 
 
-def _log_best(run: Any, study: optuna.Study, console: Console) -> None:
+def _log_best(run: Any, study: optuna.Study, console: Console, storage: str) -> None:
     """The best trial in the summary, and its model as the `best` artifact."""
     ranked = _ranked(study)
     if not ranked:
@@ -328,7 +329,7 @@ def _log_best(run: Any, study: optuna.Study, console: Console) -> None:
             summary[f"best/{key}"] = _cell(best.user_attrs[key])
     run.summary.update(summary)
     with tempfile.TemporaryDirectory(prefix="regzoo-best-") as tmp:
-        folder = _hub_folder(study, best, Path(tmp) / "model", console)
+        folder = _hub_folder(study, best, Path(tmp) / "model", console, storage)
         if folder is None:
             return
         wandb = _wandb()
@@ -354,7 +355,7 @@ def _log_best(run: Any, study: optuna.Study, console: Console) -> None:
 
 
 def _hub_folder(
-    study: optuna.Study, trial: FrozenTrial, out: Path, console: Console
+    study: optuna.Study, trial: FrozenTrial, out: Path, console: Console, storage: str
 ) -> Path | None:
     """The trial's model as a hub folder (as `regzoo export --format hub`), or None (noted)."""
     from regzoo.studies.loop.read import ResultError, checkpoint_of
@@ -366,7 +367,7 @@ def _hub_folder(
     except (ResultError, OSError, ValueError) as exc:
         console.print(f"  [yellow]W&B: no model artifact[/]: {one_line(exc, lines=1)}")
         return None
-    return save_pretrained(model, out, card=model_card(study, trial, model))
+    return save_pretrained(model, out, card=model_card(study, trial, model, storage=storage))
 
 
 def _log_verdicts(run: Any, study: optuna.Study, storage: str) -> None:

@@ -50,15 +50,17 @@ def quiet_process() -> None:
 
 def result_line(result: RunResult, spec: TrialSpec, metric: str) -> str:
     """One line for a finished run: its trial (or run name), state (as Optuna names it), value,
-    test accuracy, epochs and time where it trained, error, and the parameters it was given."""
+    test accuracy, the generalization gap, epochs and time where it trained, error, and the
+    parameters it was given."""
     state = {"complete": "complete", "pruned": "pruned", "failed": "fail"}[result.state]
     colour = {"complete": "green", "pruned": "yellow", "fail": "red"}[state]
     name = f"trial {result.number:>3}" if result.number is not None else spec.run_name
     parts = [f"[{colour}]{name} {state:<8}[/]"]
     if result.state == "complete":
         parts.append(f"{metric}={result.value:.4f}")
-    if "test/acc" in result.metrics:
-        parts.append(f"test/acc={result.metrics['test/acc']:.4f}")
+    for key in ("test/acc", "gap/acc"):
+        if key in result.metrics:
+            parts.append(f"{key}={result.metrics[key]:.4f}")
     if result.epochs:
         parts += [f"epochs={result.epochs}", f"{result.seconds:.1f}s"]
     if result.error is not None:

@@ -4,7 +4,7 @@
     for epoch, metrics in enumerate(epochs):
         step = life.epoch_end(epoch, metrics)    # keep this epoch? stop?
         life.report(epoch); life.should_prune(epoch)
-    result = life.finish(checkpoint=path, test=test_metrics, seconds=s)   # recorded and told
+    result = life.finish(checkpoint=path, evaluated=kept_metrics)   # recorded and told
 
 One object decides, for a run on its own (driven through Lightning's callback hooks,
 `callbacks.LifecycleCallback`) and for each member of a population (fed its own metrics by
@@ -16,7 +16,8 @@ One object decides, for a run on its own (driven through Lightning's callback ho
 3. early stopping, with Lightning's `EarlyStopping` criteria (patience, min_delta, mode);
 4. pruning: the objective reported to the Optuna trial, then `should_prune`.
 
-`finish` turns what happened into a `RunResult`, records it on the Optuna trial (user
+`finish` turns what happened into a `RunResult` (with the kept checkpoint's evaluations and the
+overfitting they show: `overfitting`), records it on the Optuna trial (user
 attributes), tells Optuna its state (`tell`, the one place a result becomes a state), and
 closes the run's W&B run with its summary.
 """
@@ -45,6 +46,9 @@ WATCHED_LOSSES = ("val/loss", "train/loss")
 TIE_BREAK_ATTR = "tie_break"  # the objective's tie_break metric at the kept epoch
 PRUNED_ATTR = "pruned_at"  # the 0-based epoch a pruned run ended at
 DIVERGED_ATTR = "diverged_at"  # the 0-based epoch a run's objective or loss became non-finite
+# The gaps between the training split evaluated like validation (`TRAIN_EVAL`) from the kept
+# checkpoint and the kept epoch's validation: > 0 where the run overfits.
+GAPS = {"gap/acc": ("train_eval/acc", "val/acc"), "gap/loss": ("val/loss", "train_eval/loss")}
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,20 @@ class Lifecycle:
         return self.should_prune(epoch)
 
     @property
+    def kept_epoch(self) -> int | None:
+        """The 0-based epoch whose weights the run keeps (None: none yet)."""
+        if self.keep_last and self.epochs:
+            return self.epochs - 1
+        return self.best_epoch
+
+    @property
+    def evaluable(self) -> bool:
+        """Whether the kept checkpoint is evaluated on the training split: not diverged
+        (a pruned run is, to show how much it overfit where it stopped). Known on every DDP
+        rank, as `testable` is."""
+        return self.diverged_epoch is None
+
+    @property
     def testable(self) -> bool:
         """Whether the kept checkpoint is tested: neither pruned nor diverged."""
         return self.pruned_epoch is None and self.diverged_epoch is None
@@ -193,13 +211,15 @@ class Lifecycle:
         self,
         *,
         checkpoint: Path | None,
-        test: dict[str, float] | None = None,
+        evaluated: dict[str, float] | None = None,
         error: str | None = None,
         attrs: dict[str, Any] | None = None,
     ) -> RunResult:
         """The run's result, recorded on its trial, told to Optuna, its W&B run closed.
 
         Args:
+            evaluated: The kept checkpoint's metrics (`test/...`, `train_eval/...`); the result's
+                metrics add the `overfitting` they show.
             error: Why the run failed, where it raised (a diverged run's reason is its own).
             attrs: More user attributes for the trial (an experiment's probe summaries).
         """
@@ -213,7 +233,8 @@ class Lifecycle:
         elif self.pruned_epoch is not None:
             state = "pruned"
         value = self.best if self.best is not None else self.metrics.get(self.objective.metric)
-        metrics = dict(test or {})
+        metrics = dict(evaluated or {})
+        metrics |= self.overfitting(metrics)
         if self.best_tie is not None:
             metrics[TIE_BREAK_ATTR] = self.best_tie
         result = RunResult(
@@ -236,6 +257,21 @@ class Lifecycle:
         finally:
             tracking.finish(self.wandb, self._summary(result), state=state)
         return result
+
+    def overfitting(self, evaluated: dict[str, float]) -> dict[str, float]:
+        """The kept epoch's `val/ece`, and the gaps (`GAPS`) between the training split
+        evaluated from the kept checkpoint and the kept epoch's validation: `gap/acc` =
+        train_eval/acc − val/acc, `gap/loss` = val/loss − train_eval/loss, both > 0 where the
+        run fits its training data better than held-out data. The checkpoint is saved after its
+        epoch's validation, so both sides are the same weights."""
+        epoch = self.kept_epoch
+        val = self.record.epochs.get(epoch, {}) if epoch is not None else {}
+        found = {**val, **evaluated}
+        out = {"val/ece": val["val/ece"]} if "val/ece" in val else {}
+        for gap, (high, low) in GAPS.items():
+            if high in found and low in found:
+                out[gap] = found[high] - found[low]
+        return out
 
     def _diverged_what(self) -> str:
         what = self.diverged_metric

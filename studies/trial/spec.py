@@ -14,6 +14,13 @@ from typing import Any, Literal
 from regzoo.studies.config.schema import StudyConfig
 
 State = Literal["complete", "pruned", "failed"]
+# A run's final metrics (`RunResult.metrics`) besides the test's: the training split evaluated
+# like validation (eval mode, no augmentation) from the kept checkpoint, and its gaps to the
+# kept epoch's validation (`Lifecycle.overfitting`).
+TRAIN_EVAL = "train_eval"
+KEPT_PREFIXES = (f"{TRAIN_EVAL}/", "gap/")  # what a run's metrics.csv gets at its kept epoch
+# Every final metric a run's record holds, as tables list them: the test, the overfitting view.
+FINAL_PREFIXES = ("test/", *KEPT_PREFIXES, "val/ece")
 
 
 @dataclass(frozen=True)

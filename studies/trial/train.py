@@ -1,5 +1,6 @@
 """One run on its own: a fresh Lightning Trainer for a `TrialSpec`, driven by the run's
-`Lifecycle` (kept checkpoint, early stopping, pruning), its kept checkpoint tested once.
+`Lifecycle` (kept checkpoint, early stopping, pruning), its kept checkpoint evaluated once on
+the training split (`train_eval/...`, pruned runs too) and tested.
 
 `train_run` is how the executor trains a run that does not batch, each DDP rank included;
 anything with its signature (`TrainFn`) can stand in for it (a DDP leader broadcasts the spec
@@ -11,24 +12,31 @@ from __future__ import annotations
 import inspect
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 import optuna
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from regzoo.datamodules import build_datamodule, data_facts, datamodule_options
+from regzoo.datamodules import (
+    build_datamodule,
+    data_facts,
+    datamodule_options,
+    train_eval_batches,
+)
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.trial import tracking
 from regzoo.studies.trial.callbacks import LifecycleCallback, SwallowedInterrupt
 from regzoo.studies.trial.lifecycle import Lifecycle, error_text
-from regzoo.studies.trial.spec import RunResult, TrialSpec
-from regzoo.zoo import build_model, model_hparams
+from regzoo.studies.trial.spec import KEPT_PREFIXES, TRAIN_EVAL, RunResult, TrialSpec
+from regzoo.zoo import Classifier, build_model, model_hparams
+from regzoo.zoo.metrics import evaluate
 
 SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
@@ -90,10 +98,13 @@ def _train(
         )
         interruptible(trainer, trainer.fit, model, datamodule=dm)
         checkpoint = keeper.path  # rank 0's, under DDP
-        test: dict[str, float] = {}
-        # The same answer on every rank; a user's LightningModule may have no test step.
-        if life.testable and keeper.kept and is_overridden("test_step", model):
-            test = _test(trainer, model, dm, checkpoint)
+        evaluated: dict[str, float] = {}
+        if life.evaluable and keeper.kept:  # the same answer on every rank
+            load_weights(model, checkpoint)
+            if isinstance(model, Classifier):  # logits out; a user's LightningModule: its own
+                evaluated = train_eval(model, dm)
+            if life.testable and is_overridden("test_step", model):  # a user's may have none
+                evaluated |= _test(trainer, model, dm)
     except Exception as exc:
         try:
             error = describe(exc)
@@ -104,7 +115,9 @@ def _train(
     except BaseException as exc:  # Ctrl-C: recorded and told, then the caller stops
         life.finish(checkpoint=checkpoint, error=error_text(exc))
         raise
-    return life.finish(checkpoint=checkpoint, test=test, attrs=probe_attrs(callbacks))
+    result = life.finish(checkpoint=checkpoint, evaluated=evaluated, attrs=probe_attrs(callbacks))
+    log_kept(trainer.loggers, life, result)
+    return result
 
 
 def _trainer(
@@ -158,20 +171,40 @@ def build_trainer(trainer_kw: dict[str, Any], **kwargs: Any) -> L.Trainer:
     return L.Trainer(**{**defaults, **values, **kwargs})
 
 
+def load_weights(model: L.LightningModule, checkpoint: Path) -> None:
+    """The kept epoch's weights, from its checkpoint, into `model` (nothing unpickled)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+
+
+def train_eval(model: L.LightningModule, dm: L.LightningDataModule) -> dict[str, float]:
+    """`train_eval/loss`, `/acc` and `/ece`: the whole training split evaluated as validation
+    is (eval mode, no augmentation), from the kept weights. One forward pass over the split:
+    about a third of one training epoch (benchmarks/overfitting.py measures it against
+    the run's time)."""
+    return evaluate(model, train_eval_batches(dm), TRAIN_EVAL)
+
+
 def _test(
-    trainer: L.Trainer, model: L.LightningModule, dm: L.LightningDataModule, checkpoint: Path
+    trainer: L.Trainer, model: L.LightningModule, dm: L.LightningDataModule
 ) -> dict[str, float]:
-    """The test metrics of the kept checkpoint, evaluated once."""
-    metrics = interruptible(
-        trainer,
-        trainer.test,
-        model,
-        datamodule=dm,
-        ckpt_path=str(checkpoint),
-        verbose=False,
-        weights_only=True,
-    )
+    """The test metrics of the model's (the kept) weights, evaluated once."""
+    metrics = interruptible(trainer, trainer.test, model, datamodule=dm, verbose=False)
     return {k: float(v) for k, v in metrics[0].items()}
+
+
+def log_kept(loggers: Iterable[Logger], life: Lifecycle, result: RunResult) -> None:
+    """The run's final metrics (its kept checkpoint's evaluations and gaps) as one row of its
+    `metrics.csv`, at the kept epoch: the learning curves show `train_eval` where it was
+    measured. The W&B run has them in its summary (`Lifecycle.finish`)."""
+    epoch = life.kept_epoch
+    final = {k: v for k, v in result.metrics.items() if k.startswith(KEPT_PREFIXES)}
+    if epoch is None or not final:
+        return
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            logger.log_metrics({"epoch": epoch, **final})
+            logger.save()
 
 
 def probe_attrs(probes: list[Any]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ from regzoo.studies.verdicts.store import (
 )
 from regzoo.studies.verdicts.tables import (
     METRIC,
+    OVERFITTING,
     ablation_rows,
+    bought_line,
     comparison_line,
     confirm_rows,
     fmt_cell,
@@ -113,7 +115,10 @@ def _train(
 def print_confirmation(c: Confirmation, console: Console) -> None:
     rows = confirm_rows(c)
     table = Table(title=f"{c.study}: top configurations over {len(c.seeds)} new seeds")
-    for col in ("configuration", "study value", "runs", f"{METRIC} mean ± sd", "95% CI", "params"):
+    overfit = [f"{m} [95% CI]" for m in OVERFITTING]
+    for col in ("configuration", "study value", "runs", f"{METRIC} mean ± sd", "95% CI"):
+        table.add_column(col)
+    for col in (*overfit, "params"):
         table.add_column(col)
     for cand, row in zip(c.candidates, rows, strict=True):
         s = cand.summary(METRIC, c.seeds)
@@ -123,6 +128,7 @@ def print_confirmation(c: Confirmation, console: Console) -> None:
             row["runs"],
             f"{fmt_cell(s.mean)} ± {fmt_cell(s.std)}",
             f"[{fmt_cell(s.low)}, {fmt_cell(s.high)}]",
+            *(row[col] for col in overfit),
             row["parameters"],
         )
     console.print(table)
@@ -145,7 +151,10 @@ def print_ablation(a: Ablation, console: Console) -> None:
         title=f"{a.study}: what each regularizer of trial {a.trial} bought "
         f"({len(a.seeds)} seeds; effect = full - variant)"
     )
+    overfit = [f"{m} effect [95% CI]" for m in OVERFITTING]
     for col in ("variant", "setting", "runs", f"{METRIC} mean ± sd", "effect [95% CI]", "p"):
+        table.add_column(col)
+    for col in overfit:
         table.add_column(col)
     for row in ablation_rows(a):
         effect = "-"
@@ -161,12 +170,16 @@ def print_ablation(a: Ablation, console: Console) -> None:
             f"{fmt_cell(row[f'{METRIC} mean'])} ± {fmt_cell(row[f'{METRIC} sd'])}",
             effect,
             fmt_cell(row["p"]),
+            *(row[col] for col in overfit),
         )
     console.print(table)
     console.print(
         "effect > 0: the regularizer raised test accuracy; an interval that holds 0 is within "
-        "seed noise (paired t-test)"
+        "seed noise (paired t-test); a gap/acc effect < 0 closed the generalization gap, a "
+        "test/ece effect < 0 made the model better calibrated"
     )
+    for variant in a.variants:
+        console.print(bought_line(a, variant), soft_wrap=True)
 
 
 def confirm_after_run(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from regzoo.studies.verdicts.ablate import Ablation
+from regzoo.studies.verdicts.ablate import ALL_OFF, Ablation, Effect
 from regzoo.studies.verdicts.confirm import Confirmation
 from regzoo.studies.verdicts.stats import PAIRED_TEST, Paired, Summary
 
 Row = dict[str, Any]
 METRIC = "test/acc"
+# Shown next to the test accuracy, each with its interval: how much the configuration overfits
+# (`gap/acc`: train_eval/acc − val/acc, at the kept epoch) and how calibrated it is.
+OVERFITTING = ("gap/acc", "test/ece")
 
 
 def confirm_rows(c: Confirmation, metric: str = METRIC) -> list[Row]:
@@ -30,6 +33,7 @@ def confirm_rows(c: Confirmation, metric: str = METRIC) -> list[Row]:
                 "95% CI low": s.low,
                 "95% CI high": s.high,
                 "test/loss mean": loss.mean,
+                **{f"{m} [95% CI]": interval(cand.summary(m, c.seeds)) for m in OVERFITTING},
                 "parameters": ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in cand.params.items()),
             }
         )
@@ -53,9 +57,35 @@ def ablation_rows(a: Ablation, metric: str = METRIC) -> list[Row]:
                 "effect 95% CI low": effect.low if effect else math.nan,
                 "effect 95% CI high": effect.high if effect else math.nan,
                 "p": effect.pvalue if effect else math.nan,
+                **{f"{m} mean": row.summary(m, a.seeds).mean for m in OVERFITTING},
+                **{
+                    f"{m} effect [95% CI]": signed(a.effect(row, m)) if effect else "-"
+                    for m in OVERFITTING
+                },
             }
         )
     return rows
+
+
+def bought_line(a: Ablation, row: Effect) -> str:
+    """What one regularizer (a variant's row) bought, in words: the effect on test accuracy,
+    the gap and the ECE, each full minus variant with its 95% interval. A regularizer that
+    works raises the accuracy and lowers the gap; one that only changes confidence moves the
+    ECE alone."""
+    what = row.variant.removeprefix("no ") if row.variant != ALL_OFF else "all of them together"
+    setting = f" ({row.setting})" if row.setting and row.variant != ALL_OFF else ""
+    effects = ", ".join(f"{signed(a.effect(row, m))} {m}" for m in (METRIC, *OVERFITTING))
+    return f"{what}{setting} bought {effects}"
+
+
+def signed(d: Paired, digits: int = 4) -> str:
+    """A paired difference as `+mean [+low, +high]`, or `-` with no completed pair."""
+    if math.isnan(d.mean):
+        return "-"
+    text = f"{d.mean:+.{digits}f}"
+    if math.isnan(d.low):
+        return text
+    return f"{text} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
 
 
 def interval(s: Summary | Paired, scale: float = 1.0, digits: int = 4) -> str:

@@ -94,6 +94,7 @@ BAD_HPARAMS: dict[str, st.SearchStrategy[Any]] = {
     "lr": bad_float(0.0),
     "eps": bad_float(0.0),
     "gamma": bad_float(0.0),
+    "temperature": bad_float(0.0),
     "init_std": bad_float(0.0),
     "init_range": bad_float(0.0),
     "momentum": bad_float(0.0, 1.0),

@@ -73,6 +73,10 @@ def test_cli_dropout_writes_figure_table_tracks_and_resumes(
     assert float(rows["p=0.9"]["train_loss"]) > float(rows["p=0"]["train_loss"])
     study = optuna.load_study(study_name="experiment-dropout-quick", storage=storage)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
+    for t in complete:  # the gap at the kept epoch, as the run stored it
+        row = rows[t.params["dropout"]]
+        assert float(row["best_gap_acc"]) == pytest.approx(t.user_attrs["gap/acc"])
+        assert float(row["best_gap_loss"]) == pytest.approx(t.user_attrs["gap/loss"])
     assert sorted(t.params["dropout"] for t in complete) == ["p=0", "p=0.9"]
     assert all(Path(t.user_attrs["run_dir"], "metrics.csv").is_file() for t in complete)
     assert len(list((in_tmp / "runs" / "wandb").glob("offline-run-*"))) == 2

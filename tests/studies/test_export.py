@@ -58,6 +58,9 @@ def test_every_format_at_its_default_path_beside_the_trials(
     card = (stem / "README.md").read_text()
     assert f"trial {trial.number}" in card and f"{trial.value:.4g}" in card
     assert all(key in card for key in trial.params)
+    for key in ("gap/acc", "train_eval/acc", "test/ece"):  # the overfitting view
+        assert f"| {key} | {trial.user_attrs[key]:.4g} |" in card, key
+    assert "Confirmed over" not in card and "Calibration" not in card  # neither was made
 
 
 def test_onnx_without_its_extra_is_one_line_naming_the_extra(
@@ -124,3 +127,50 @@ def test_the_checkpoint_says_what_the_raw_inputs_are(mixed_study: MixedStudy) ->
     assert described["range"] == [0.0, 1.0]  # digits: pixel values scaled to [0, 1]
     assert described["class_names"] == [str(i) for i in range(10)]
     assert described["normalize"] == checkpoint["hyper_parameters"]["normalize"]
+
+
+def test_calibrate_stores_one_temperature_in_every_format_and_prints_the_ece(
+    mixed_study: MixedStudy,
+    best_model: tuple[torch.nn.Module, torch.Tensor],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every format divides the same logits by the fitted temperature (so no prediction
+    changes), which lowers the validation cross-entropy as LBFGS fitted it to; the ECE on the
+    test split before and after is printed, as `zoo.metrics` computes it."""
+    from regzoo.datamodules import create_datamodule
+    from regzoo.zoo.metrics import calibration_error, logits_of
+
+    model, x = best_model
+    outs = {fmt: tmp_path / f"calibrated{suffix}" for fmt, suffix in FORMATS.items()}
+    temperatures = []
+    for fmt, out in outs.items():
+        args = ["export", "mixed", "--format", fmt, "--out", str(out), "--calibrate"]
+        assert main([*args, *_at(mixed_study)]) == 0
+        line = next(s for s in capsys.readouterr().out.splitlines() if "calibrated:" in s)
+        temperatures.append(float(line.split("temperature ")[1].split()[0]))
+    assert len(set(temperatures)) == 1  # fitted the same way for every format
+    temperature = float(load_model(outs["hub"]).hparams["temperature"])
+    assert temperature == pytest.approx(temperatures[0], abs=1e-4) and temperature != 1.0
+    assert f"a temperature of {temperature:.4f}" in (outs["hub"] / "README.md").read_text()
+    expected = model(x) / temperature
+    (onnx_logits,) = ort.InferenceSession(str(outs["onnx"])).run(None, {"input": x.numpy()})
+    got = {
+        "hub": load_model(outs["hub"])(x),
+        "ckpt": load_model(outs["ckpt"])(x),
+        "pt2": torch.export.load(str(outs["pt2"])).module()(x),
+        "onnx": torch.from_numpy(onnx_logits),
+    }
+    for fmt, logits in got.items():
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-4, msg=fmt)
+    dm = create_datamodule("digits", batch_size=64, normalize="standard", split_seed=0)
+    dm.setup("fit")
+    val_z, val_y = logits_of(model, dm.val_dataloader())
+    nll = torch.nn.functional.cross_entropy
+    assert nll(val_z / temperature, val_y) <= nll(val_z, val_y) + 1e-6
+    test_z, test_y = logits_of(model, dm.test_dataloader())
+    assert f"test/ece {calibration_error(test_z, test_y):.4f} before" in line
+    assert f"{calibration_error(test_z / temperature, test_y):.4f} after" in line
+
+
+FORMATS = {"hub": "", "pt2": ".pt2", "onnx": ".onnx", "ckpt": ".ckpt"}

@@ -134,7 +134,7 @@ def test_a_non_finite_objective_or_loss_fails_the_run_at_its_epoch(
     assert ours.epoch_end(0, ok) == Step(keep=True, stop=False)
     step = ours.epoch_end(1, {**ok, bad: math.inf if bad == "val/loss" else math.nan})
     assert step.stop and not step.keep and not ours.testable
-    result = ours.finish(checkpoint=None, test={"test/acc": 0.1})
+    result = ours.finish(checkpoint=None, evaluated={"test/acc": 0.1})
     what = "objective" if bad == "val/acc" else bad
     assert result.state == "failed" and result.error == f"non-finite {what} at epoch 1"
     assert result.diverged_epoch == 1 and result.epochs == 2
@@ -167,7 +167,7 @@ def test_finish_records_and_tells_once(tmp_path: Path) -> None:
     trial = study.ask()
     ours = life(tmp_path, trial)
     ours.epoch_end(0, {"val/acc": 0.7, "val/loss": 0.5})
-    first = ours.finish(checkpoint=None, test={"test/acc": 0.6}, attrs={"probe": 3})
+    first = ours.finish(checkpoint=None, evaluated={"test/acc": 0.6}, attrs={"probe": 3})
     again = ours.finish(checkpoint=None, error="too late")  # a population's end, say
     assert again is first and first.state == "complete"
     (told,) = study.trials
@@ -189,3 +189,22 @@ def test_any_lightning_module_trains_through_the_lifecycle_callback(tmp_path: Pa
     saved = torch.load(path, map_location="cpu", weights_only=False)
     assert saved["epoch"] == 1 and "state_dict" in saved
     assert ours.finish(checkpoint=path).value == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(("checkpoint", "kept"), [("best", 0), ("last", 1)])
+def test_the_gaps_are_taken_at_the_kept_epoch(tmp_path: Path, checkpoint: str, kept: int) -> None:
+    """gap/acc = train_eval/acc − val/acc and gap/loss = val/loss − train_eval/loss, with the
+    validation of the epoch whose weights were evaluated; its val/ece is recorded with them."""
+    study = optuna.create_study(direction="maximize")
+    ours = life(tmp_path, study.ask(), checkpoint=checkpoint)
+    epochs = [(0.7, 0.5, 0.05), (0.6, 0.9, 0.2)]  # val/acc, val/loss, val/ece
+    for epoch, (acc, loss, ece) in enumerate(epochs):
+        ours.epoch_end(epoch, {"val/acc": acc, "val/loss": loss, "val/ece": ece})
+    result = ours.finish(
+        checkpoint=None, evaluated={"train_eval/acc": 0.95, "train_eval/loss": 0.1}
+    )
+    acc, loss, ece = epochs[kept]
+    assert result.metrics["gap/acc"] == pytest.approx(0.95 - acc)
+    assert result.metrics["gap/loss"] == pytest.approx(loss - 0.1)
+    assert result.metrics["val/ece"] == ece
+    assert study.trials[0].user_attrs["gap/acc"] == pytest.approx(0.95 - acc)

@@ -24,6 +24,7 @@ PLOTS = (
     "parallel_coordinate.png",
     "intermediate_values.png",
     "learning_curves.png",
+    "gap.png",
 )
 
 
@@ -39,6 +40,9 @@ def test_report_writes_plots_summary_and_page(
     assert f"## Best trial: {best.number}" in summary
     assert f"| test/acc | {best.user_attrs['test/acc']:.4g} |" in summary
     assert "| pruned | 1 |" in summary and "| failed | 1 |" in summary
+    for key in ("gap/acc", "train_eval/acc", "val/ece", "test/ece"):  # the overfitting view
+        assert f"| {key} | {best.user_attrs[key]:.4g} |" in summary, key
+    assert "| trial | val/loss | test/acc | gap/acc | val/ece | test/ece | epochs |" in summary
     page = (out / "index.html").read_text()
     assert all(f"<img src='{name}'" in page for name in PLOTS)
     assert "index.html" in capsys.readouterr().out

@@ -30,6 +30,13 @@ from regzoo.studies.verdicts.ablate import Ablation
 from regzoo.studies.verdicts.commands import ablate_study, confirm_study
 from regzoo.studies.verdicts.confirm import Confirmation
 from regzoo.studies.verdicts.stats import paired, summarize
+from regzoo.studies.verdicts.tables import (
+    OVERFITTING,
+    ablation_rows,
+    confirm_rows,
+    interval,
+    signed,
+)
 from tests.conftest import DEFAULT_CONFIG
 from tests.reliability.conftest import TINY as TINY_TRIALS  # a tiny CNN, 3 batches
 
@@ -230,6 +237,35 @@ def test_confirm_statistics_equal_scipys(confirmed: Step) -> None:
     assert f"trial {c.candidates[0].trial} - trial {c.candidates[1].trial}" in confirmed.out
 
 
+def test_the_model_card_shows_the_confirmed_accuracy_gap_and_ece_with_intervals(
+    made: Made, confirmed: Step, tmp_path: Path
+) -> None:
+    c: Confirmation = confirmed.result
+    best = c.candidates[0]
+    out = tmp_path / "hub"
+    code, _, err = cli("export", NAME, "--format", "hub", "--out", str(out), "--storage", made.url)
+    assert code == 0, err
+    card = (out / "README.md").read_text()
+    assert f"### Confirmed over {len(c.seeds)} new seeds" in card
+    for metric in ("test/acc", *OVERFITTING):
+        assert f"| {metric} | {interval(best.summary(metric, c.seeds))} |" in card, metric
+    trial = made.study().trials[best.trial]
+    assert f"| gap/acc | {trial.user_attrs['gap/acc']:.4g} |" in card  # the single run's
+
+
+@pytest.mark.parametrize("metric", OVERFITTING)
+def test_confirm_shows_the_gap_and_ece_of_every_run_with_scipys_interval(
+    confirmed: Step, metric: str
+) -> None:
+    c: Confirmation = confirmed.result
+    for cand, row in zip(c.candidates, confirm_rows(c), strict=True):
+        x = [cand.runs[s].user_attrs[metric] for s in c.seeds]  # every run stores it
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
+        s = cand.summary(metric, c.seeds)
+        assert (s.mean, s.low, s.high) == pytest.approx((np.mean(x), ci.low, ci.high))
+        assert row[f"{metric} [95% CI]"] == interval(s)
+
+
 def test_a_confirmation_rerun_trains_nothing(
     made: Made, confirmed: Step, reconfirmed: Step
 ) -> None:
@@ -294,21 +330,31 @@ def test_no_early_stopping_trains_every_epoch_and_keeps_the_last(ablated: Step) 
             assert Path(run.user_attrs["checkpoint"]).name == "best.ckpt", name
 
 
-def test_ablation_effects_equal_scipys_paired_test(ablated: Step) -> None:
+@pytest.mark.parametrize("metric", ["test/acc", "gap/acc", "test/ece"])
+def test_ablation_effects_equal_scipys_paired_test(ablated: Step, metric: str) -> None:
+    """The effect on test accuracy, and on the overfitting view beside it."""
     a: Ablation = ablated.result
     done = by_fingerprint(ablated.after)
     assert ablated.recorded is not None
     recorded = {row["variant"]: row["runs"] for row in ablated.recorded["rows"]}
-    full = [done[recorded["full"][str(s)]].user_attrs["test/acc"] for s in a.seeds]
+    full = [done[recorded["full"][str(s)]].user_attrs[metric] for s in a.seeds]
     for row in a.variants:
-        values = [done[recorded[row.variant][str(s)]].user_attrs["test/acc"] for s in a.seeds]
-        effect = a.effect(row, "test/acc")
+        values = [done[recorded[row.variant][str(s)]].user_attrs[metric] for s in a.seeds]
+        effect = a.effect(row, metric)
         scipy_d = stats.ttest_rel(full, values)
         ci = scipy_d.confidence_interval(0.95)
         assert effect.n == len(a.seeds), row.variant
         assert effect.mean == pytest.approx(np.mean(np.subtract(full, values))), row.variant
         assert (effect.low, effect.high) == pytest.approx((ci.low, ci.high)), row.variant
         assert effect.pvalue == pytest.approx(scipy_d.pvalue, nan_ok=True), row.variant
+        if metric != "test/acc":
+            cell = ablation_rows(a)[1 + a.variants.index(row)][f"{metric} effect [95% CI]"]
+            assert cell == signed(effect)
+    # what each regularizer bought, in words: accuracy, gap and ECE
+    assert (
+        f"dropout ({a.variants[0].setting}) bought {signed(a.effect(a.variants[0]))} test/acc"
+        in (ablated.out.replace("\n", " "))
+    )
 
 
 @pytest.fixture(scope="module")

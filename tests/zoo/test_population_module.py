@@ -148,7 +148,7 @@ def test_a_subclass_stops_members_through_the_epoch_hook_and_they_keep_their_wei
     assert fit.current_epoch == len(LRS)  # one member left per epoch; then no one trains
     assert [e for e, _, _ in population.seen] == [0, 1, 2, 3]
     assert [len(active) for _, active, _ in population.seen] == [4, 3, 2, 1]
-    assert population.seen[0][2] == ["train/acc", "train/loss", "val/acc", "val/loss"]
+    assert population.seen[0][2] == ["train/acc", "train/loss", "val/acc", "val/ece", "val/loss"]
     assert population.active == [] and population.stopped == set(range(len(LRS)))
     last = population.seen[-1][1][0]
     assert population.member(last).state_dict()["net.2.weight"].shape == (3, 6)

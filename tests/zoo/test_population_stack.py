@@ -175,6 +175,7 @@ def test_keep_compacts_members() -> None:
         (("fnn", {"hidden": (5, 5)}), "'hidden'.*widths, not depth"),
         (("fnn", {"activation": "tanh"}), "'activation'"),
         (("fnn", {"decay_bias": True}), "'decay_bias'"),
+        (("fnn", {"temperature": 2.0}), "member 1: temperature=2.0 is a calibration"),
         (("linear", {}), "model"),
     ],
 )
@@ -189,6 +190,18 @@ def test_check_compatible_refuses(second: tuple[str, dict[str, Any]], key: str) 
     # Members may differ in training knobs, optimizer and schedule kinds, and widths.
     kinds = {"optimizer": "sgd", "scheduler": "step", "lr": 0.5, "dropout": 0.2}
     check_compatible([first, create_model("fnn", hidden=(9,), **kinds, **shared)])
+
+
+def test_a_temperature_divides_the_logits_and_a_bad_one_is_refused() -> None:
+    """`temperature` (set by `regzoo export --calibrate`) rescales the confidence only."""
+    plain = create_model("fnn", input_shape=(4,), num_classes=3, hidden=(5,))
+    warm = create_model("fnn", input_shape=(4,), num_classes=3, hidden=(5,), temperature=2.5)
+    warm.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 4)
+    torch.testing.assert_close(warm(x), plain(x) / 2.5)
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(ValueError, match="temperature"):
+            create_model("fnn", input_shape=(4,), num_classes=3, temperature=bad)
 
 
 def test_rnn_is_refused() -> None:

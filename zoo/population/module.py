@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from regzoo.zoo.classifier import Classifier
+from regzoo.zoo.metrics import calibration_error
 from regzoo.zoo.population.optim import StackedOptimizer
 from regzoo.zoo.population.schedule import MemberSchedulers
 from regzoo.zoo.population.stack import StackedModels
@@ -57,8 +58,8 @@ class Population(L.LightningModule):
         val: Validation batches `(x, y)`, validated in the epoch end instead of Lightning's
             validation loop, which is then not used (a val loader the Trainer gets is skipped).
         log_members: Log the epoch metrics with `self.log`: `member_<i>/train/loss`, `.../acc`,
-            `member_<i>/val/loss`, `.../acc`, and `train/...`, `val/...` as the best member
-            still training has them (the lowest loss, the highest accuracy).
+            `member_<i>/val/loss`, `.../acc`, `.../ece`, and `train/...`, `val/...` as the best
+            member still training has them (the lowest loss, the highest accuracy).
         stack: `StackedModels(models)`, when it is already built.
 
     Example:
@@ -107,6 +108,7 @@ class Population(L.LightningModule):
         self.penalized = any(hp.get("l1") or hp.get("l2") for hp in self.stack.hparams)
         self._left: dict[int, dict[str, Tensor]] = {}  # stopped members' final state dicts
         self._sums: dict[str, Tensor] = {}
+        self._val_outputs: list[Batch] = []  # this epoch's validation (logits (K, B, C), y)
         self._val = None if val is None else list(val)  # moved to the device at fit start
         if self._val is not None:
             # No validation_step is no validation loop, as Lightning reads a module.
@@ -144,7 +146,8 @@ class Population(L.LightningModule):
             epoch: The epoch just trained, 0-based.
             metrics: Each training member's epoch metrics by member index, in row order
                 (`active`): `train/loss`, `train/acc` and, when it validated, `val/loss`,
-                `val/acc`. Members at their own `max_epochs` are already in `stopped`.
+                `val/acc`, `val/ece` (`regzoo.zoo.metrics`). Members at their own `max_epochs`
+                are already in `stopped`.
         """
 
     def members_step(self, grads: dict[str, Tensor]) -> None:
@@ -257,6 +260,8 @@ class Population(L.LightningModule):
             self._accumulate("val", member_ce(logits, y), logits, y)
 
     def _accumulate(self, stage: str, ce: Tensor, logits: Tensor, y: Tensor) -> None:
+        if stage == "val":  # the ECE bins every sample's confidence: kept until the epoch ends
+            self._val_outputs.append((logits.detach(), y))
         n = y.shape[-1]
         correct = (logits.argmax(-1) == y).sum(-1).to(torch.float64)  # (K,)
         values = torch.stack([ce.to(torch.float64) * n, correct])  # (2, K)
@@ -267,6 +272,8 @@ class Population(L.LightningModule):
     def _drop(self, stage: str) -> None:
         self._sums.pop(stage, None)
         self._sums.pop(f"{stage}/n", None)
+        if stage == "val":
+            self._val_outputs.clear()
 
     # ---- the end of an epoch ------------------------------------------------------------------
 
@@ -278,6 +285,7 @@ class Population(L.LightningModule):
         self._log("train")
         metrics = self._epoch_metrics()
         self._sums.clear()
+        self._val_outputs.clear()
         self.epoch_metrics.update(metrics)
         for i in self.active:
             own = self.max_epochs[i]
@@ -295,10 +303,16 @@ class Population(L.LightningModule):
         if stage not in self._sums:
             return {}
         sums, n = self._sums[stage].cpu(), float(self._sums[f"{stage}/n"])
-        return {
+        metrics = {
             i: {f"{stage}/loss": float(sums[0, row]) / n, f"{stage}/acc": float(sums[1, row]) / n}
             for row, i in enumerate(self.active)
         }
+        if stage == "val":
+            logits = torch.cat([z for z, _ in self._val_outputs], dim=1)  # (K, N, C)
+            y = torch.cat([y for _, y in self._val_outputs])  # (N,)
+            for row, i in enumerate(self.active):
+                metrics[i]["val/ece"] = calibration_error(logits[row], y)
+        return metrics
 
     def _epoch_metrics(self) -> dict[int, dict[str, float]]:
         out: dict[int, dict[str, float]] = {i: {} for i in self.active}

@@ -145,6 +145,12 @@ def check_compatible(models: Sequence[Classifier]) -> None:
     if refusal is not None:
         name = getattr(first, "model_name", type(first).__name__)
         raise PopulationError(f"{name} cannot be batched: {refusal}")
+    for i, model in enumerate(models):  # the stack's forward has no temperature
+        if model.hparams.get("temperature", 1.0) != 1.0:
+            raise PopulationError(
+                f"member {i}: temperature={model.hparams['temperature']!r} is a calibration "
+                "fitted after training; a population trains with temperature 1"
+            )
     for i, model in enumerate(models[1:], start=1):
         if type(model) is not type(first):
             raise PopulationError(

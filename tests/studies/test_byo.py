@@ -221,6 +221,11 @@ def test_own_code_tunes_with_two_workers_as_populations_is_confirmed_exported_an
 
     assert main(["confirm", "waves"]) == 0, capfd.readouterr().out
     assert "confirmed trial" in capfd.readouterr().out
+    report = in_tmp / "report"
+    assert main(["report", "waves", "--out", str(report)]) == 0, capfd.readouterr().out
+    summary = (report / "summary.md").read_text()
+    assert "## Confirmed over" in summary and "gap/acc" in summary  # its verdict, its gap
+    assert (report / "index.html").is_file() and (report / "learning_curves.png").is_file()
     out = in_tmp / "exported"
     assert main(["export", "waves", "--format", "hub", "--out", str(out)]) == 0
     # Another process in another folder, on raw inputs: the class comes back by its path.

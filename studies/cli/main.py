@@ -252,7 +252,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]train failed:[/] {result.error}", soft_wrap=True)
         return 1
     console.print(
-        f"{cfg.objective.metric}={result.value:.4f} "
+        f"{cfg.objectives[0].metric}={result.value:.4f} "
         + " ".join(
             f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith(("test/", "gap/"))
         )

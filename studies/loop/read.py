@@ -72,9 +72,12 @@ def stored_config(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def _stored_objective(study: optuna.Study) -> Objective | None:
-    """The `objective` section of the stored config (None: none stored)."""
+    """The stored config's (first) objective, which ranks trials (None: none stored)."""
     raw = stored_config(study)
-    return None if raw is None else Objective.model_validate(raw.get("objective", {}))
+    if raw is None:
+        return None
+    section = raw.get("objective", {})
+    return Objective.model_validate(section[0] if isinstance(section, list) else section)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:

@@ -33,8 +33,8 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
     if not top:
         console.print("[red]no complete trial yet[/]")
         return
-    tie = cfg.objective.tie_break
-    columns = ["trial", cfg.objective.metric, "test/acc", "epochs", "parameters"]
+    tie = cfg.objectives[0].tie_break
+    columns = ["trial", cfg.objectives[0].metric, "test/acc", "epochs", "parameters"]
     if tie:
         columns.insert(2, tie)
     table = Table(title="best trials")
@@ -55,7 +55,7 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
     best = top[0]
     tie_value = f"{tie}={fmt(best.user_attrs.get(TIE_BREAK_ATTR, '-'))}, " if tie else ""
     console.print(
-        f"[bold]best trial[/] {best.number}: {cfg.objective.metric}={best.value:.4f}, "
+        f"[bold]best trial[/] {best.number}: {cfg.objectives[0].metric}={best.value:.4f}, "
         f"{tie_value}test/acc={fmt(best.user_attrs.get('test/acc', '-'))}"
     )
     for key, value in best.params.items():

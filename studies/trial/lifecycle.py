@@ -101,7 +101,7 @@ class Lifecycle:
         """
         cfg: StudyConfig = spec.config
         self.spec, self.trial, self.wandb, self.max_epochs = spec, trial, wandb, max_epochs
-        self.objective = cfg.objective
+        self.objective = cfg.objectives[0]
         self.keep_last = cfg.checkpoint == "last"
         self.early = EarlyStopping(cfg.early_stopping) if cfg.early_stopping else None
         self.prunes = spec.prune and _prunable(trial)

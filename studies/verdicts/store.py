@@ -94,7 +94,7 @@ def fingerprint(cfg: StudyConfig, params: dict[str, Any], seed: int) -> str:
         "data": [cfg.data.name, data],
         "trainer": trainer,
         "early_stopping": cfg.early_stopping and cfg.early_stopping.model_dump(),
-        "objective": cfg.objective.model_dump(),
+        "objective": cfg.objectives[0].model_dump(),
         "checkpoint": cfg.checkpoint,
         "seed": seed,
     }

@@ -46,10 +46,16 @@ def load_study(name: str, url: str) -> optuna.Study:
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials, best first; equal values by the `tie_break` user attr where the study's
-    config names an `objective.tie_break` (trials without the attr last among them)."""
+    config names an `objective.tie_break` (trials without the attr last among them).
+
+    A multi-objective study has no single best: its Pareto front (`study.best_trials`) comes
+    first, then the other trials, each part by the first objective."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    ranked = [t for t in done if t.value is not None]
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    ranked = [t for t in done if t.values]
+    if is_multi_objective(study):
+        front = {t.number for t in study.best_trials}
+        return sorted(ranked, key=lambda t: (t.number not in front, sign * t.values[0]))
     objective = _stored_objective(study)
     if objective is None or objective.tie_break is None:
         return sorted(ranked, key=lambda t: sign * (t.value or 0.0))
@@ -62,6 +68,33 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
         return sign * (t.value or 0.0), False, tie_sign * tie
 
     return sorted(ranked, key=key)
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    """Whether the study optimizes a list of objectives (Optuna refuses `best_trial`,
+    `FrozenTrial.value` and one-target plots there)."""
+    return len(study.directions) > 1
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials no other complete trial beats on every objective, by the first objective."""
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(study.best_trials, key=lambda t: sign * t.values[0])
+
+
+def first_value(trial: FrozenTrial) -> float | None:
+    """The trial's first (in a single-objective study, its only) objective value."""
+    return trial.values[0] if trial.values else None
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The study's objective metrics, in order, from its stored config."""
+    raw = stored_config(study) or {}
+    section = raw.get("objective", {})
+    goals = section if isinstance(section, list) else [section]
+    first = str(study.user_attrs.get("objective", "objective"))
+    names = [str(g.get("metric", first)) for g in goals]
+    return names if len(names) == len(study.directions) else [first]
 
 
 def stored_config(study: optuna.Study) -> dict[str, Any] | None:

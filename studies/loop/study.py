@@ -58,19 +58,22 @@ class StudyOutcome:
 
 
 def open_study(cfg: StudyConfig, url: str) -> optuna.Study:
-    """Create the study, or load it to resume; the direction must match a stored study's."""
+    """Create the study, or load it to resume; the directions must match a stored study's (a
+    list of objectives opens a multi-objective study, one per objective)."""
     storage = open_storage(url)
+    directions = [goal.direction for goal in cfg.objectives]
     study = optuna.create_study(
         storage=storage,
         study_name=cfg.name,
-        direction=cfg.objectives[0].direction,
+        directions=directions,
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )
-    if study.direction.name.lower() != cfg.objectives[0].direction:
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
         raise ValueError(
-            f"study {cfg.name!r} in {url} was created to "
-            f"{study.direction.name.lower()}, the config asks to {cfg.objectives[0].direction}"
+            f"study {cfg.name!r} in {url} was created to {', '.join(stored)}, the config asks "
+            f"to {', '.join(directions)}"
         )
     ensure_uid(study, url)
     if study.user_attrs.get("objective") != cfg.objectives[0].metric:  # for report and dashboard

@@ -36,7 +36,13 @@ from optuna.trial import FrozenTrial
 from regzoo._checks import one_line
 from regzoo.datamodules import create_datamodule
 from regzoo.studies.config.search import split_params
-from regzoo.studies.loop.read import ResultError, best_trial, checkpoint_of, load_study
+from regzoo.studies.loop.read import (
+    ResultError,
+    best_trial,
+    checkpoint_of,
+    first_value,
+    load_study,
+)
 from regzoo.studies.trial.console import fmt
 from regzoo.studies.trial.spec import FINAL_PREFIXES
 from regzoo.studies.verdicts.read import read_verdicts
@@ -250,7 +256,7 @@ def model_card(
         "",
         "| metric | value |",
         "| --- | --- |",
-        f"| {metric} (validation, the study's objective) | {fmt(trial.value)} |",
+        f"| {metric} (validation, the study's objective) | {fmt(first_value(trial))} |",
         *(f"| {k} | {fmt(v)} |" for k, v in sorted(attrs.items()) if k.startswith(FINAL_PREFIXES)),
         f"| epochs | {attrs.get('epochs', '-')} |",
         "",

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.loop.read import ranked_trials
+from regzoo.studies.loop.read import first_value, ranked_trials
 from regzoo.studies.verdicts.stats import Paired
 from regzoo.studies.verdicts.store import (
     CONFIRM_ATTR,
@@ -110,6 +110,8 @@ def read_confirmation(study: optuna.Study, companion: optuna.Study | None) -> Co
         trial = by_number[int(number)]
         fingerprints = request["runs"][str(number)]
         runs = {int(s): done[fp] for s, fp in fingerprints.items() if fp in done}
-        value = trial.value if trial.value is not None else float("nan")
-        candidates.append(Candidate(runs, trial.number, dict(trial.params), value))
+        value = first_value(trial)
+        candidates.append(
+            Candidate(runs, trial.number, dict(trial.params), math.nan if value is None else value)
+        )
     return Confirmation(study.study_name, seeds, candidates)

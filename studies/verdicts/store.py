@@ -120,7 +120,7 @@ def open_companion(study: optuna.Study, url: str) -> optuna.Study:
     return optuna.create_study(
         storage=open_storage(url),
         study_name=companion_name(study.study_name),
-        direction=study.direction,
+        directions=study.directions,
         sampler=optuna.samplers.RandomSampler(seed=0),  # never asked: runs set no parameter
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,

@@ -1,0 +1,82 @@
+"""A multi-objective study (issue 26 item 4): `objective:` as a list runs Optuna's
+multi-objective optimization, resumes, and reports its Pareto front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from regzoo.studies.cli.main import main
+from regzoo.studies.executor.storage import open_storage
+from regzoo.studies.loop.read import pareto_front
+from regzoo.studies.results.wandb_study import trial_rows
+from regzoo.zoo import load_model
+from tests.conftest import DEFAULT_CONFIG, trials_folder
+from tests.studies.test_end_to_end import TINY
+
+TWO = [
+    "--set",
+    "objective=[{metric: val/acc, direction: maximize}, "
+    "{metric: model/params, direction: minimize}]",
+    "--set",
+    "pruner.name=none",
+    # Parameters that change the parameter count: a search over the model's size.
+    "--set",
+    "search={model.kernel_size: {choice: [3, 5]}, model.lr: {float: [0.002, 0.02], log: true}}",
+]
+
+
+def test_a_two_objective_study_runs_resumes_and_reports_its_front(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{in_tmp / 'studies.db'}"
+    run = ["run", str(DEFAULT_CONFIG), "--storage", url, *TINY, *TWO]
+    assert main([*run, "--trials", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out
+    study = optuna.load_study(study_name="cnn-digits", storage=open_storage(url))
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3
+    for t in done:  # told both: the kept epoch's val/acc and the model's own parameter count
+        model = load_model(Path(t.user_attrs["checkpoint"]))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert t.values[1] == trainable
+        assert t.values[0] == pytest.approx(max(_val_acc(t)))
+    first = study.trials
+
+    assert main([*run, "--trials", "4"]) == 0
+    assert "3 of 4 trials already finished" in capsys.readouterr().out
+    resumed = optuna.load_study(study_name="cnn-digits", storage=open_storage(url))
+    assert len(resumed.trials) == 4 and resumed.trials[:3] == first
+    front = pareto_front(resumed)
+    for t in front:  # no other trial is as good on both and better on one
+        assert not any(_dominates(o.values, t.values) for o in resumed.trials if o.values)
+
+    assert main(["report", "cnn-digits", "--storage", url]) == 0
+    report = trials_folder(in_tmp / "runs" / "cnn-digits") / "report"
+    assert (report / "pareto_front.png").is_file()
+    summary = (report / "summary.md").read_text()
+    assert "Pareto front" in summary and "model/params" in summary
+    for t in front:
+        assert f"| {t.number} |" in summary
+    columns, rows = trial_rows(resumed)  # the W&B study run's trials table
+    assert columns[2:4] == ["val/acc", "model/params"]
+    assert [r[3] for r in rows] == [t.values[1] for t in resumed.trials]
+
+
+def _val_acc(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The trial's val/acc per epoch, read back from its metrics.csv."""
+    from regzoo.studies.trial.metrics import read_metrics
+
+    epochs = read_metrics(Path(trial.user_attrs["checkpoint"]).parent / "metrics.csv")
+    return [m["val/acc"] for m in epochs.values() if "val/acc" in m]
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    """Whether values `a` (maximize, minimize) beat `b` on one objective and lose on none."""
+    better = (a[0] > b[0], a[1] < b[1])
+    worse = (a[0] < b[0], a[1] > b[1])
+    return any(better) and not any(worse)

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
     exp.add_argument(
+        "--trial",
+        type=_non_negative_int,
+        metavar="N",
+        help="export complete trial N (default: the best; a multi-objective study has none, "
+        "pick from its Pareto front)",
+    )
+    exp.add_argument(
         "--calibrate",
         action="store_true",
         help="fit a temperature on the validation split, store it in the model, print the "
@@ -106,8 +113,16 @@ def _parser() -> argparse.ArgumentParser:
         "confirm", help="retrain the top trials' configurations with new seeds; mean and 95%% CI"
     )
     conf.add_argument("name", help="study name (the config's name:)")
-    conf.add_argument(
+    which = conf.add_mutually_exclusive_group()
+    which.add_argument(
         "--top", type=_positive_int, help="configurations (default: the config's, else 2)"
+    )
+    which.add_argument(
+        "--trials",
+        type=_trial_numbers,
+        metavar="N,M",
+        help="confirm these complete trials' configurations, in this order (e.g. from a "
+        "Pareto front)",
     )
     conf.add_argument(
         "--seeds", type=_at_least_two, help="new seeds each (default: the config's, else 5)"
@@ -191,6 +206,26 @@ def _at_least_two(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be >= 2 (an interval needs two seeds), got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _trial_numbers(text: str) -> list[int]:
+    """`--trials 3,7`: distinct trial numbers, comma-separated."""
+    try:
+        numbers = [_non_negative_int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected trial numbers such as 3,7, got {text!r}"
+        ) from None
+    if len(set(numbers)) != len(numbers):
+        raise argparse.ArgumentTypeError(f"a trial listed twice in {text!r}")
+    return numbers
 
 
 def _positive_int(text: str) -> int:
@@ -374,6 +409,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         out=args.out,
         push_to_hub=args.push_to_hub,
         calibrate=args.calibrate,
+        trial_number=args.trial,
     )
     if exported.calibration is not None:
         console.print(exported.calibration.line(), soft_wrap=True)
@@ -390,6 +426,7 @@ def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
         study,
         args.storage,
         top=args.top or defaults.top,
+        trials=args.trials,
         seeds=args.seeds or defaults.seeds,
         wandb_mode=mode,
         console=console,

@@ -7,6 +7,7 @@ storage URL and, except `list` and `dashboard`, a study name.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,51 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     if not ranked:
         raise ResultError(f"study {study.study_name!r} has no complete trial yet")
     return ranked[0]
+
+
+def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial `number` (`--trial N`), which must be complete; without one, the best trial of a
+    single-objective study. A multi-objective study has no best: the error lists its front."""
+    if number is not None:
+        return complete_trials(study, [number], option="--trial")[0]
+    if is_multi_objective(study):
+        front = pareto_front(study)
+        if not front:
+            raise ResultError(f"study {study.study_name!r} has no complete trial yet")
+        raise ResultError(
+            f"study {study.study_name!r} has {len(study.directions)} objectives and no single "
+            f"best trial; pick one of its Pareto front with --trial N: "
+            f"{_numbers(t.number for t in front)}"
+        )
+    return best_trial(study)
+
+
+def complete_trials(study: optuna.Study, numbers: list[int], *, option: str) -> list[FrozenTrial]:
+    """The complete trials `numbers`, in that order; an error names the first that is not one
+    and lists the complete ones (the Pareto front first in a multi-objective study)."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    complete = [t.number for t in ranked_trials(study)]
+    for number in numbers:
+        trial = by_number.get(number)
+        if trial is not None and trial.state == TrialState.COMPLETE:
+            continue
+        problem = (
+            f"study {study.study_name!r} has no trial {number}"
+            if trial is None
+            else f"trial {number} is {trial.state.name.lower()}, not complete"
+        )
+        raise ResultError(
+            f"{option} {number}: {problem}; complete trials, best first: "
+            f"{_numbers(complete) if complete else 'none yet'}"
+        )
+    return [by_number[n] for n in numbers]
+
+
+def _numbers(numbers: Iterable[int], most: int = 20) -> str:
+    """Trial numbers for a one-line message: the first `most`, then how many more."""
+    shown = list(numbers)
+    more = f" (+{len(shown) - most} more)" if len(shown) > most else ""
+    return ", ".join(str(n) for n in shown[:most]) + more
 
 
 def trial_dir(trial: FrozenTrial) -> Path | None:

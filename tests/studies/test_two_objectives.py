@@ -12,6 +12,7 @@ from regzoo.studies.cli.main import main
 from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.loop.read import pareto_front
 from regzoo.studies.results.wandb_study import trial_rows
+from regzoo.studies.verdicts.read import read_verdicts
 from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG, trials_folder
 from tests.studies.test_end_to_end import TINY
@@ -65,6 +66,28 @@ def test_a_two_objective_study_runs_resumes_and_reports_its_front(
     columns, rows = trial_rows(resumed)  # the W&B study run's trials table
     assert columns[2:4] == ["val/acc", "model/params"]
     assert [r[3] for r in rows] == [t.values[1] for t in resumed.trials]
+
+    # No best trial to export: one line lists the front; `--trial N` picks one of it.
+    export = ["export", "cnn-digits", "--format", "ckpt", "--storage", url]
+    assert main(export) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Pareto front with --trial N" in err, err
+    assert err.endswith(", ".join(str(t.number) for t in front)), err
+    chosen = front[-1]
+    assert main([*export, "--trial", str(chosen.number), "--out", str(in_tmp / "m.ckpt")]) == 0
+    assert (in_tmp / "m.ckpt").read_bytes() == Path(chosen.user_attrs["checkpoint"]).read_bytes()
+    assert main([*export, "--trial", "99"]) == 2
+    assert "--trial 99: study 'cnn-digits' has no trial 99" in capsys.readouterr().err
+
+    # `confirm --trials N,M` retrains the trials asked for, in that order.
+    picked = [resumed.trials[2].number, resumed.trials[0].number]
+    confirm = ["confirm", "cnn-digits", "--seeds", "2", "--storage", url, "--wandb", "disabled"]
+    assert main([*confirm, "--trials", ",".join(map(str, picked))]) == 0
+    study = optuna.load_study(study_name="cnn-digits", storage=open_storage(url))
+    confirmation = read_verdicts(study, url).confirmation
+    assert confirmation is not None
+    assert [c.trial for c in confirmation.candidates] == picked
+    assert all(len(c.runs) == 2 for c in confirmation.candidates)
 
 
 def _val_acc(trial: optuna.trial.FrozenTrial) -> list[float]:

@@ -16,6 +16,8 @@ from regzoo.studies.verdicts.read import read_verdicts
 from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG, trials_folder
 from tests.studies.test_end_to_end import TINY
+from tests.studies.test_wandb_study import table
+from tests.studies.wandb_records import offline_runs_of, read_run
 
 TWO = [
     "--set",
@@ -66,6 +68,13 @@ def test_a_two_objective_study_runs_resumes_and_reports_its_front(
     columns, rows = trial_rows(resumed)  # the W&B study run's trials table
     assert columns[2:4] == ["val/acc", "model/params"]
     assert [r[3] for r in rows] == [t.values[1] for t in resumed.trials]
+    assert main(["report", "cnn-digits", "--storage", url, "--wandb", "offline"]) == 0
+    wandb_dir = trials_folder(in_tmp / "runs" / "cnn-digits") / "wandb"
+    run_dir = offline_runs_of(wandb_dir, "study")[-1]  # the study run, as the last report left it
+    logged = table(run_dir, read_run(run_dir), "pareto_front")
+    assert [(r["number"], r["val/acc"], r["model/params"]) for r in logged] == [
+        (t.number, *t.values) for t in front
+    ]
 
     # No best trial to export: one line lists the front; `--trial N` picks one of it.
     export = ["export", "cnn-digits", "--format", "ckpt", "--storage", url]

@@ -16,7 +16,7 @@ from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.loop.read import TIE_BREAK_ATTR, first_value, pareto_front, ranked_trials
 from regzoo.studies.loop.study import StudyOutcome
 from regzoo.studies.trial import tracking
-from regzoo.studies.trial.console import fmt
+from regzoo.studies.trial.console import fmt, fmt_objective
 
 
 def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> None:
@@ -46,7 +46,7 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
     for t in top:
         cells = [
             str(t.number),
-            *(fmt(v) for v in t.values),
+            *(fmt_objective(m, v) for m, v in zip(metrics, t.values, strict=True)),
             fmt(t.user_attrs.get("test/acc", "-")),
             str(t.user_attrs.get("epochs", "-")),
             ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items()),

@@ -30,7 +30,7 @@ from regzoo.studies.loop.read import (
     ranked_trials,
     trial_dir,
 )
-from regzoo.studies.trial.console import fmt
+from regzoo.studies.trial.console import fmt, fmt_objective
 from regzoo.studies.trial.metrics import read_metrics
 from regzoo.studies.trial.spec import FINAL_PREFIXES
 from regzoo.studies.verdicts.ablate import Ablation
@@ -325,7 +325,7 @@ def front_section(study: optuna.Study) -> Section:
     rows = [
         [
             str(t.number),
-            *(fmt(v) for v in t.values),
+            *(fmt_objective(m, v) for m, v in zip(names, t.values, strict=True)),
             *[fmt(t.user_attrs.get(k, "-")) for k in TOP_COLUMNS],
             fmt(t.user_attrs.get("epochs", "-")),
             ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items()),

@@ -12,6 +12,7 @@ from regzoo.studies.cli.main import main
 from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.loop.read import pareto_front
 from regzoo.studies.results.wandb_study import trial_rows
+from regzoo.studies.trial.console import fmt
 from regzoo.studies.verdicts.read import read_verdicts
 from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG, trials_folder
@@ -63,8 +64,8 @@ def test_a_two_objective_study_runs_resumes_and_reports_its_front(
     assert (report / "pareto_front.png").is_file()
     summary = (report / "summary.md").read_text()
     assert "Pareto front" in summary and "model/params" in summary
-    for t in front:
-        assert f"| {t.number} |" in summary
+    for t in front:  # a parameter count shown whole
+        assert f"| {t.number} | {fmt(t.values[0])} | {int(t.values[1])} |" in summary
     columns, rows = trial_rows(resumed)  # the W&B study run's trials table
     assert columns[2:4] == ["val/acc", "model/params"]
     assert [r[3] for r in rows] == [t.values[1] for t in resumed.trials]

@@ -313,7 +313,13 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from optuna.trial import TrialState
     from rich.table import Table
 
-    from regzoo.studies.loop.read import first_value, open_existing, ranked_trials
+    from regzoo.studies.loop.read import (
+        first_value,
+        is_multi_objective,
+        objective_names,
+        open_existing,
+        ranked_trials,
+    )
     from regzoo.studies.verdicts.read import read_verdicts
     from regzoo.studies.verdicts.store import COMPANION_SUFFIX, is_companion
     from regzoo.studies.verdicts.tables import interval
@@ -331,7 +337,13 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         ranked = ranked_trials(study)
-        objective = f"{study.directions[0].name.lower()} {study.user_attrs.get('objective', '')}"
+        objective = ", ".join(
+            f"{d.name.lower()} {name}"
+            for d, name in zip(study.directions, objective_names(study), strict=True)
+        )
+        best_cell = f"{first_value(ranked[0]):.4f} (trial {ranked[0].number})" if ranked else "-"
+        if ranked and is_multi_objective(study):  # no best: how many trials its front holds
+            best_cell = f"Pareto front of {len(study.best_trials)}"
         best = read_verdicts(study, args.storage).confirmed()
         confirmed = f"{interval(best)} n={best.n}" if best is not None and best.n else "-"
         table.add_row(
@@ -339,7 +351,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
             objective.strip(),
             str(len(trials)),
             *(str(sum(t.state == s for t in trials)) for s in states),
-            f"{first_value(ranked[0]):.4f} (trial {ranked[0].number})" if ranked else "-",
+            best_cell,
             confirmed,
         )
     console.print(table)

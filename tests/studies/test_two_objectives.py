@@ -33,8 +33,9 @@ TWO = [
 
 
 def test_a_two_objective_study_runs_resumes_and_reports_its_front(
-    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # `list`'s table on one line a row
     url = f"sqlite:///{in_tmp / 'studies.db'}"
     run = ["run", str(DEFAULT_CONFIG), "--storage", url, *TINY, *TWO]
     assert main([*run, "--trials", "3"]) == 0
@@ -76,6 +77,10 @@ def test_a_two_objective_study_runs_resumes_and_reports_its_front(
     assert [(r["number"], r["val/acc"], r["model/params"]) for r in logged] == [
         (t.number, *t.values) for t in front
     ]
+
+    assert main(["list", "--storage", url]) == 0  # the front's size where a best would be
+    listed = capsys.readouterr().out
+    assert f"Pareto front of {len(front)}" in listed and "minimize model/params" in listed
 
     # No best trial to export: one line lists the front; `--trial N` picks one of it.
     export = ["export", "cnn-digits", "--format", "ckpt", "--storage", url]

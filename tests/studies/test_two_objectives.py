@@ -13,6 +13,7 @@ from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.loop.read import pareto_front
 from regzoo.studies.results.wandb_study import trial_rows
 from regzoo.studies.trial.console import fmt
+from regzoo.studies.trial.metrics import read_metrics
 from regzoo.studies.verdicts.read import read_verdicts
 from regzoo.zoo import load_model
 from tests.conftest import DEFAULT_CONFIG, trials_folder
@@ -107,10 +108,7 @@ def test_a_two_objective_study_runs_resumes_and_reports_its_front(
 
 def _val_acc(trial: optuna.trial.FrozenTrial) -> list[float]:
     """The trial's val/acc per epoch, read back from its metrics.csv."""
-    from regzoo.studies.trial.metrics import read_metrics
-
-    epochs = read_metrics(Path(trial.user_attrs["checkpoint"]).parent / "metrics.csv")
-    return [m["val/acc"] for m in epochs.values() if "val/acc" in m]
+    return [m["val/acc"] for m in _epochs(trial).values() if "val/acc" in m]
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:
@@ -118,3 +116,27 @@ def _dominates(a: list[float], b: list[float]) -> bool:
     better = (a[0] > b[0], a[1] < b[1])
     worse = (a[0] < b[0], a[1] > b[1])
     return any(better) and not any(worse)
+
+
+def test_later_objectives_are_read_at_the_kept_epoch_and_seconds_are_the_runs(
+    in_tmp: Path,
+) -> None:
+    url = f"sqlite:///{in_tmp / 'studies.db'}"
+    three = "objective=[{metric: val/acc}, {metric: val/loss, direction: minimize}, "
+    three += "{metric: run/seconds, direction: minimize}]"
+    run = ["run", str(DEFAULT_CONFIG), "--storage", url, *TINY, *TWO, "--set", three]
+    assert main([*run, "--trials", "2", "--set", "trainer.max_epochs=3"]) == 0
+    study = optuna.load_study(study_name="cnn-digits", storage=open_storage(url))
+    assert len(study.directions) == 3
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        epochs = _epochs(t)
+        kept = max(epochs, key=lambda e: epochs[e]["val/acc"])  # the first best, as kept
+        assert t.values[0] == pytest.approx(epochs[kept]["val/acc"])
+        assert t.values[1] == pytest.approx(epochs[kept]["val/loss"])
+        assert t.values[2] == t.user_attrs["seconds"] > 0
+
+
+def _epochs(trial: optuna.trial.FrozenTrial) -> dict[int, dict[str, float]]:
+    """The trial's metrics by epoch, read back from its metrics.csv."""
+    return read_metrics(Path(trial.user_attrs["checkpoint"]).parent / "metrics.csv")

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--storage", default=DEFAULT_STORAGE)
     exp.add_argument(
+        "--trial",
+        type=_non_negative_int,
+        metavar="N",
+        help="export complete trial N (default: the best; a multi-objective study has none, "
+        "pick from its Pareto front)",
+    )
+    exp.add_argument(
         "--calibrate",
         action="store_true",
         help="fit a temperature on the validation split, store it in the model, print the "
@@ -106,8 +113,16 @@ def _parser() -> argparse.ArgumentParser:
         "confirm", help="retrain the top trials' configurations with new seeds; mean and 95%% CI"
     )
     conf.add_argument("name", help="study name (the config's name:)")
-    conf.add_argument(
+    which = conf.add_mutually_exclusive_group()
+    which.add_argument(
         "--top", type=_positive_int, help="configurations (default: the config's, else 2)"
+    )
+    which.add_argument(
+        "--trials",
+        type=_trial_numbers,
+        metavar="N,M",
+        help="confirm these complete trials' configurations, in this order (e.g. from a "
+        "Pareto front)",
     )
     conf.add_argument(
         "--seeds", type=_at_least_two, help="new seeds each (default: the config's, else 5)"
@@ -193,6 +208,26 @@ def _at_least_two(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _trial_numbers(text: str) -> list[int]:
+    """`--trials 3,7`: distinct trial numbers, comma-separated."""
+    try:
+        numbers = [_non_negative_int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected trial numbers such as 3,7, got {text!r}"
+        ) from None
+    if len(set(numbers)) != len(numbers):
+        raise argparse.ArgumentTypeError(f"a trial listed twice in {text!r}")
+    return numbers
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -252,7 +287,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]train failed:[/] {result.error}", soft_wrap=True)
         return 1
     console.print(
-        f"{cfg.objective.metric}={result.value:.4f} "
+        f"{cfg.objectives[0].metric}={result.value:.4f} "
         + " ".join(
             f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith(("test/", "gap/"))
         )
@@ -278,7 +313,13 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from optuna.trial import TrialState
     from rich.table import Table
 
-    from regzoo.studies.loop.read import open_existing, ranked_trials
+    from regzoo.studies.loop.read import (
+        first_value,
+        is_multi_objective,
+        objective_names,
+        open_existing,
+        ranked_trials,
+    )
     from regzoo.studies.verdicts.read import read_verdicts
     from regzoo.studies.verdicts.store import COMPANION_SUFFIX, is_companion
     from regzoo.studies.verdicts.tables import interval
@@ -296,7 +337,13 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         ranked = ranked_trials(study)
-        objective = f"{study.direction.name.lower()} {study.user_attrs.get('objective', '')}"
+        objective = ", ".join(
+            f"{d.name.lower()} {name}"
+            for d, name in zip(study.directions, objective_names(study), strict=True)
+        )
+        best_cell = f"{first_value(ranked[0]):.4f} (trial {ranked[0].number})" if ranked else "-"
+        if ranked and is_multi_objective(study):  # no best: how many trials its front holds
+            best_cell = f"Pareto front of {len(study.best_trials)}"
         best = read_verdicts(study, args.storage).confirmed()
         confirmed = f"{interval(best)} n={best.n}" if best is not None and best.n else "-"
         table.add_row(
@@ -304,7 +351,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
             objective.strip(),
             str(len(trials)),
             *(str(sum(t.state == s for t in trials)) for s in states),
-            f"{ranked[0].value:.4f} (trial {ranked[0].number})" if ranked else "-",
+            best_cell,
             confirmed,
         )
     console.print(table)
@@ -374,6 +421,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         out=args.out,
         push_to_hub=args.push_to_hub,
         calibrate=args.calibrate,
+        trial_number=args.trial,
     )
     if exported.calibration is not None:
         console.print(exported.calibration.line(), soft_wrap=True)
@@ -390,6 +438,7 @@ def cmd_confirm(args: argparse.Namespace, console: Console) -> int:
         study,
         args.storage,
         top=args.top or defaults.top,
+        trials=args.trials,
         seeds=args.seeds or defaults.seeds,
         wandb_mode=mode,
         console=console,

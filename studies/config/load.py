@@ -73,7 +73,10 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> StudyConf
 
 def _describe(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    if parts[:1] == ["objective"]:  # the schema's tags of a mapping or a list of objectives
+        parts = [parts[0], *parts[2:]]
+    loc = ".".join(parts)
     loc = loc.replace("float_", "float").replace("int_", "int")
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
@@ -81,4 +84,4 @@ def _describe(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
-    return f"{loc or 'config'}: {msg}{shown}{more}"
+    return f"{loc}: {msg}{shown}{more}" if loc else f"{msg}{more}"  # a whole-config check

@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StrictInt,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -68,6 +70,10 @@ class TrainerSection(Strict):
         return v
 
 
+# Objectives other than a validation metric, measured once per run (multi-objective studies).
+RUN_OBJECTIVES = ("model/params", "run/seconds")
+
+
 class Objective(Strict):
     """What trials are ranked by: `metric` in `direction`, then `tie_break` among equal values.
 
@@ -75,13 +81,27 @@ class Objective(Strict):
     samples is one error, and many trials reach it): `val/loss` under `val/acc` picks, among
     equally accurate epochs and trials, the most confident one. Its direction follows its name
     (`acc`: higher is better, anything else: lower is better).
+
+    In a list of objectives (a multi-objective study), a later one may also be a run's
+    `model/params` (its parameter count) or `run/seconds` (its training time), known once per
+    run rather than per epoch; the first picks each run's kept epoch, so it is `val/...`.
     """
 
     metric: str = "val/acc"
     direction: Literal["maximize", "minimize"] = "maximize"
     tie_break: str | None = None
 
-    @field_validator("metric", "tie_break")
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if not v.startswith("val/") and v not in RUN_OBJECTIVES:
+            raise ValueError(
+                f"must be a validation metric (val/acc, val/loss) or one of "
+                f"{', '.join(RUN_OBJECTIVES)}: the test split is never used for model selection"
+            )
+        return v
+
+    @field_validator("tie_break")
     @classmethod
     def _validation_metric(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("val/"):
@@ -101,6 +121,11 @@ class Objective(Strict):
     def tie_break_maximize(self) -> bool:
         """Whether a higher `tie_break` value is better (accuracies), else lower (losses)."""
         return bool(self.tie_break and self.tie_break.endswith("acc"))
+
+
+def objectives_of(objective: Objective | list[Objective]) -> list[Objective]:
+    """A config's `objective` section as a list: one mapping is a list of one."""
+    return objective if isinstance(objective, list) else [objective]
 
 
 class EarlyStop(Strict):
@@ -201,7 +226,11 @@ class StudyConfig(Strict):
     model: Named
     data: Named
     trainer: TrainerSection = TrainerSection()
-    objective: Objective = Objective()
+    # One mapping, or a list of them for a multi-objective study (docs/studies.md).
+    objective: Annotated[
+        Annotated[Objective, Tag("one")] | Annotated[list[Objective], Tag("list")],
+        Discriminator(lambda v: "list" if isinstance(v, list) else "one"),
+    ] = Objective()
     early_stopping: EarlyStop | None = EarlyStop()
     pruner: Pruner = Pruner()
     sampler: Sampler = Sampler()
@@ -222,3 +251,47 @@ class StudyConfig(Strict):
     @property
     def study_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def objectives(self) -> list[Objective]:
+        """Every objective, the first picking each run's kept epoch."""
+        return objectives_of(self.objective)
+
+    @property
+    def multi_objective(self) -> bool:
+        return isinstance(self.objective, list)
+
+    @model_validator(mode="after")
+    def _objectives(self) -> StudyConfig:
+        """What Optuna's multi-objective optimization supports, and a first objective that can
+        pick an epoch; each refusal names the key and what is allowed."""
+        goals = self.objectives
+        if not goals:
+            raise ValueError("objective: an empty list; give one {metric, direction} or more")
+        where = "objective.0" if self.multi_objective else "objective"
+        if not goals[0].metric.startswith("val/"):
+            raise ValueError(
+                f"{where}.metric: {goals[0].metric!r} cannot pick a run's kept epoch; the "
+                "first objective is a validation metric (val/acc, val/loss)"
+            )
+        metrics = [g.metric for g in goals]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objective: a metric listed twice in {metrics}; list each once")
+        if not self.multi_objective:
+            return self
+        if any(g.tie_break for g in goals):
+            raise ValueError(
+                "objective: tie_break is single-objective only (a list ranks trials by "
+                "their Pareto front); remove tie_break or give one objective mapping"
+            )
+        if self.pruner.name != "none":
+            raise ValueError(
+                f"pruner.name: {self.pruner.name!r} cannot prune a multi-objective study "
+                "(Optuna reports one value per epoch); set pruner: {name: none}"
+            )
+        if self.sampler.name == "cmaes":
+            raise ValueError(
+                "sampler.name: 'cmaes' is single-objective only; with a list of objectives "
+                "use tpe, random or grid"
+            )
+        return self

@@ -143,7 +143,7 @@ def _prepare(
     study = optuna.create_study(
         storage=open_storage(url),
         study_name=exp.study_name(quick=quick),
-        direction=head.objective.direction,
+        direction=head.objectives[0].direction,
         sampler=grid.sampler(),
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,

@@ -76,7 +76,7 @@ class Grid:
     ) -> None:
         self.exp, self.quick, self.configs, self.seeds = exp, quick, configs, seeds
         self.folder, self.mode, self.console, self.storage = folder, mode, console, storage
-        self.metric = next(iter(configs.values())).objective.metric
+        self.metric = next(iter(configs.values())).objectives[0].metric
         self.where = experiment_ref(exp)
         self.space = {exp.factor: Param.model_validate({"choice": list(configs)})}
         if len(seeds) > 1:

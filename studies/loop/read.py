@@ -7,6 +7,7 @@ storage URL and, except `list` and `dashboard`, a study name.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,16 @@ def load_study(name: str, url: str) -> optuna.Study:
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials, best first; equal values by the `tie_break` user attr where the study's
-    config names an `objective.tie_break` (trials without the attr last among them)."""
+    config names an `objective.tie_break` (trials without the attr last among them).
+
+    A multi-objective study has no single best: its Pareto front (`study.best_trials`) comes
+    first, then the other trials, each part by the first objective."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    ranked = [t for t in done if t.value is not None]
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    ranked = [t for t in done if t.values]
+    if is_multi_objective(study):
+        front = {t.number for t in study.best_trials}
+        return sorted(ranked, key=lambda t: (t.number not in front, sign * t.values[0]))
     objective = _stored_objective(study)
     if objective is None or objective.tie_break is None:
         return sorted(ranked, key=lambda t: sign * (t.value or 0.0))
@@ -64,6 +71,33 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(ranked, key=key)
 
 
+def is_multi_objective(study: optuna.Study) -> bool:
+    """Whether the study optimizes a list of objectives (Optuna refuses `best_trial`,
+    `FrozenTrial.value` and one-target plots there)."""
+    return len(study.directions) > 1
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials no other complete trial beats on every objective, by the first objective."""
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(study.best_trials, key=lambda t: sign * t.values[0])
+
+
+def first_value(trial: FrozenTrial) -> float | None:
+    """The trial's first (in a single-objective study, its only) objective value."""
+    return trial.values[0] if trial.values else None
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The study's objective metrics, in order, from its stored config."""
+    raw = stored_config(study) or {}
+    section = raw.get("objective", {})
+    goals = section if isinstance(section, list) else [section]
+    first = str(study.user_attrs.get("objective", "objective"))
+    names = [str(g.get("metric", first)) for g in goals]
+    return names if len(names) == len(study.directions) else [first]
+
+
 def stored_config(study: optuna.Study) -> dict[str, Any] | None:
     """The config the study last ran with, as stored (its `config` attribute, JSON); None when
     none is stored. Read as it is: a study run by an older regzoo may not fit today's schema."""
@@ -72,9 +106,12 @@ def stored_config(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def _stored_objective(study: optuna.Study) -> Objective | None:
-    """The `objective` section of the stored config (None: none stored)."""
+    """The stored config's (first) objective, which ranks trials (None: none stored)."""
     raw = stored_config(study)
-    return None if raw is None else Objective.model_validate(raw.get("objective", {}))
+    if raw is None:
+        return None
+    section = raw.get("objective", {})
+    return Objective.model_validate(section[0] if isinstance(section, list) else section)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
@@ -83,6 +120,51 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     if not ranked:
         raise ResultError(f"study {study.study_name!r} has no complete trial yet")
     return ranked[0]
+
+
+def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial `number` (`--trial N`), which must be complete; without one, the best trial of a
+    single-objective study. A multi-objective study has no best: the error lists its front."""
+    if number is not None:
+        return complete_trials(study, [number], option="--trial")[0]
+    if is_multi_objective(study):
+        front = pareto_front(study)
+        if not front:
+            raise ResultError(f"study {study.study_name!r} has no complete trial yet")
+        raise ResultError(
+            f"study {study.study_name!r} has {len(study.directions)} objectives and no single "
+            f"best trial; pick one of its Pareto front with --trial N: "
+            f"{_numbers(t.number for t in front)}"
+        )
+    return best_trial(study)
+
+
+def complete_trials(study: optuna.Study, numbers: list[int], *, option: str) -> list[FrozenTrial]:
+    """The complete trials `numbers`, in that order; an error names the first that is not one
+    and lists the complete ones (the Pareto front first in a multi-objective study)."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    complete = [t.number for t in ranked_trials(study)]
+    for number in numbers:
+        trial = by_number.get(number)
+        if trial is not None and trial.state == TrialState.COMPLETE:
+            continue
+        problem = (
+            f"study {study.study_name!r} has no trial {number}"
+            if trial is None
+            else f"trial {number} is {trial.state.name.lower()}, not complete"
+        )
+        raise ResultError(
+            f"{option} {number}: {problem}; complete trials, best first: "
+            f"{_numbers(complete) if complete else 'none yet'}"
+        )
+    return [by_number[n] for n in numbers]
+
+
+def _numbers(numbers: Iterable[int], most: int = 20) -> str:
+    """Trial numbers for a one-line message: the first `most`, then how many more."""
+    shown = list(numbers)
+    more = f" (+{len(shown) - most} more)" if len(shown) > most else ""
+    return ", ".join(str(n) for n in shown[:most]) + more
 
 
 def trial_dir(trial: FrozenTrial) -> Path | None:

@@ -58,23 +58,26 @@ class StudyOutcome:
 
 
 def open_study(cfg: StudyConfig, url: str) -> optuna.Study:
-    """Create the study, or load it to resume; the direction must match a stored study's."""
+    """Create the study, or load it to resume; the directions must match a stored study's (a
+    list of objectives opens a multi-objective study, one per objective)."""
     storage = open_storage(url)
+    directions = [goal.direction for goal in cfg.objectives]
     study = optuna.create_study(
         storage=storage,
         study_name=cfg.name,
-        direction=cfg.objective.direction,
+        directions=directions,
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )
-    if study.direction.name.lower() != cfg.objective.direction:
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
         raise ValueError(
-            f"study {cfg.name!r} in {url} was created to "
-            f"{study.direction.name.lower()}, the config asks to {cfg.objective.direction}"
+            f"study {cfg.name!r} in {url} was created to {', '.join(stored)}, the config asks "
+            f"to {', '.join(directions)}"
         )
     ensure_uid(study, url)
-    if study.user_attrs.get("objective") != cfg.objective.metric:  # for report and dashboard
-        study.set_user_attr("objective", cfg.objective.metric)
+    if study.user_attrs.get("objective") != cfg.objectives[0].metric:  # for report and dashboard
+        study.set_user_attr("objective", cfg.objectives[0].metric)
     config = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
     if study.user_attrs.get("config") != config:  # the latest run's: model cards, W&B
         study.set_user_attr("config", config)
@@ -234,7 +237,9 @@ def _optimize(
         tasks[spec.run_name] = progress.add_task(
             spec.run_name.replace("-", " "), total=epochs, metrics=""
         )
-        return [EpochProgress(progress, tasks[spec.run_name], (cfg.objective.metric, "val/loss"))]
+        return [
+            EpochProgress(progress, tasks[spec.run_name], (cfg.objectives[0].metric, "val/loss"))
+        ]
 
     trials = Trials()
     executor = Executor(
@@ -278,7 +283,9 @@ def _optimize(
                     if spec.run_name in tasks:
                         progress.remove_task(tasks.pop(spec.run_name))
                     progress.update(done, completed=count_finished(study))
-                    console.print(result_line(result, spec, cfg.objective.metric), soft_wrap=True)
+                    console.print(
+                        result_line(result, spec, cfg.objectives[0].metric), soft_wrap=True
+                    )
                 collect()
                 raise_if_swallowed()  # a Ctrl-C a finalizer swallowed, after the trials are told
 

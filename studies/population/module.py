@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from regzoo.datamodules import train_eval_batches
 from regzoo.studies.trial.lifecycle import Lifecycle
 from regzoo.studies.trial.spec import TRAIN_EVAL, RunResult, TrialSpec
-from regzoo.studies.trial.train import log_kept, probe_attrs
+from regzoo.studies.trial.train import log_kept, probe_attrs, trainable_parameters
 from regzoo.zoo.classifier import Classifier
 from regzoo.zoo.metrics import evaluate
 from regzoo.zoo.population import Population, StackedModels
@@ -65,7 +65,10 @@ class Member:
             if self.life.testable:
                 evaluated |= evaluate(self.model, data.test_dataloader(), "test")
         result = self.life.finish(
-            checkpoint=self.checkpoint, evaluated=evaluated, attrs=probe_attrs(self.probes)
+            checkpoint=self.checkpoint,
+            evaluated=evaluated,
+            attrs=probe_attrs(self.probes),
+            parameters=trainable_parameters(self.model),
         )
         log_kept([self.csv], self.life, result)
         self.csv.save()

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.loop.read import TIE_BREAK_ATTR, ranked_trials
+from regzoo.studies.loop.read import TIE_BREAK_ATTR, first_value, pareto_front, ranked_trials
 from regzoo.studies.loop.study import StudyOutcome
 from regzoo.studies.trial import tracking
-from regzoo.studies.trial.console import fmt
+from regzoo.studies.trial.console import fmt, fmt_objective
 
 
 def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> None:
@@ -33,17 +33,20 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
     if not top:
         console.print("[red]no complete trial yet[/]")
         return
-    tie = cfg.objective.tie_break
-    columns = ["trial", cfg.objective.metric, "test/acc", "epochs", "parameters"]
+    if cfg.multi_objective:
+        top = pareto_front(study)
+    tie = cfg.objectives[0].tie_break
+    metrics = [goal.metric for goal in cfg.objectives]
+    columns = ["trial", *metrics, "test/acc", "epochs", "parameters"]
     if tie:
         columns.insert(2, tie)
-    table = Table(title="best trials")
+    table = Table(title="Pareto front" if cfg.multi_objective else "best trials")
     for col in columns:
         table.add_column(col)
     for t in top:
         cells = [
             str(t.number),
-            f"{t.value:.4f}",
+            *(fmt_objective(m, v) for m, v in zip(metrics, t.values, strict=True)),
             fmt(t.user_attrs.get("test/acc", "-")),
             str(t.user_attrs.get("epochs", "-")),
             ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items()),
@@ -52,10 +55,14 @@ def print_summary(outcome: StudyOutcome, cfg: StudyConfig, console: Console) -> 
             cells.insert(2, fmt(t.user_attrs.get(TIE_BREAK_ATTR, "-")))
         table.add_row(*cells)
     console.print(table)
+    if cfg.multi_objective:
+        numbers = ", ".join(str(t.number) for t in top)
+        console.print(f"[bold]Pareto front[/]: trials {numbers} (export one with --trial N)")
+        return
     best = top[0]
     tie_value = f"{tie}={fmt(best.user_attrs.get(TIE_BREAK_ATTR, '-'))}, " if tie else ""
     console.print(
-        f"[bold]best trial[/] {best.number}: {cfg.objective.metric}={best.value:.4f}, "
+        f"[bold]best trial[/] {best.number}: {cfg.objectives[0].metric}={first_value(best):.4f}, "
         f"{tie_value}test/acc={fmt(best.user_attrs.get('test/acc', '-'))}"
     )
     for key, value in best.params.items():

@@ -36,7 +36,15 @@ from optuna.trial import FrozenTrial
 from regzoo._checks import one_line
 from regzoo.datamodules import create_datamodule
 from regzoo.studies.config.search import split_params
-from regzoo.studies.loop.read import ResultError, best_trial, checkpoint_of, load_study
+from regzoo.studies.loop.read import (
+    ResultError,
+    checkpoint_of,
+    chosen_trial,
+    first_value,
+    is_multi_objective,
+    load_study,
+    ranked_trials,
+)
 from regzoo.studies.trial.console import fmt
 from regzoo.studies.trial.spec import FINAL_PREFIXES
 from regzoo.studies.verdicts.read import read_verdicts
@@ -81,8 +89,10 @@ def export_best(
     out: Path | None = None,
     push_to_hub: str | None = None,
     calibrate: bool = False,
+    trial_number: int | None = None,
 ) -> Exported:
-    """Write the best trial's model of study `name` in `fmt`; the file (or folder) written.
+    """Write the best trial's model of study `name` in `fmt`, or trial `trial_number`'s (the
+    choice a multi-objective study needs: `chosen_trial`); the file (or folder) written.
 
     The default is `export/<name>-trial-<n>[.ext]` beside the trial folders. `calibrate` fits
     the model's temperature on the validation split first (`calibrate_model`).
@@ -94,7 +104,7 @@ def export_best(
     if fmt == "onnx":
         check_onnx()
     study = load_study(name, storage)
-    trial = best_trial(study)
+    trial = chosen_trial(study, trial_number)
     checkpoint = checkpoint_of(trial)
     model = _load(checkpoint)
     calibration = calibrate_model(study, trial, model) if calibrate else None
@@ -244,13 +254,13 @@ def model_card(
         "---",
         f"# {study.study_name}: trial {trial.number} ({model.model_name})",
         "",
-        f"The best trial of the Optuna study `{study.study_name}`, trained by regzoo.",
+        f"{_which(study, trial)} of the Optuna study `{study.study_name}`, trained by regzoo.",
         "",
         "## Results",
         "",
         "| metric | value |",
         "| --- | --- |",
-        f"| {metric} (validation, the study's objective) | {fmt(trial.value)} |",
+        f"| {metric} (validation, the study's objective) | {fmt(first_value(trial))} |",
         *(f"| {k} | {fmt(v)} |" for k, v in sorted(attrs.items()) if k.startswith(FINAL_PREFIXES)),
         f"| epochs | {attrs.get('epochs', '-')} |",
         "",
@@ -326,3 +336,12 @@ def _calibration_lines(calibration: Calibration | None) -> list[str]:
         f"{calibration.ece_after:.4f} after (predictions unchanged).",
         "",
     ]
+
+
+def _which(study: optuna.Study, trial: FrozenTrial) -> str:
+    """How the card names its trial: the best, one of a Pareto front, or one picked by number."""
+    if is_multi_objective(study):
+        front = {t.number for t in study.best_trials}
+        return "A Pareto-front trial" if trial.number in front else "A trial"
+    best = ranked_trials(study)[0]
+    return "The best trial" if trial.number == best.number else "A trial picked by number"

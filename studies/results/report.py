@@ -23,8 +23,14 @@ from matplotlib.ticker import MaxNLocator
 from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from regzoo.studies.loop.read import ranked_trials, trial_dir
-from regzoo.studies.trial.console import fmt
+from regzoo.studies.loop.read import (
+    is_multi_objective,
+    objective_names,
+    pareto_front,
+    ranked_trials,
+    trial_dir,
+)
+from regzoo.studies.trial.console import fmt, fmt_objective
 from regzoo.studies.trial.metrics import read_metrics
 from regzoo.studies.trial.spec import FINAL_PREFIXES
 from regzoo.studies.verdicts.ablate import Ablation
@@ -60,27 +66,43 @@ class Report:
 
 
 def optuna_plots(study: optuna.Study, metric: str) -> dict[str, tuple[str, Callable[[], Any]]]:
-    """Optuna's matplotlib plots of the study, by file name: (caption, draw)."""
-    return {
+    """Optuna's matplotlib plots of the study, by file name: (caption, draw).
+
+    A multi-objective study's are of its first objective (Optuna's `target`), with its Pareto
+    front besides, and no intermediate values (it is never pruned, so none are reported)."""
+    multi = is_multi_objective(study)
+    target = (lambda t: t.values[0]) if multi else None
+    plots: dict[str, tuple[str, Callable[[], Any]]] = {
         "optimization_history.png": (
             "Optimization history",
-            lambda: ovm.plot_optimization_history(study, target_name=metric),
+            lambda: ovm.plot_optimization_history(study, target=target, target_name=metric),
         ),
         "param_importances.png": (
             "Parameter importances (fANOVA)",
             lambda: ovm.plot_param_importances(
-                study, evaluator=FanovaImportanceEvaluator(seed=0), target_name=metric
+                study,
+                evaluator=FanovaImportanceEvaluator(seed=0),
+                target=target,
+                target_name=metric,
             ),
         ),
         "parallel_coordinate.png": (
             "Parallel coordinates",
-            lambda: ovm.plot_parallel_coordinate(study, target_name=metric),
-        ),
-        "intermediate_values.png": (
-            f"Intermediate values of {metric} (pruned trials stop early)",
-            lambda: plot_intermediate_values(study, metric),
+            lambda: ovm.plot_parallel_coordinate(study, target=target, target_name=metric),
         ),
     }
+    if multi:
+        names = objective_names(study)
+        plots["pareto_front.png"] = (
+            f"Pareto front of {' and '.join(names)} (front trials highlighted)",
+            lambda: ovm.plot_pareto_front(study, target_names=names),
+        )
+    else:
+        plots["intermediate_values.png"] = (
+            f"Intermediate values of {metric} (pruned trials stop early)",
+            lambda: plot_intermediate_values(study, metric),
+        )
+    return plots
 
 
 def plot_intermediate_values(study: optuna.Study, metric: str) -> Any:
@@ -259,14 +281,19 @@ def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[Sec
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
     overview = [
         ["storage", storage or "-"],
-        ["direction", f"{study.direction.name.lower()} {metric}"],
+        *[
+            ["direction", f"{d.name.lower()} {name}"]
+            for d, name in zip(study.directions, objective_names(study), strict=True)
+        ],
         ["trials", str(len(trials))],
         *[[s.name.lower(), str(count[s])] for s in (TrialState.COMPLETE, TrialState.PRUNED)],
         ["failed", str(count[TrialState.FAIL])],
     ]
     sections = [Section("Study", ["", ""], overview)]
     ranked = ranked_trials(study)
-    if ranked:
+    if ranked and is_multi_objective(study):
+        sections.append(front_section(study))
+    elif ranked:
         best = ranked[0]
         rows = [[metric, fmt(best.value)]]
         rows += [[k, fmt(v)] for k, v in best.user_attrs.items() if k.startswith(FINAL_PREFIXES)]
@@ -290,6 +317,24 @@ def summary_sections(study: optuna.Study, metric: str, storage: str) -> list[Sec
         ]
         sections.append(Section("Top trials", head, top))
     return sections
+
+
+def front_section(study: optuna.Study) -> Section:
+    """A multi-objective study's Pareto front: no trial is best, each is best at its trade."""
+    names = objective_names(study)
+    rows = [
+        [
+            str(t.number),
+            *(fmt_objective(m, v) for m, v in zip(names, t.values, strict=True)),
+            *[fmt(t.user_attrs.get(k, "-")) for k in TOP_COLUMNS],
+            fmt(t.user_attrs.get("epochs", "-")),
+            ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items()),
+        ]
+        for t in pareto_front(study)
+    ]
+    head = ["trial", *names, *TOP_COLUMNS, "epochs", "parameters"]
+    notes = ["Export or confirm front trials by number: `--trial N`, `--trials N,M`."]
+    return Section("Pareto front", head, rows, notes)
 
 
 def verdict_sections(verdicts: Verdicts) -> list[Section]:

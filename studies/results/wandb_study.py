@@ -4,7 +4,8 @@ Written when `regzoo run` ends and refreshed by `regzoo report`, `regzoo confirm
 `regzoo ablate` (the same run id, resumed):
 
 - config: `study`, `objective`, `direction` and the study's config (its `config` user attr);
-- `trials`: a table of every trial in the storage (all states): number, state, objective,
+- `trials`: a table of every trial in the storage (all states): number, state, objective (one
+  column per objective in a multi-objective study, whose `pareto_front` table holds its front),
   parameters, test metrics, epochs, `pruned_at`, the trial's W&B run id;
 - `importances`: Optuna's fANOVA parameter importances as a bar chart (skipped, with a note in
   the summary's `notes/importances`, when the trials do not allow it);
@@ -49,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from regzoo._checks import one_line
+from regzoo.studies.loop.read import is_multi_objective, objective_names, pareto_front
 from regzoo.studies.trial.spec import FINAL_PREFIXES
 
 JOB_TYPE = "study"
@@ -182,7 +184,7 @@ def _study_run(
         **config,
         "study": study.study_name,
         "objective": study.user_attrs.get("objective", "objective"),
-        "direction": study.direction.name.lower(),
+        "direction": ", ".join(d.name.lower() for d in study.directions),
     }
     run = wandb.init(
         project=project,
@@ -220,12 +222,13 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     trials = study.get_trials(deepcopy=False)
     params = list(dict.fromkeys(k for t in trials for k in t.params))
     tests = sorted({k for t in trials for k in t.user_attrs if k.startswith(FINAL_PREFIXES)})
-    columns = ["number", "state", "objective", *params, *tests, "epochs", "pruned_at", RUN_ID_ATTR]
+    goals = objective_names(study) if is_multi_objective(study) else ["objective"]
+    columns = ["number", "state", *goals, *params, *tests, "epochs", "pruned_at", RUN_ID_ATTR]
     rows = [
         [
             t.number,
             STATES.get(t.state, t.state.name.lower()),
-            _cell(t.value),
+            *(_cell(v) for v in (t.values or [None] * len(goals))),
             *(_cell(t.params.get(k)) for k in params),
             *(_cell(t.user_attrs.get(k)) for k in tests),
             _cell(t.user_attrs.get("epochs")),
@@ -250,7 +253,7 @@ def _log_trials(run: Any, study: optuna.Study) -> None:
 def _ranked(study: optuna.Study) -> list[FrozenTrial]:
     from regzoo.studies.loop.read import ranked_trials
 
-    return [t for t in ranked_trials(study) if t.value is not None and math.isfinite(t.value)]
+    return [t for t in ranked_trials(study) if all(math.isfinite(v) for v in t.values)]
 
 
 def _log_charts(run: Any, study: optuna.Study, console: Console) -> None:
@@ -270,8 +273,8 @@ def _log_charts(run: Any, study: optuna.Study, console: Console) -> None:
     complete = sorted(_ranked(study), key=lambda t: t.number)
     if complete:
         numbers = [t.number for t in complete]
-        values = [float(t.value or 0.0) for t in complete]
-        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        values = [float(t.values[0]) for t in complete]
+        pick = max if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else min
         best = [pick(values[: i + 1]) for i in range(len(values))]
         charts["optimization_history"] = wandb.plot.line_series(
             xs=numbers, ys=[values, best], keys=[metric, "best so far"],
@@ -290,8 +293,23 @@ def _log_charts(run: Any, study: optuna.Study, console: Console) -> None:
                   for t, _ in series],
             title=f"{metric} after each epoch (pruned trials stop early)", xname="epoch",
         )  # fmt: skip
+    if is_multi_objective(study):
+        charts["pareto_front"] = _front_table(study)
     if charts:
         run.log(charts)
+
+
+def _front_table(study: optuna.Study) -> Any:
+    """The Pareto front: each front trial's objective values and parameters, as a table (W&B's
+    own scatter plot of it is one click away)."""
+    front = pareto_front(study)
+    goals = objective_names(study)
+    params = list(dict.fromkeys(k for t in front for k in t.params))
+    rows = [
+        [t.number, *(_cell(v) for v in t.values), *(_cell(t.params.get(k)) for k in params)]
+        for t in front
+    ]
+    return _wandb().Table(columns=["number", *goals, *params], data=rows, allow_mixed_types=True)
 
 
 def _importances(study: optuna.Study) -> tuple[dict[str, float], str]:
@@ -307,7 +325,11 @@ def _importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+            found = get_param_importances(
+                study,
+                evaluator=FanovaImportanceEvaluator(seed=0),
+                target=(lambda t: t.values[0]) if is_multi_objective(study) else None,
+            )
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         return {}, one_line(exc, lines=1)
     return {k: float(v) for k, v in found.items()}, ""
@@ -319,9 +341,14 @@ def _log_best(run: Any, study: optuna.Study, console: Console, storage: str) -> 
     if not ranked:
         run.summary["notes/best"] = "no complete trial yet"
         return
+    if is_multi_objective(study):  # no single best: the front is the `pareto_front` table
+        front = [t.number for t in pareto_front(study)]
+        run.summary["front/numbers"] = front
+        run.summary["notes/best"] = "a multi-objective study: no best model, see pareto_front"
+        return
     best = ranked[0]
     metrics = {k: _cell(v) for k, v in best.user_attrs.items() if k.startswith("test/")}
-    summary: dict[str, Any] = {"best/number": best.number, "best/value": best.value}
+    summary: dict[str, Any] = {"best/number": best.number, "best/value": best.values[0]}
     summary.update({f"best/params/{k}": _cell(v) for k, v in best.params.items()})
     summary.update({f"best/{k}": v for k, v in metrics.items()})
     for key in ("epochs", RUN_ID_ATTR):
@@ -342,7 +369,7 @@ def _log_best(run: Any, study: optuna.Study, console: Console, storage: str) -> 
                 "study": study.study_name,
                 "trial": best.number,
                 "objective": study.user_attrs.get("objective", "objective"),
-                "value": best.value,
+                "value": best.values[0],
                 "params": {k: _cell(v) for k, v in best.params.items()},
                 "metrics": metrics,
             },

@@ -137,6 +137,8 @@ def study_view(
         names = {n for t in study.get_trials(deepcopy=False) for n in t.params}
         searched = tuple(sorted(names))
     objective = config.get("objective") or {}
+    if isinstance(objective, list):  # a multi-objective study: the first picks epochs
+        objective = objective[0]
     metric = objective.get("metric") or study.user_attrs.get("objective")
     if not metric:
         raise ResultError(

@@ -4,6 +4,7 @@ Lightning's and Optuna's own lines out of it while it trains."""
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,12 @@ def result_line(result: RunResult, spec: TrialSpec, metric: str) -> str:
         parts.append(f"error: {result.error}")
     params = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in spec.params.items())
     return " ".join(parts) + (f"  [dim]{params}[/]" if params else "")
+
+
+def fmt_objective(metric: str, value: float) -> str:
+    """An objective's value for a table cell: a parameter count whole (Optuna stores it as a
+    float), anything else as `fmt` writes it."""
+    return str(round(value)) if metric == "model/params" and math.isfinite(value) else fmt(value)
 
 
 def fmt(value: Any) -> str:

@@ -35,7 +35,7 @@ from lightning.pytorch.loggers import WandbLogger
 from optuna.pruners import NopPruner
 from optuna.trial import TrialState
 
-from regzoo.studies.config.schema import EarlyStop, StudyConfig
+from regzoo.studies.config.schema import RUN_OBJECTIVES, EarlyStop, StudyConfig
 from regzoo.studies.trial import tracking
 from regzoo.studies.trial.spec import RunResult, TrialSpec
 
@@ -101,7 +101,8 @@ class Lifecycle:
         """
         cfg: StudyConfig = spec.config
         self.spec, self.trial, self.wandb, self.max_epochs = spec, trial, wandb, max_epochs
-        self.objective = cfg.objective
+        self.objective = cfg.objectives[0]  # picks the kept epoch
+        self.later = cfg.objectives[1:]  # a multi-objective study's others, told at the end
         self.keep_last = cfg.checkpoint == "last"
         self.early = EarlyStopping(cfg.early_stopping) if cfg.early_stopping else None
         self.prunes = spec.prune and _prunable(trial)
@@ -144,6 +145,9 @@ class Lifecycle:
         score = metrics.get(objective.metric)
         if score is None:
             return self.keep_last
+        for goal in self.later:
+            if goal.metric not in RUN_OBJECTIVES and goal.metric not in metrics:
+                raise RuntimeError(_missing("objective", goal.metric, metrics))
         tie = None
         if objective.tie_break is not None:
             if objective.tie_break not in metrics:
@@ -214,6 +218,7 @@ class Lifecycle:
         evaluated: dict[str, float] | None = None,
         error: str | None = None,
         attrs: dict[str, Any] | None = None,
+        parameters: int | None = None,
     ) -> RunResult:
         """The run's result, recorded on its trial, told to Optuna, its W&B run closed.
 
@@ -222,6 +227,7 @@ class Lifecycle:
                 metrics add the `overfitting` they show.
             error: Why the run failed, where it raised (a diverged run's reason is its own).
             attrs: More user attributes for the trial (an experiment's probe summaries).
+            parameters: The model's trainable parameter count: the `model/params` objective.
         """
         if self.result is not None:  # already told: a population member that ended early
             return self.result
@@ -237,10 +243,11 @@ class Lifecycle:
         metrics |= self.overfitting(metrics)
         if self.best_tie is not None:
             metrics[TIE_BREAK_ATTR] = self.best_tie
+        seconds = round(time.perf_counter() - self.start, 3)
         result = RunResult(
             state=state,  # type: ignore[arg-type]
-            values=[math.nan if value is None else float(value)],
-            seconds=round(time.perf_counter() - self.start, 3),
+            values=[math.nan if value is None else float(value), *self._later(seconds, parameters)],
+            seconds=seconds,
             epochs=self.epochs,
             checkpoint=checkpoint if checkpoint is not None and checkpoint.is_file() else None,
             metrics=metrics,
@@ -272,6 +279,16 @@ class Lifecycle:
             if high in found and low in found:
                 out[gap] = found[high] - found[low]
         return out
+
+    def _later(self, seconds: float, parameters: int | None) -> list[float]:
+        """The later objectives' values: a validation metric at the kept epoch (the first
+        objective's choice), the parameter count, the run's training seconds (NaN: unknown, a
+        run that did not complete, whose values Optuna is not told)."""
+        epoch = self.kept_epoch
+        kept = self.record.epochs.get(epoch, {}) if epoch is not None else {}
+        run = {"model/params": parameters, "run/seconds": seconds}
+        values = [run[g.metric] if g.metric in run else kept.get(g.metric) for g in self.later]
+        return [math.nan if v is None else float(v) for v in values]
 
     def _diverged_what(self) -> str:
         what = self.diverged_metric
@@ -348,8 +365,11 @@ def _prunable(trial: optuna.Trial | None) -> bool:
     """Whether a run's epochs are reported to its Optuna trial: not without a trial, nor under a
     `NopPruner` (the lecture's experiments), where nothing reads the values and one storage
     commit per member and epoch was half of a 1000-epoch population's time (the curves are in
-    each run's metrics.csv)."""
-    return trial is not None and not isinstance(trial.study.pruner, NopPruner)
+    each run's metrics.csv), nor in a multi-objective study, which Optuna neither prunes nor
+    lets report (its config has no pruner: `StudyConfig._objectives`)."""
+    if trial is None or len(trial.study.directions) > 1:
+        return False
+    return not isinstance(trial.study.pruner, NopPruner)
 
 
 def _missing(option: str, name: str, metrics: dict[str, float]) -> str:

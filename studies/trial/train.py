@@ -115,7 +115,12 @@ def _train(
     except BaseException as exc:  # Ctrl-C: recorded and told, then the caller stops
         life.finish(checkpoint=checkpoint, error=error_text(exc))
         raise
-    result = life.finish(checkpoint=checkpoint, evaluated=evaluated, attrs=probe_attrs(callbacks))
+    result = life.finish(
+        checkpoint=checkpoint,
+        evaluated=evaluated,
+        attrs=probe_attrs(callbacks),
+        parameters=trainable_parameters(model),
+    )
     log_kept(trainer.loggers, life, result)
     return result
 
@@ -228,7 +233,7 @@ def run_logger(
         name=f"{cfg.name}-{run_name}",
         config=config,
         tags=[cfg.name],
-        objective=(cfg.objective.metric, cfg.objective.direction),
+        objective=(cfg.objectives[0].metric, cfg.objectives[0].direction),
         save_dir=Path(cfg.runs_dir),
         job_type=tracking.job_type_of(run_name),
         concurrent=concurrent,
@@ -252,14 +257,19 @@ def run_config(
         "data": {"name": cfg.data.name, **data_defaults(cfg.data.name), **data},
         "trainer": trainer,
         "seed": int(spec.seed),
-        "objective": cfg.objective.model_dump(exclude_none=True),
+        "objective": cfg.objectives[0].model_dump(exclude_none=True),
         "checkpoint": cfg.checkpoint,
         "sampler": cfg.sampler.model_dump(),
         "pruner": cfg.pruner.model_dump(),
-        "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "n_parameters": trainable_parameters(model),
         "searched": list(spec.params),
     }
     return tracking.plain(config)
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    """The `model/params` objective and a run's `n_parameters`: the trainable ones."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _selector(params: dict[str, Any]) -> dict[str, Any]:

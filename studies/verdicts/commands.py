@@ -45,11 +45,13 @@ def confirm_study(
     wandb_mode: str = "disabled",
     console: Console | None = None,
     population: int | None = None,
+    trials: list[int] | None = None,
 ) -> Confirmation:
-    """Retrain the top `top` trials' configurations with `seeds` new seeds; the confirmation.
-    `population`: runs per Trainer at most (default: all that batch; 1: one run a Trainer)."""
+    """Retrain the top `top` trials' configurations, or trials `trials`', with `seeds` new
+    seeds; the confirmation. `population`: runs per Trainer at most (default: all that batch;
+    1: one run a Trainer)."""
     console = console or Console()
-    cfg, points, request = confirm_mod.plan(study, top, seeds)
+    cfg, points, request = confirm_mod.plan(study, top, seeds, trials)
     companion = _train(study, url, cfg.runs_dir, points, "confirm", wandb_mode, console, population)
     write_request(study, CONFIRM_ATTR, request)
     result = confirm_mod.read_confirmation(study, companion)

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.loop.read import ranked_trials
+from regzoo.studies.loop.read import complete_trials, first_value, ranked_trials
 from regzoo.studies.verdicts.stats import Paired
 from regzoo.studies.verdicts.store import (
     CONFIRM_ATTR,
@@ -79,11 +79,16 @@ def points(cfg: StudyConfig, trials: list[FrozenTrial], seeds: list[int]) -> lis
 
 
 def plan(
-    study: optuna.Study, top: int, n_seeds: int
+    study: optuna.Study, top: int, n_seeds: int, numbers: list[int] | None = None
 ) -> tuple[StudyConfig, list[Point], dict[str, Any]]:
-    """The config, the runs and the request a confirmation of the top `top` trials needs."""
+    """The config, the runs and the request a confirmation of the top `top` trials needs, or
+    of trials `numbers` (`--trials`; a multi-objective study's top is its front by its first
+    objective)."""
     cfg = stored_config(study)
-    trials = ranked_trials(study)[:top]
+    if numbers is None:
+        trials = ranked_trials(study)[:top]
+    else:
+        trials = complete_trials(study, numbers, option="--trials")
     if not trials:
         raise VerdictError(
             f"study {study.study_name!r} has no complete trial to confirm yet; run it first"
@@ -110,6 +115,8 @@ def read_confirmation(study: optuna.Study, companion: optuna.Study | None) -> Co
         trial = by_number[int(number)]
         fingerprints = request["runs"][str(number)]
         runs = {int(s): done[fp] for s, fp in fingerprints.items() if fp in done}
-        value = trial.value if trial.value is not None else float("nan")
-        candidates.append(Candidate(runs, trial.number, dict(trial.params), value))
+        value = first_value(trial)
+        candidates.append(
+            Candidate(runs, trial.number, dict(trial.params), math.nan if value is None else value)
+        )
     return Confirmation(study.study_name, seeds, candidates)

@@ -77,7 +77,7 @@ def train_points(
     missing = missing_points(companion, points)
     if not missing:
         return 0
-    metric = missing[0].cfg.objective.metric
+    metric = missing[0].cfg.objectives[0].metric
     trials = Trials()
     specs = [_planned(point, folder, kind) for point in missing]
     size = max(1, min(population, len(specs)))

@@ -94,7 +94,7 @@ def fingerprint(cfg: StudyConfig, params: dict[str, Any], seed: int) -> str:
         "data": [cfg.data.name, data],
         "trainer": trainer,
         "early_stopping": cfg.early_stopping and cfg.early_stopping.model_dump(),
-        "objective": cfg.objective.model_dump(),
+        "objective": cfg.objectives[0].model_dump(),
         "checkpoint": cfg.checkpoint,
         "seed": seed,
     }
@@ -120,7 +120,7 @@ def open_companion(study: optuna.Study, url: str) -> optuna.Study:
     return optuna.create_study(
         storage=open_storage(url),
         study_name=companion_name(study.study_name),
-        direction=study.direction,
+        directions=study.directions,
         sampler=optuna.samplers.RandomSampler(seed=0),  # never asked: runs set no parameter
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,

@@ -280,3 +280,42 @@ def test_a_malformed_config_from_the_shell_exits_2_with_one_line(
     assert len(done.stderr.strip().splitlines()) == 1 and "search.model.lr" in done.stderr
     assert "Traceback" not in done.stderr and not done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+TWO = [{"metric": "val/acc"}, {"metric": "model/params", "direction": "minimize"}]
+NO_PRUNER = {"pruner": {"name": "none"}}
+# A list of objectives (a multi-objective study) Optuna or regzoo cannot run: (config's
+# changes, what the one line names).
+BAD_OBJECTIVES: dict[str, tuple[dict[str, Any], str]] = {
+    "empty list": ({"objective": []}, "objective: an empty list"),
+    "unknown metric": (
+        {"objective": [TWO[0], {"metric": "test/acc"}], **NO_PRUNER},
+        "objective.1.metric",
+    ),
+    "bad direction": (
+        {"objective": [TWO[0], {"metric": "model/params", "direction": "down"}], **NO_PRUNER},
+        "objective.1.direction",
+    ),
+    "a run metric first": ({"objective": TWO[::-1], **NO_PRUNER}, "objective.0.metric"),
+    "a metric twice": ({"objective": [TWO[0], TWO[0]], **NO_PRUNER}, "listed twice"),
+    "pruner": ({"objective": TWO, "pruner": {"name": "median"}}, "pruner.name: 'median'"),
+    "default pruner": ({"objective": TWO}, "cannot prune a multi-objective study"),
+    "tie_break": (
+        {"objective": [{**TWO[0], "tie_break": "val/loss"}, TWO[1]], **NO_PRUNER},
+        "tie_break is single-objective only",
+    ),
+    "cmaes": ({"objective": TWO, **NO_PRUNER, "sampler": {"name": "cmaes"}}, "'cmaes'"),
+    "run metric alone": ({"objective": {"metric": "run/seconds"}}, "objective.metric"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OBJECTIVES, ids=list(BAD_OBJECTIVES))
+def test_a_bad_objective_list_exits_2_with_one_line_and_writes_nothing(
+    case: str, tmp_path: Path
+) -> None:
+    changes, named = BAD_OBJECTIVES[case]
+    code, out, err = run_cli({**copy.deepcopy(BASE), **changes}, tmp_path)
+    assert code == 2, (out + err)[-2000:]
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert named in err, err
+    assert no_study_in(tmp_path / "studies.db") and not (tmp_path / "runs").exists()

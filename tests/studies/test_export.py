@@ -174,3 +174,24 @@ def test_calibrate_stores_one_temperature_in_every_format_and_prints_the_ece(
 
 
 FORMATS = {"hub": "", "pt2": ".pt2", "onnx": ".onnx", "ckpt": ".ckpt"}
+
+
+def test_trial_picks_a_complete_trial_and_refuses_the_others_in_one_line(
+    mixed_study: MixedStudy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = mixed_study.study()
+    (complete,) = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    out = tmp_path / "chosen.ckpt"
+    args = ["export", "mixed", "--format", "ckpt", *_at(mixed_study)]
+    assert main([*args, "--trial", str(complete.number), "--out", str(out)]) == 0
+    assert out.read_bytes() == Path(complete.user_attrs["checkpoint"]).read_bytes()
+    capsys.readouterr()
+    refused = {t.number: f"trial {t.number} is {t.state.name.lower()}, not complete"
+               for t in study.trials if t != complete}  # fmt: skip
+    refused[len(study.trials)] = f"study 'mixed' has no trial {len(study.trials)}"
+    assert len(refused) == 3  # the failed, the pruned, and one that does not exist
+    for number, words in refused.items():
+        assert main([*args, "--trial", str(number)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert err.endswith(f"complete trials, best first: {complete.number}"), err

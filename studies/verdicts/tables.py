@@ -80,22 +80,21 @@ def bought_line(a: Ablation, row: Effect) -> str:
 
 def signed(d: Paired, digits: int = 4) -> str:
     """A paired difference as `+mean [+low, +high]`, or `-` with no completed pair."""
-    if math.isnan(d.mean):
-        return "-"
-    text = f"{d.mean:+.{digits}f}"
-    if math.isnan(d.low):
-        return text
-    return f"{text} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
+    return interval(d, digits=digits, sign=True)
 
 
-def interval(s: Summary | Paired, scale: float = 1.0, digits: int = 4) -> str:
-    """`mean [low, high]`, or the mean alone where the interval is undefined."""
+def interval(
+    s: Summary | Paired, scale: float = 1.0, digits: int = 4, *, sign: bool = False
+) -> str:
+    """`mean [low, high]` (each signed with `sign`), or the mean alone where the interval is
+    undefined, or `-` with no value."""
     if math.isnan(s.mean):
         return "-"
-    text = f"{s.mean * scale:.{digits}f}"
+    spec = f"{'+' if sign else ''}.{digits}f"
+    text = format(s.mean * scale, spec)
     if math.isnan(s.low):
         return text
-    return f"{text} [{s.low * scale:.{digits}f}, {s.high * scale:.{digits}f}]"
+    return f"{text} [{format(s.low * scale, spec)}, {format(s.high * scale, spec)}]"
 
 
 def comparison_line(c: Confirmation, metric: str = METRIC) -> str | None:

@@ -53,12 +53,12 @@ def test_trial_by_number_reports_prunes_and_tells_another_processs_trial(
     trial = trial_by_number(worker, 1)
     assert isinstance(trial, optuna.Trial) and trial.number == asked.number
     trial.report(0.5, step=0)
-    trial.set_user_attr("seconds", 1.5)
+    trial.set_user_attr("label", "worker's")
     assert trial.should_prune() is False
     worker.tell(trial, 0.75)
     [stored] = [t for t in asker.get_trials() if t.number == 1]
     assert stored.state == TrialState.COMPLETE and stored.value == 0.75
-    assert stored.intermediate_values == {0: 0.5} and stored.user_attrs == {"seconds": 1.5}
+    assert stored.intermediate_values == {0: 0.5} and stored.user_attrs == {"label": "worker's"}
     assert asker.get_trials()[0].state == TrialState.RUNNING  # trial 0 untouched
 
 

@@ -40,7 +40,9 @@ from tests.reliability.conftest import (
 
 TARGET = 3
 FAST_HEARTBEAT = {"REGZOO_HEARTBEAT_S": "1", "REGZOO_GRACE_S": "2"}
-LONG = ["trainer.max_epochs=30", "early_stopping=null", "pruner.name=none"]  # none stops early
+# none stops early; 300 tiny epochs (~6 s) keep both workers training together long enough to
+# be seen doing so (at 30, ~0.6 s, a slow poll on a loaded machine could miss the overlap)
+LONG = ["trainer.max_epochs=300", "early_stopping=null", "pruner.name=none"]
 
 
 def run_and_kill(

@@ -165,6 +165,7 @@ class ArrayDataModule(L.LightningDataModule):
             raise ValueError(f"data_dir={data_dir!r} is invalid; allowed: a folder path")
         self.data_dir = Path(data_dir)
         self.statistics: dict[str, np.ndarray] | None = None  # of `normalize`, once fitted
+        self._other_statistics: dict[str, dict[str, np.ndarray]] = {}  # of other kinds
         self.raw_shape: tuple[int, ...] | None = None
         self.split_indices: dict[str, np.ndarray] = {}
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -223,12 +224,21 @@ class ArrayDataModule(L.LightningDataModule):
         """The name of each class, in label order."""
         return self.names or tuple(str(i) for i in range(self.num_classes))
 
-    def input_statistics(self) -> tuple[str, dict[str, np.ndarray]]:
+    def input_statistics(self, kind: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
         """`(normalize, statistics)` fitted on the training split, for the model to apply
-        (`Classifier.setup` reads them when training starts)."""
+        (`Classifier.setup` reads them when training starts); with `kind`, that normalization's
+        statistics of the same split instead (population members that differ in `normalize`
+        share one datamodule), fitted once each."""
         self.splits  # noqa: B018  (fits them)
         assert self.statistics is not None
-        return self.normalize, self.statistics
+        if kind is None or kind == self.normalize:
+            return self.normalize, self.statistics
+        if kind not in NORMALIZATIONS:
+            raise ValueError(f"normalize={kind!r} is invalid; allowed: {', '.join(NORMALIZATIONS)}")
+        if kind not in self._other_statistics:
+            x_train = self.splits["train"][0].numpy()
+            self._other_statistics[kind] = fit_statistics(kind, x_train)
+        return kind, self._other_statistics[kind]
 
     @property
     def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -11,6 +11,8 @@ import ast
 import importlib
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,15 @@ def test_the_order_is_read_from_one_line_of_the_docs() -> None:
     assert documented_order(text) == ["cli", "results", "config"]
     with pytest.raises(AssertionError, match="one `cli"):
         documented_order("no order here")
+
+
+@pytest.mark.parametrize(
+    "module", ["regzoo.studies.cli.main", "regzoo.studies.executor.pool", "regzoo.studies.executor"]
+)
+def test_the_cli_and_the_worker_pool_import_no_torch(module: str) -> None:
+    """`regzoo --help` answers at once, and `regzoo experiment` starts its workers before it
+    imports torch (their imports overlap its own): neither may pull torch in by importing."""
+    heavy = "('torch', 'lightning')"
+    code = f"import sys, {module}; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

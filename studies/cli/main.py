@@ -9,6 +9,7 @@ never by the library calls below it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -499,24 +500,31 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace, console: Console) -> int:
-    from regzoo.studies.experiments import get_experiment, list_experiments, run_experiments
-    from regzoo.studies.experiments._train import default_workers
+    from regzoo.studies.executor.pool import WorkerPool
+    from regzoo.studies.executor.threads import usable_cores
 
-    names = list_experiments() if args.name == "all" else [args.name]
-    try:
-        experiments = [get_experiment(name) for name in names]
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     start = time.perf_counter()
-    run_experiments(
-        experiments,
-        quick=args.quick,
-        storage=args.storage,
-        wandb=args.wandb,
-        population=args.population,
-        workers=args.workers or default_workers(),
-        console=console,
-    )
+    workers = args.workers or usable_cores()  # one process a core, each on one thread
+    with contextlib.ExitStack() as stack:
+        # Started before torch is imported here: the workers' imports overlap this process's.
+        pool = stack.enter_context(WorkerPool(workers, threads=1)) if workers > 1 else None
+        from regzoo.studies.experiments import get_experiment, list_experiments, run_experiments
+
+        names = list_experiments() if args.name == "all" else [args.name]
+        try:
+            experiments = [get_experiment(name) for name in names]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        run_experiments(
+            experiments,
+            quick=args.quick,
+            storage=args.storage,
+            wandb=args.wandb,
+            population=args.population,
+            workers=workers,
+            pool=pool,
+            console=console,
+        )
     seconds = time.perf_counter() - start
     console.print(f"[bold]{len(experiments)} experiment(s)[/] in {seconds:.0f} s")
     return 0

@@ -1,8 +1,12 @@
 """Worker processes: fresh interpreters (spawn) that train the jobs they are sent, one at a time.
 
-    with WorkerPool(2, threads=1, wandb_mode="disabled") as pool:
-        pool.submit(job)
-        job, results = pool.wait()      # results is None when the worker died (SIGKILL, OOM)
+    with WorkerPool(2, threads=1) as pool:   # the workers import torch from here on
+        pool.submit(job, "disabled")         # with the W&B mode its runs log in
+        job, results = pool.wait()           # results: None if the worker died (SIGKILL, OOM)
+
+A worker knows nothing of its jobs until it is sent one, so a pool may start before its
+parent has imported torch or planned a job (`regzoo experiment` does): the workers' imports
+then overlap the parent's.
 
 A job travels as data (its specs name their trials by `TrialRef`), and the worker opens its
 trials itself, records itself as their worker (`trials.WORKER_ATTR`), trains them and tells
@@ -32,12 +36,12 @@ STOP_GRACE_S = 60  # after Ctrl-C, how long workers get to fail their trials and
 
 
 class _Worker:
-    def __init__(self, index: int, threads: int | None, wandb_mode: str, env: dict[str, str]):
+    def __init__(self, index: int, threads: int | None, env: dict[str, str]):
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         self.process: BaseProcess = context.Process(
             target=_serve,
-            args=(child, threads, wandb_mode, env),
+            args=(child, threads, env),
             name=f"regzoo-worker-{index}",
             daemon=False,  # a worker's W&B service is its own child: daemons cannot have one
         )
@@ -67,12 +71,11 @@ class WorkerPool:
         n: int,
         *,
         threads: int | None,
-        wandb_mode: str,
         envs: Sequence[dict[str, str]] | None = None,
     ) -> None:
-        self.threads, self.wandb_mode = threads, wandb_mode
+        self.threads = threads
         self.envs = list(envs) if envs is not None else [{} for _ in range(n)]
-        self.workers = [_Worker(i, threads, wandb_mode, self.envs[i]) for i in range(n)]
+        self.workers = [_Worker(i, threads, self.envs[i]) for i in range(n)]
 
     @property
     def idle(self) -> int:
@@ -82,10 +85,11 @@ class WorkerPool:
     def busy(self) -> int:
         return len(self.workers) - self.idle
 
-    def submit(self, job: Any) -> None:
-        """Send `job` to an idle worker (there must be one)."""
+    def submit(self, job: Any, wandb_mode: str) -> None:
+        """Send `job` to an idle worker (there must be one); its runs log to W&B in
+        `wandb_mode`."""
         worker = next(w for w in self.workers if w.job is None)
-        worker.conn.send(job)
+        worker.conn.send((job, wandb_mode))
         worker.job = job
 
     def wait(self) -> tuple[Any, list[RunResult] | None]:
@@ -113,7 +117,7 @@ class WorkerPool:
                 worker.process.join()
                 job = worker.job
                 worker.conn.close()
-                self.workers[i] = _Worker(i, self.threads, self.wandb_mode, self.envs[i])
+                self.workers[i] = _Worker(i, self.threads, self.envs[i])
                 return job, None
         return self.wait()
 
@@ -144,7 +148,7 @@ class WorkerPool:
         self.close(interrupted=kind is not None and issubclass(kind, KeyboardInterrupt))
 
 
-def _serve(conn: Connection, threads: int | None, wandb_mode: str, env: dict[str, str]) -> None:
+def _serve(conn: Connection, threads: int | None, env: dict[str, str]) -> None:
     """A worker's life: settle in, then train each job it is sent until it is sent None."""
     os.environ.update(env)  # before torch touches a device
     from regzoo.studies.executor.run import run_job, settle_worker
@@ -159,11 +163,12 @@ def _serve(conn: Connection, threads: int | None, wandb_mode: str, env: dict[str
     guard = InterruptOnce(defer=True).__enter__()
     while True:
         try:
-            job = conn.recv()
+            message = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
-        if job is None or job == STOP or guard.interrupted or conn.poll():
+        if message is None or message == STOP or guard.interrupted or conn.poll():
             return  # a job followed by STOP: the parent was interrupted before it started
+        job, wandb_mode = message
         try:
             conn.send(run_job(job, wandb_mode, trials))
             raise_if_swallowed()  # a Ctrl-C that came after the job's last batch

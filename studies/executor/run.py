@@ -15,10 +15,22 @@ from typing import Any
 
 import torch
 
+from regzoo.studies.executor.threads import config_work
 from regzoo.studies.executor.trials import Trials
 from regzoo.studies.population.train import train_population
 from regzoo.studies.trial.spec import RunResult, TrialSpec
 from regzoo.studies.trial.train import TrainFn, train_run
+
+# A job's cost in estimated seconds, one thread on the 2-core VM, fitted to the jobs of
+# `regzoo experiment all` (2026-12-07; within 10% of each of the 12 jobs' 1.7-25 s, except
+# the capacity populations, whose members differ in width): a lone run's Trainer spends ~6 ms
+# an epoch of its own (its validation loop, logging, the kept checkpoint), a population ~2.4
+# ms an epoch for all its members; a member's epoch costs ~4.7e-8 s a multiply-add of its
+# forward pass over one sample (how many samples an epoch holds is not known before the data
+# is loaded, so it is taken alike for every job).
+LONE_EPOCH_S = 6e-3
+POPULATION_EPOCH_S = 2.4e-3
+MEMBER_EPOCH_S_PER_MAC = 4.7e-8
 
 
 @dataclass
@@ -34,10 +46,14 @@ class Job:
 
     @property
     def cost(self) -> float:
-        """A rough cost, to start the largest first: the longest member's epochs, plus a
-        tenth of each member's (what a member adds to a batched step)."""
+        """A rough cost in seconds, to start the largest first: the Trainer's own work an
+        epoch, over the longest member's epochs, and each member's epochs of its model's
+        multiply-adds (`threads.config_work`; none counted for a model of the user's that
+        it cannot measure)."""
         epochs = [spec.config.trainer.max_epochs for spec in self.specs]
-        return max(epochs) + 0.1 * sum(epochs) if self.batched else float(sum(epochs))
+        macs, _ = config_work(self.specs[0].fixed)
+        own = (POPULATION_EPOCH_S if self.batched else LONE_EPOCH_S) * max(epochs)
+        return own + MEMBER_EPOCH_S_PER_MAC * (macs or 0) * sum(epochs)
 
 
 def run_job(

@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Any
 
 from regzoo._checks import UserError, is_int
 from regzoo.studies.config.schema import StudyConfig
-from regzoo.studies.trial.fixed import fixed_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -183,6 +182,7 @@ def fixed_work(cfg: StudyConfig) -> tuple[int | None, int]:
     """`macs_per_sample` of the config's model as its fixed values build it (None for a
     LightningModule of the user's, whose forward may take anything), and its batch size: what
     `choose_threads` weighs for a study. Loads no data from a regzoo datamodule."""
+    from regzoo.studies.trial.fixed import fixed_model  # Lightning: not for `usable_cores`
     from regzoo.zoo import Classifier
 
     fixed = fixed_model(cfg)
@@ -227,6 +227,12 @@ def threads_for(choice: ThreadChoice) -> Iterator[ThreadChoice]:
         torch.set_num_threads(before)
 
 
+def config_work(cfg: StudyConfig) -> tuple[int | None, int]:
+    """`fixed_work`, measured once per config (a study's trials, a population's members and
+    the jobs of one experiment share theirs)."""
+    return _cached_work(cfg.model_dump_json())
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_work(config: str) -> tuple[int | None, int]:
     return fixed_work(StudyConfig.model_validate_json(config))
@@ -235,7 +241,7 @@ def _cached_work(config: str) -> tuple[int | None, int]:
 def job_threads(cfg: StudyConfig, members: int, *, workers: int = 1) -> ThreadChoice:
     """The threads a job gets: from its model's multiply-adds per sample, its batch size and
     its members (`choose_threads`), measured once per config."""
-    macs, batch_size = _cached_work(cfg.model_dump_json())
+    macs, batch_size = config_work(cfg)
     return choose_threads(
         macs_per_sample=macs, batch_size=batch_size, population=members, workers=workers
     )

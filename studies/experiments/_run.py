@@ -21,6 +21,7 @@ from rich.console import Console
 
 from regzoo.studies.config.load import validate_config
 from regzoo.studies.config.schema import StudyConfig
+from regzoo.studies.executor.pool import WorkerPool
 from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.experiments._plots import save_png
 from regzoo.studies.experiments._populations import Point
@@ -100,15 +101,19 @@ def run_experiments(
     wandb: str | None = None,
     population: int | None = None,
     workers: int = 1,
+    pool: WorkerPool | None = None,
     console: Console | None = None,
 ) -> list[ExperimentResult]:
     """`run_experiment` for several experiments at once: their missing settings train
     together, settings of different experiments in one population where they share the
-    network and data (`regzoo experiment all`), then each writes its table and figure.
+    network and data (`regzoo experiment all`); each writes its table and figure as soon as
+    its own settings are trained, while the others' train on.
     A result's `seconds` run from the start to its table.
 
     Args:
         workers: Processes training populations side by side (each on one thread).
+        pool: Those processes, already started with one thread each (`regzoo experiment`
+            starts them first, so that their imports overlap its own); the caller closes it.
     """
     size = DEFAULT_POPULATION if population is None else population
     console = console or Console()
@@ -118,10 +123,20 @@ def run_experiments(
     torch.set_num_threads(1)
     try:
         with quiet_training():
-            prepared = [_prepare(exp, quick, storage, wandb, console) for exp in experiments]
-            runs = [(p.grid, p.study, p.missing) for p in prepared]
-            train_grids(runs, size, console, workers=workers)
-            return [_finish(p, console) for p in prepared]
+            prepared = {
+                exp.name: _prepare(exp, quick, storage, wandb, console) for exp in experiments
+            }
+            finished: dict[str, ExperimentResult] = {}
+
+            def finish(name: str) -> None:  # as its last point ends: the others train on
+                finished[name] = _finish(prepared[name], console)
+
+            for name, p in prepared.items():
+                if not p.missing:
+                    finish(name)
+            runs = [(p.grid, p.study, p.missing) for p in prepared.values()]
+            train_grids(runs, size, console, workers=workers, on_trained=finish, pool=pool)
+            return [finished[exp.name] for exp in experiments]
     finally:
         torch.set_num_threads(threads)
 

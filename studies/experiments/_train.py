@@ -27,7 +27,7 @@ from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, member_heartbeats
 from regzoo.studies.config.schema import ConfigError, Param, Population, StudyConfig
 from regzoo.studies.config.search import suggest
 from regzoo.studies.executor import Job, Trials, execute
-from regzoo.studies.executor.threads import usable_cores
+from regzoo.studies.executor.pool import WorkerPool
 from regzoo.studies.executor.trials import WORKER_ATTR, fail_untold, worker_id
 from regzoo.studies.experiments._populations import Point, plan_all
 from regzoo.studies.experiments._populations import Population as Batch
@@ -153,27 +153,32 @@ class Grid:
         )
 
 
-def default_workers() -> int:
-    """`regzoo experiment`'s worker processes: one a usable core (the networks are too small
-    to split over threads, so processes, each on one thread, use the cores)."""
-    return usable_cores()
-
-
 # One experiment's grid, its study and the points it still has to train.
 GridRun = tuple[Grid, optuna.Study, list[Point]]
 
 
 def train_grids(
-    runs: list[GridRun], population: int, console: Console, *, workers: int = 1
+    runs: list[GridRun],
+    population: int,
+    console: Console,
+    *,
+    workers: int = 1,
+    on_trained: Callable[[str], None] | None = None,
+    pool: WorkerPool | None = None,
 ) -> None:
     """Train the missing points of one or more experiments: one trial per Trainer with
     `population` 1, else as the fewest populations of at most `population` members, points of
     different experiments together where their settings allow (`_populations.plan_all`).
     With `workers` > 1 that many spawned processes, each on one thread, take the jobs,
-    largest first. A point's trial is asked as its job starts."""
+    largest first. A point's trial is asked as its job starts. `on_trained(name)` is called
+    here as the last missing point of experiment `name` ends, while the others train on.
+    `pool`: worker processes already started (they take the jobs instead of `workers` new
+    ones)."""
     runs = [run for run in runs if run[2]]
     if not runs:
         return
+    left = {grid.exp.name: len(points) for grid, _, points in runs}
+    started: dict[int, str] = {}  # a started spec's experiment
     for _, study, _ in runs:
         _drain_queue(study)
     owners = {grid.exp.name: (grid, study) for grid, study, _ in runs}
@@ -194,19 +199,25 @@ def train_grids(
         sizes = ", ".join(str(len(b)) for b in batches)
         console.print(f"{len(items)} trials as {len(batches)} population(s): {sizes}")
         jobs = [j for b in batches for j in _jobs(b, population, console, planned)]
-    workers = min(workers, len(jobs))
+    workers = len(pool.workers) if pool is not None else min(workers, len(jobs))
     if workers > 1:
         console.print(f"{workers} worker processes")
     trials = Trials()
 
     def ask(spec: TrialSpec) -> TrialSpec:  # as its job starts
         grid, study, point = pending.pop(id(spec))
-        return grid.started(spec, grid.ask(study, point, trials))
+        run = grid.started(spec, grid.ask(study, point, trials))
+        started[id(run)] = grid.exp.name
+        return run
 
     grid = runs[0][0]
 
     def report(spec: TrialSpec, result: RunResult) -> None:
         console.print(result_line(result, spec, grid.metric), soft_wrap=True)
+        name = started.pop(id(spec))
+        left[name] -= 1
+        if left[name] == 0 and on_trained is not None:
+            on_trained(name)
 
     with contextlib.ExitStack() as beats, collect_after_trials() as collect:
         beats.enter_context(fail_untold(trials))
@@ -216,6 +227,7 @@ def train_grids(
             jobs,
             wandb_mode=grid.mode,
             workers=workers,
+            pool=pool,
             threads=1,
             trials=trials,
             on_result=report,

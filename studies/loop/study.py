@@ -26,7 +26,7 @@ from regzoo.studies._compat import ASK_HEARTBEAT_WARNING, member_heartbeats
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import suggest
 from regzoo.studies.executor import Executor, Trials, plan
-from regzoo.studies.executor.execute import LOST
+from regzoo.studies.executor.engine import LOST
 from regzoo.studies.executor.samplers import make_pruner, make_sampler
 from regzoo.studies.executor.storage import open_storage
 from regzoo.studies.executor.threads import ThreadChoice, choose_threads, fixed_work, threads_for

@@ -5,10 +5,11 @@ loop: the model, its depth and layer types, the batch size, the data options and
 They differ in every continuous training hparam (`MEMBER_HPARAMS`: learning rate, momentum,
 betas, eps, alpha, the penalties and decoupled decay, gradient clipping, dropout, the
 initialization and the scheduler's parameters), the optimizer and scheduler kinds, the layer
-widths (`WIDTH_HPARAMS`, zero-padded), the regularization type, the augmentation strengths, and
-the seed. A search over a shared key (say `model.activation`) is not refused: the trials the
-sampler proposes are grouped by their shared values, and each group trains as its own
-population.
+widths (`WIDTH_HPARAMS`, zero-padded), the regularization type, the augmentation strengths, the
+input normalization among `none`, `minmax` and `standard` (each an elementwise shift and scale,
+`stack.SCALINGS`; `pca` only with `pca`), and the seed. A search over a shared key (say
+`model.activation`) is not refused: the trials the sampler proposes are grouped by their shared
+values, and each group trains as its own population.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from regzoo.zoo.population import (
     batching_mismatch,
     probe_members,
 )
-from regzoo.zoo.population.stack import WIDTH_HPARAMS
+from regzoo.zoo.population.stack import SCALINGS, WIDTH_HPARAMS
+
+NORMALIZE = "normalize"
 
 # Config entries a member may have of its own (its spec's config): it stops by its own
 # criteria or at its own last epoch, and leaves the batch there.
@@ -37,21 +40,27 @@ MEMBER_SECTIONS = ("early_stopping", "trainer.max_epochs")
 
 def is_member_key(key: str) -> bool:
     """True for a search key whose value may differ between the members of one population
-    (the layer widths too: `shared_value` keeps their depth shared)."""
+    (the layer widths too: `shared_value` keeps their depth shared; `data.normalize` within
+    `SCALINGS`: `shared_value` keeps that shared)."""
     section, _, rest = key.partition(".")
     if section == "model":
         return rest in MEMBER_HPARAMS or rest in WIDTH_HPARAMS or rest == REGULARIZATION
-    return section == "data" and rest.startswith("augment.")
+    return section == "data" and (rest.startswith("augment.") or rest == NORMALIZE)
 
 
 def shared_values(leaves: dict[str, Any]) -> dict[str, Any]:
     """What members of one population must share among a trial's dotted keys and values:
-    every value but the member keys', and the depth (not the widths) of `model.hidden` and
-    `model.channels` (members narrower than the stack are zero-padded)."""
+    every value but the member keys', the depth (not the widths) of `model.hidden` and
+    `model.channels` (members narrower than the stack are zero-padded), and whether
+    `data.normalize` scales (`SCALINGS`, one of which members may each have) or projects."""
     shared = {k: v for k, v in leaves.items() if not is_member_key(k)}
     for key in (f"model.{w}" for w in WIDTH_HPARAMS):
         if isinstance(leaves.get(key), list | tuple):
             shared[f"{key}#depth"] = len(leaves[key])
+    normalize = leaves.get(f"data.{NORMALIZE}")
+    if normalize is not None:
+        scales = normalize in SCALINGS
+        shared[f"data.{NORMALIZE}#form"] = "scale" if scales else normalize
     return shared
 
 

@@ -136,9 +136,12 @@ def _member(
     model_kw, data_kw, _ = split_params(spec.fixed, spec.params)
     max_epochs = _max_epochs(spec)
     L.seed_everything(spec.seed, workers=True, verbose=False)
-    model = create_model(spec.fixed.model.name, **model_facts(spec.fixed, dm), **model_kw)
+    facts = model_facts(spec.fixed, dm)
+    if isinstance(dm, ArrayDataModule):  # its own normalization (`stack.SCALINGS`)
+        facts["normalize"] = data_kw.get("normalize", facts["normalize"])
+    model = create_model(spec.fixed.model.name, **facts, **model_kw)
     if isinstance(dm, ArrayDataModule):
-        model.pipeline.load_statistics(dm.input_statistics()[1])
+        model.pipeline.load_statistics(dm.input_statistics(model.hp.normalize)[1])
         augment = dm.augmenter_for(data_kw.get("augment"))
         data_kw = {"split_seed": spec.config.seed, **data_kw}
     else:  # a user's normalizes nothing; regzoo augments its batches

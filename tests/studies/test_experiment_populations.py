@@ -256,7 +256,7 @@ def test_a_rerun_trains_only_the_missing_settings_as_their_populations(
                 "learning_rate": [4],
                 "optimizers": [5],
                 "initialization": [6],
-                "normalization": [1, 1, 1, 1],
+                "normalization": [3, 1],
                 "l2": [4],
                 "weight_decay_vs_l2": [4],
                 "dropout": [4],

@@ -25,7 +25,7 @@ from regzoo.datamodules import create_datamodule
 from regzoo.studies.cli.main import main
 from regzoo.studies.trial.metrics import read_metrics
 from regzoo.zoo import load_model
-from regzoo.zoo.metrics import ECE_BINS, calibration_error
+from regzoo.zoo.metrics import ECE_BINS, calibration_error, calibration_errors, calibration_metric
 from tests.conftest import DEFAULT_CONFIG
 from tests.studies.conftest import MixedStudy
 from tests.studies.wandb_records import read_run
@@ -78,6 +78,29 @@ def test_calibration_error_equals_numpy(scale: float) -> None:
     y = torch.randint(0, 10, (600,), generator=gen)
     probs = logits.double().softmax(-1).numpy()
     assert calibration_error(logits, y) == pytest.approx(numpy_ece(probs, y.numpy()), abs=1e-6)
+
+
+def test_calibration_errors_bin_each_model_on_its_own() -> None:
+    """A population's members binned at once: each member's ECE is its own NumPy ECE, and the
+    lone `calibration_error` of its logits (and the logits of TorchMetrics' own metric class,
+    which lone runs update batch by batch, agree with it too)."""
+    gen = torch.Generator().manual_seed(7)
+    logits = (
+        torch.randn(5, 300, 4, generator=gen) * torch.tensor([0.1, 1, 3, 10, 100])[:, None, None]
+    )
+    y = torch.randint(0, 4, (300,), generator=gen)
+    errors = calibration_errors(logits, y)
+    assert errors.shape == (5,)
+    for k in range(5):
+        probs = logits[k].double().softmax(-1).numpy()
+        assert float(errors[k]) == pytest.approx(numpy_ece(probs, y.numpy()), abs=1e-6)
+        assert calibration_error(logits[k], y) == pytest.approx(float(errors[k]), abs=1e-7)
+        metric = calibration_metric(4)
+        for part in range(3):  # as validation batches arrive
+            rows = slice(100 * part, 100 * (part + 1))
+            metric.update(logits[k, rows].softmax(-1), y[rows])
+        assert float(metric.compute()) == pytest.approx(float(errors[k]), abs=1e-6)
+    assert len({round(float(e), 6) for e in errors}) == 5  # five models, five values
 
 
 def run_study(root: Path, *extra: str) -> optuna.Study:

@@ -66,6 +66,37 @@ def trials_of(url: str) -> list[FrozenTrial]:
     return optuna.load_study(study_name=STUDY, storage=open_storage(url)).trials
 
 
+NORMALIZE_SEARCH = "search={data.normalize: {choice: [none, minmax, standard]}}"
+
+
+def test_members_that_differ_in_normalize_share_a_population_each_with_its_own_statistics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`none`, `minmax` and `standard` are each an elementwise shift and scale: trials that
+    differ in them train as one population, each member normalizing with its own statistics
+    of the shared training split, as the same model trained alone would (its checkpoint, tested
+    on a datamodule of its own normalization, gives its stored test metrics)."""
+    url = run(tmp_path, 4, NORMALIZE_SEARCH, "pruner.name=none", "population={size: 4}")
+    capsys.readouterr()
+    trials = trials_of(url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert all(t.user_attrs["population"] == [0, 1, 2, 3] for t in trials)
+    assert len({t.params["data.normalize"] for t in trials}) > 1
+    cfg = load_config(DEFAULT_CONFIG, overrides=overrides(tmp_path))
+    tester = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    for t in trials:
+        kind = t.params["data.normalize"]
+        model = load_model(Path(t.user_attrs["checkpoint"]))
+        assert model.hparams["normalize"] == kind
+        options = {**cfg.data.options, "normalize": kind}
+        dm = create_datamodule(cfg.data.name, seed=cfg.seed, split_seed=cfg.seed, **options)
+        (tested,) = tester.test(model, datamodule=dm, verbose=False)
+        assert tested["test/acc"] == pytest.approx(t.user_attrs["test/acc"], abs=1e-6), kind
+        assert tested["test/loss"] == pytest.approx(t.user_attrs["test/loss"], rel=1e-5), kind
+
+
 def test_a_population_study_finishes_the_trials_prunes_among_peers_and_tests_checkpoints(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

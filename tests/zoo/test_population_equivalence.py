@@ -104,10 +104,16 @@ def data(shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
 
 
 def member(
-    variant: str, optimizer: str, scheduler: str, k: int, x: torch.Tensor, seed: int | None = None
+    variant: str,
+    optimizer: str,
+    scheduler: str,
+    k: int,
+    x: torch.Tensor,
+    seed: int | None = None,
+    normalize: str = "standard",
 ) -> Classifier:
     """Member k (hparams k of LRS, MEMBERS, SCHEDULES), double precision, with its own seed
-    (`seed`, else k) and input statistics."""
+    (`seed`, else k) and input statistics of `normalize`."""
     seed = k if seed is None else seed
     name, shape, arch = VARIANTS[variant]
     lr = LRS[optimizer][k]
@@ -119,7 +125,7 @@ def member(
         name,
         input_shape=shape,
         num_classes=3,
-        normalize="standard",
+        normalize=normalize,
         optimizer=optimizer,
         scheduler=scheduler,
         lr=lr,
@@ -250,6 +256,34 @@ def test_member_trains_as_alone(
     variant: str, optimizer: str, scheduler: str, cosine_trainer: L.Trainer
 ) -> None:
     check(variant, optimizer, scheduler, cosine_trainer)
+
+
+@pytest.mark.parametrize("variant", ["fnn", "cnn"])
+def test_members_that_differ_in_normalize_train_as_alone(
+    variant: str, cosine_trainer: L.Trainer
+) -> None:
+    """`none`, `minmax` and `standard` in one population, features and images alike: the stack
+    holds each member's shift and scale (`none`'s 0 and 1, its inputs exactly), and each member
+    comes out with its own pipeline's keys and statistics, trained as alone."""
+    d = data(VARIANTS[variant][1])
+    kinds = ("none", "minmax", "standard")
+
+    def build(k: int) -> Classifier:
+        return member(variant, "adam", "none", k, d["x"], normalize=kinds[k])
+
+    stack = StackedModels([build(k) for k in range(3)])
+    train_population(stack, d)
+    for k in range(3):
+        model = build(k)
+        train_alone(model, d, cosine_trainer)
+        assert_same(stack.member_state_dict(k), model.state_dict(), set(), k)
+        out = stack.load_into(k, build(k))
+        with torch.no_grad():
+            assert (out(d["x_val"]) - model(d["x_val"])).abs().max().item() <= TOLERANCE
+    assert not any(key.startswith("pipeline.s") for key in stack.member_state_dict(0))
+    assert torch.equal(
+        stack.buffers["pipeline.scale"][0], torch.ones_like(stack.buffers["pipeline.scale"][0])
+    )
 
 
 def test_reference_is_lightning() -> None:

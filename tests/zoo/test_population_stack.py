@@ -177,6 +177,7 @@ def test_keep_compacts_members() -> None:
         (("fnn", {"decay_bias": True}), "'decay_bias'"),
         (("fnn", {"temperature": 2.0}), "member 1: temperature=2.0 is a calibration"),
         (("linear", {}), "model"),
+        (("fnn", {"normalize": "pca"}), "'normalize'.*normalize among minmax, none, standard"),
     ],
 )
 def test_check_compatible_refuses(second: tuple[str, dict[str, Any]], key: str) -> None:
@@ -187,9 +188,11 @@ def test_check_compatible_refuses(second: tuple[str, dict[str, Any]], key: str) 
     with pytest.raises(PopulationError, match=key) as info:
         check_compatible([first, other])
     assert "\n" not in str(info.value)
-    # Members may differ in training knobs, optimizer and schedule kinds, and widths.
+    # Members may differ in training knobs, optimizer and schedule kinds, widths, and in a
+    # normalization that scales.
     kinds = {"optimizer": "sgd", "scheduler": "step", "lr": 0.5, "dropout": 0.2}
     check_compatible([first, create_model("fnn", hidden=(9,), **kinds, **shared)])
+    check_compatible([first, create_model("fnn", hidden=(5,), normalize="minmax", **shared)])
 
 
 def test_a_temperature_divides_the_logits_and_a_bad_one_is_refused() -> None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from regzoo.zoo.classifier import Classifier
-from regzoo.zoo.metrics import calibration_error
+from regzoo.zoo.metrics import calibration_errors
 from regzoo.zoo.population.optim import StackedOptimizer
 from regzoo.zoo.population.schedule import MemberSchedulers
 from regzoo.zoo.population.stack import StackedModels
@@ -164,14 +164,11 @@ class Population(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         offered = getattr(datamodule, "input_statistics", None)
         if callable(offered):
-            kind, stats = offered()
             for row, i in enumerate(self.active):
                 model = self.models[i]
-                if kind != model.hp.normalize:
-                    raise ValueError(
-                        f"the datamodule normalizes with {kind!r}, member {i} with "
-                        f"{model.hp.normalize!r}: create the models with normalize=dm.normalize"
-                    )
+                # Its own normalization's statistics of the shared training split (members
+                # may differ in it: `stack.SCALINGS`).
+                _, stats = offered(model.hp.normalize)
                 model.pipeline.load_statistics(stats)
                 for name, t in model.pipeline.named_buffers(prefix="pipeline"):
                     self.stack.buffers[name][row].copy_(t)  # stacked under the same names
@@ -310,8 +307,9 @@ class Population(L.LightningModule):
         if stage == "val":
             logits = torch.cat([z for z, _ in self._val_outputs], dim=1)  # (K, N, C)
             y = torch.cat([y for _, y in self._val_outputs])  # (N,)
+            ece = calibration_errors(logits, y).tolist()  # (K,)
             for row, i in enumerate(self.active):
-                metrics[i]["val/ece"] = calibration_error(logits[row], y)
+                metrics[i]["val/ece"] = ece[row]
         return metrics
 
     def _epoch_metrics(self) -> dict[int, dict[str, float]]:

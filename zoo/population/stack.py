@@ -24,8 +24,9 @@ from regzoo.zoo.population.batched import BatchedForward
 from regzoo.zoo.population.dropout import MemberDropout
 
 # What members may differ in: the training knobs, the optimizer and scheduler kinds included
-# (StackedOptimizer and MemberSchedulers follow each member's own). Everything else (decay_bias,
-# architecture, normalize, ...) must agree, since one network serves them all.
+# (StackedOptimizer and MemberSchedulers follow each member's own), and `normalize` within
+# `SCALINGS`. Everything else (decay_bias, architecture, ...) must agree, since one network
+# serves them all.
 MEMBER_HPARAMS: frozenset[str] = frozenset(
     {
         "optimizer",
@@ -52,6 +53,14 @@ MEMBER_HPARAMS: frozenset[str] = frozenset(
         "plateau_patience",
     }
 )
+
+
+# Normalizations that are one elementwise `(x − shift) / scale` on the raw inputs (`none` with
+# shift 0 and scale 1, exactly x): members may differ among them, the stack holding every
+# member's shift and scale. `pca` (a projection) is shared by all members or by none.
+SCALINGS = frozenset({"none", "minmax", "standard"})
+PIPELINE = "pipeline."  # the state-dict prefix of a model's input pipeline
+IDENTITY = {"shift": 0.0, "scale": 1.0}  # a `none` member's row of a scaling stack
 
 
 class PopulationError(ValueError):
@@ -158,15 +167,16 @@ def check_compatible(models: Sequence[Classifier]) -> None:
             )
         for key in sorted(set(first.hparams) | set(model.hparams)):
             a, b = first.hparams.get(key), model.hparams.get(key)
-            if key in MEMBER_HPARAMS or a == b:
+            if key in MEMBER_HPARAMS or a == b or (key == "normalize" and {a, b} <= SCALINGS):
                 continue
             if key in WIDTH_HPARAMS:
                 _check_depth(key, a, b, i)
                 continue
             raise PopulationError(
                 f"hparam {key!r} differs: {a!r} (member 0) vs {b!r} (member {i}); members "
-                f"may differ only in {', '.join(sorted(MEMBER_HPARAMS))}, and in the widths "
-                f"(not the number) of {' and '.join(WIDTH_HPARAMS)}"
+                f"may differ only in {', '.join(sorted(MEMBER_HPARAMS))}, in normalize among "
+                f"{', '.join(sorted(SCALINGS))}, and in the widths (not the number) of "
+                f"{' and '.join(WIDTH_HPARAMS)}"
             )
         _check_tensors(first, model, i)
     _check_dropouts(models)
@@ -188,9 +198,14 @@ def _check_depth(key: str, a: Any, b: Any, i: int) -> None:
 def _check_tensors(first: Classifier, model: Classifier, i: int) -> None:
     """Tensors pair up by position with equal dtypes and dimensions. Sizes may differ in the
     network (widths, padded by `_stack`); the input pipeline's statistics must agree, since
-    all members read one input."""
+    all members read one input, unless their normalizations differ (`SCALINGS`: `_stack`
+    pairs those by name)."""
     pairs = zip(("parameters", "buffers"), _tensors(first), _tensors(model), strict=True)
+    mixed = first.hparams.get("normalize") != model.hparams.get("normalize")
     for kind, mine, theirs in pairs:
+        if mixed:
+            mine = [(n, t) for n, t in mine if not n.startswith(PIPELINE)]
+            theirs = [(n, t) for n, t in theirs if not n.startswith(PIPELINE)]
         if len(mine) != len(theirs):
             raise PopulationError(f"{kind}: member {i} has {len(theirs)}, member 0 {len(mine)}")
         for (name, a), (other, b) in zip(mine, theirs, strict=True):
@@ -227,9 +242,11 @@ class StackedModels:
 
     def __init__(self, models: Sequence[Classifier]) -> None:
         check_compatible(models)
-        # Structure from a member with dropout layers: fnn adds them only when dropout > 0.
+        # Structure from a member with dropout layers: fnn adds them only when dropout > 0;
+        # the pipeline from one with a shift and scale, where members differ in normalize.
         template = max(models, key=lambda m: len(_dropouts(m.net)))
-        self._base = _functional_base(template)
+        scaled = max(models, key=lambda m: len(list(m.pipeline.buffers())))
+        self._base = _functional_base(scaled.pipeline, template.net)
         self._dropout_names = [
             f"{name}.p" for name, m in self._base.named_modules() if isinstance(m, MemberDropout)
         ]
@@ -431,19 +448,30 @@ def _stack(
     Members of different widths are zero-padded to the widest (`_pad_stack`)."""
     base_params = [n for n, _ in base.named_parameters()]
     base_buffers = [n for n, _ in base.named_buffers() if n not in dropout_names]
+    base_net = [n for n in base_buffers if not n.startswith(PIPELINE)]
+    base_pipeline = {n: t for n, t in base.named_buffers() if n.startswith(PIPELINE)}
     params: dict[str, list[Tensor]] = {n: [] for n in base_params}
     buffers: dict[str, list[Tensor]] = {n: [] for n in base_buffers + dropout_names}
     keys: list[list[tuple[str, str]]] = []
     for model in models:
         own_params, own_buffers = _tensors(model)
         names: dict[str, str] = {}
+        own_net = [(n, t) for n, t in own_buffers if not n.startswith(PIPELINE)]
         for own, stacked, base_names in (
             (own_params, params, base_params),
-            (own_buffers, buffers, base_buffers),
+            (own_net, buffers, base_net),
         ):
             for (own_name, t), name in zip(own, base_names, strict=True):
                 stacked[name].append(t.detach())
                 names[own_name] = name
+        # The pipeline's by name: a `none` member among scaled ones has no shift nor scale.
+        own_pipeline = {n: t for n, t in own_buffers if n.startswith(PIPELINE)}
+        for name, like in base_pipeline.items():
+            if name in own_pipeline:
+                names[name] = name
+                buffers[name].append(own_pipeline[name].detach())
+            else:
+                buffers[name].append(torch.full_like(like, IDENTITY[name.removeprefix(PIPELINE)]))
         dtype = own_params[0][1].dtype
         rates = _member_rates(model, len(dropout_names))
         for name, p in zip(dropout_names, rates, strict=True):
@@ -498,9 +526,10 @@ def _padding(
     return [{n: s for n, s in own.items() if n in padded} for own in shapes], masks
 
 
-def _functional_base(template: Classifier) -> _Network:
-    """A copy of the template's network whose dropout layers read their rate from a buffer."""
-    base = _Network(copy.deepcopy(template.pipeline), copy.deepcopy(template.net))
+def _functional_base(pipeline: nn.Module, net: nn.Module) -> _Network:
+    """A copy of a member's pipeline and network whose dropout layers read their rate from a
+    buffer."""
+    base = _Network(copy.deepcopy(pipeline), copy.deepcopy(net))
     for module in list(base.modules()):
         for name, child in module.named_children():
             if type(child) is nn.Dropout:

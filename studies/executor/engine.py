@@ -66,6 +66,8 @@ class Executor:
         envs: Each worker process's environment additions (its GPUs).
         prepare: Applied to each spec of a job as the job starts (its Optuna trial asked
             then, not before: a trial is only asked for a run that starts).
+        pool: Workers started by the caller (before its own imports: `regzoo experiment`),
+            used instead of `workers` new ones, and left to the caller to close.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Executor:
         callbacks: Callable[[TrialSpec], list[Any]] | None = None,
         envs: Sequence[dict[str, str]] | None = None,
         prepare: Callable[[TrialSpec], TrialSpec] | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.wandb_mode, self.train, self.callbacks = wandb_mode, train, callbacks
         self.threads = threads
@@ -87,12 +90,11 @@ class Executor:
         self.trials = trials or Trials()
         self.queue: list[Job] = []
         self.lost: list[Job] = []  # jobs whose worker died
-        self.pool = (
-            WorkerPool(workers, threads=threads, wandb_mode=wandb_mode, envs=envs)
-            if workers > 1
-            else None
-        )
-        self.size = workers
+        self.own_pool = pool is None
+        if pool is None and workers > 1:
+            pool = WorkerPool(workers, threads=threads, envs=envs)
+        self.pool = pool
+        self.size = len(pool.workers) if pool is not None else workers
 
     @property
     def free(self) -> int:
@@ -142,10 +144,11 @@ class Executor:
 
     def _dispatch(self) -> None:
         while self.pool is not None and self.queue and self.pool.idle:
-            self.pool.submit(self._start(self.queue.pop(0)))
+            self.pool.submit(self._start(self.queue.pop(0)), self.wandb_mode)
 
     def close(self, *, interrupted: bool = False) -> None:
-        if self.pool is not None:
+        """Stop the workers it started (a pool it was given is its owner's to close)."""
+        if self.pool is not None and self.own_pool:
             self.pool.close(interrupted=interrupted)
 
     def __enter__(self) -> Executor:

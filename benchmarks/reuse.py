@@ -42,8 +42,8 @@ def logits_by_format(checkpoint: Path, x: np.ndarray, folder: Path) -> dict[str,
     model = load_model(checkpoint)
     hub, pt2, onnx = folder / "hub", folder / "model.pt2", folder / "model.onnx"
     save_pretrained(model, hub)
-    to_pt2(model, pt2)
-    to_onnx(model, onnx)
+    to_pt2(model, pt2, model.example_input_array)
+    to_onnx(model, onnx, model.example_input_array)
     import onnxruntime as ort
 
     inputs = torch.from_numpy(x)

@@ -186,8 +186,8 @@ def _train(case: Case, root: Path, data_dir: Path) -> Trained:
     }
     shutil.copyfile(result.checkpoint, files["ckpt"])
     save_pretrained(model, files["hub"])
-    to_pt2(model, files["pt2"])
-    to_onnx(model, files["onnx"])
+    to_pt2(model, files["pt2"], model.example_input_array)
+    to_onnx(model, files["onnx"], model.example_input_array)
     return Trained(
         case=case,
         result=result,

@@ -11,7 +11,11 @@
 - `onnx`: the same graph for ONNX runtimes (needs `pip install 'regzoo[onnx]'`).
 - `ckpt`: the Lightning checkpoint itself (`regzoo.load_model`).
 
-Each one holds the fitted input normalization, so each takes the dataset's raw inputs. With
+Each one holds the fitted input normalization, so each takes the dataset's raw inputs. A study
+of a LightningModule of the user's own (not a Classifier: no regzoo pipeline, no hparams that
+rebuild it here) exports as `ckpt` (its class's `load_from_checkpoint`), `pt2` and `onnx` (its
+own `forward`, on its `example_input_array` or a batch of the data's input shape); `hub` and
+`--calibrate` are refused in one line. With
 `--calibrate`, one temperature T is fitted on the validation split (`zoo.metrics.fit_temperature`,
 LBFGS on the cross-entropy) and stored as the model's `temperature` hparam, which divides its
 logits in every format: predictions do not change, confidences do. TorchScript
@@ -29,12 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import optuna
 import torch
 from optuna.trial import FrozenTrial
 
 from regzoo._checks import one_line
-from regzoo.datamodules import create_datamodule
+from regzoo._registry import import_path
+from regzoo.datamodules import build_datamodule, data_facts
+from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
 from regzoo.studies.loop.read import (
     ResultError,
@@ -50,7 +57,7 @@ from regzoo.studies.trial.spec import FINAL_PREFIXES
 from regzoo.studies.verdicts.read import read_verdicts
 from regzoo.studies.verdicts.store import VerdictError, stored_config
 from regzoo.studies.verdicts.tables import METRIC, OVERFITTING, interval
-from regzoo.zoo import Classifier, load_model, save_pretrained
+from regzoo.zoo import Classifier, is_foreign_model, load_model, model_class, save_pretrained
 from regzoo.zoo.metrics import calibration_error, fit_temperature, logits_of
 
 FORMATS = {"hub": "", "pt2": ".pt2", "onnx": ".onnx", "ckpt": ".ckpt"}
@@ -106,25 +113,96 @@ def export_best(
     study = load_study(name, storage)
     trial = chosen_trial(study, trial_number)
     checkpoint = checkpoint_of(trial)
-    model = _load(checkpoint)
-    calibration = calibrate_model(study, trial, model) if calibrate else None
+    own = _own_class(study)
+    model: L.LightningModule
+    if own is not None:
+        _check_own(own, fmt, calibrate)
+        model = _load_own(own, checkpoint)
+        example = _example(model, study, trial)
+        calibration = None
+    else:
+        model = _load(checkpoint)
+        example = model.example_input_array
+        calibration = calibrate_model(study, trial, model) if calibrate else None
     if out is None:
         out = checkpoint.parent.parent / "export" / f"{name}-trial-{trial.number}{FORMATS[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "ckpt" and calibration is None:
         shutil.copyfile(checkpoint, out)
     elif fmt == "ckpt":
+        assert isinstance(model, Classifier)  # `_check_own` refused the rest
         calibrated_checkpoint(checkpoint, model, out)
     elif fmt == "hub":
+        assert isinstance(model, Classifier)
         card = model_card(study, trial, model, storage=storage, calibration=calibration)
         save_pretrained(model, out, card=card)
         if push_to_hub is not None:
             push(out, push_to_hub)
     elif fmt == "pt2":
-        to_pt2(model, out)
+        to_pt2(model, out, example)
     else:
-        to_onnx(model, out)
+        to_onnx(model, out, example)
     return Exported(out, calibration)
+
+
+def _own_class(study: optuna.Study) -> type[L.LightningModule] | None:
+    """The class of a study whose model is a LightningModule of the user's own, else None (a
+    Classifier, a zoo model or a user's network wrapped into one; or a study recording no
+    config, whose checkpoint `_load` reads for itself)."""
+    try:
+        cfg = stored_config(study)
+    except VerdictError:
+        return None
+    name = cfg.model.name
+    return model_class(name) if is_foreign_model(name) else None
+
+
+def _check_own(own: type[L.LightningModule], fmt: str, calibrate: bool) -> None:
+    """What a LightningModule of the user's own cannot be exported as, refused in one line."""
+    what = f"model {import_path(own)!r} is a LightningModule of its own"
+    if fmt == "hub":
+        raise ResultError(
+            f"--format hub: {what}; a hub folder holds a regzoo Classifier (its safetensors and "
+            "the hparams that rebuild it). Export it as ckpt (its class's load_from_checkpoint), "
+            "pt2 or onnx"
+        )
+    if calibrate:
+        raise ResultError(
+            f"--calibrate: {what}; the temperature is a regzoo Classifier's hparam. Export it "
+            "without --calibrate"
+        )
+
+
+def _load_own(own: type[L.LightningModule], checkpoint: Path) -> L.LightningModule:
+    # Imported as the study's config named it (the storage is trusted as the config is).
+    try:
+        return own.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # missing or damaged file, a constructor that refuses its hparams
+        raise ResultError(
+            f"{checkpoint}: {import_path(own)}.load_from_checkpoint failed: "
+            f"{one_line(exc, lines=1)}"
+        ) from None
+
+
+def _example(model: L.LightningModule, study: optuna.Study, trial: FrozenTrial) -> Any:
+    """What a user's own module is exported on: its `example_input_array`, else a batch of 2
+    zeros of the raw input shape its data serves (`datamodules.data_facts`)."""
+    if model.example_input_array is not None:
+        return model.example_input_array
+    shape = data_facts(_run_datamodule(stored_config(study), trial))["input_shape"]
+    return torch.zeros(2, *shape)
+
+
+def _run_datamodule(cfg: StudyConfig, trial: FrozenTrial) -> L.LightningDataModule:
+    """The trial's datamodule, set up for fitting, as every run of the study split it (the
+    study's seed), without augmentation; a user's datamodule included (`build_datamodule`)."""
+    _, data_kw, _ = split_params(cfg, dict(trial.params))
+    dm = build_datamodule(
+        cfg.data.name, study_seed=cfg.seed, run_seed=cfg.seed, **{**data_kw, "augment": None}
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
 
 
 def calibrate_model(study: optuna.Study, trial: FrozenTrial, model: Classifier) -> Calibration:
@@ -135,11 +213,7 @@ def calibrate_model(study: optuna.Study, trial: FrozenTrial, model: Classifier) 
         cfg = stored_config(study)
     except VerdictError as exc:
         raise ResultError(f"--calibrate: {exc}") from None
-    _, data_kw, _ = split_params(cfg, dict(trial.params))
-    data_kw = {"split_seed": cfg.seed, **data_kw, "augment": None}
-    dm = create_datamodule(cfg.data.name, **data_kw)
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = _run_datamodule(cfg, trial)
     model.hparams["temperature"] = 1.0
     val = logits_of(model, dm.val_dataloader())
     test = logits_of(model, dm.test_dataloader())
@@ -183,16 +257,28 @@ def _batch_dim() -> Any:
     return torch.export.Dim("batch", min=1, max=MAX_BATCH)
 
 
-def to_pt2(model: Classifier, out: Path) -> None:
-    """A `torch.export` program: `torch.export.load(out).module()(x)` gives the logits."""
-    example = (model.example_input_array,)  # (2, *raw_shape)
+def to_pt2(model: L.LightningModule, out: Path, example: Any) -> None:
+    """A `torch.export` program: `torch.export.load(out).module()(x)` gives the logits.
+    `example`: a batch of inputs `(2, *raw_shape)`."""
     with warnings.catch_warnings():  # torch's exporter warns from its own internals
         warnings.simplefilter("ignore")
-        program = torch.export.export(model.eval(), example, dynamic_shapes=({0: _batch_dim()},))
+        try:
+            program = torch.export.export(
+                model.eval(), (example,), dynamic_shapes=({0: _batch_dim()},)
+            )
+        except Exception as exc:  # a user's forward that torch.export cannot trace
+            raise ResultError(_untraceable(model, "pt2", exc)) from None
         torch.export.save(program, str(out))
 
 
-def to_onnx(model: Classifier, out: Path) -> None:
+def _untraceable(model: L.LightningModule, fmt: str, exc: Exception) -> str:
+    return (
+        f"--format {fmt}: {type(model).__name__}'s forward did not export on a batch of its "
+        f"inputs: {one_line(exc, lines=1)}"
+    )
+
+
+def to_onnx(model: L.LightningModule, out: Path, example: Any) -> None:
     """ONNX with a dynamic batch dimension: input `input` (B, *raw_shape), output `logits`."""
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
@@ -203,12 +289,15 @@ def to_onnx(model: Classifier, out: Path) -> None:
             warnings.simplefilter("ignore")
             model.eval().to_onnx(
                 out,
-                model.example_input_array,
+                example,
                 input_names=["input"],
                 output_names=["logits"],
                 dynamic_shapes=({0: _batch_dim()},),
                 verbose=False,
             )
+    except Exception as exc:  # a user's forward that the exporter cannot trace
+        out.unlink(missing_ok=True)
+        raise ResultError(_untraceable(model, "onnx", exc)) from None
     finally:
         onnx_log.setLevel(level)
 

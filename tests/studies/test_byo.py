@@ -227,7 +227,10 @@ def test_own_code_tunes_with_two_workers_as_populations_is_confirmed_exported_an
     assert "## Confirmed over" in summary and "gap/acc" in summary  # its verdict, its gap
     assert (report / "index.html").is_file() and (report / "learning_curves.png").is_file()
     out = in_tmp / "exported"
-    assert main(["export", "waves", "--format", "hub", "--out", str(out)]) == 0
+    capfd.readouterr()
+    # Calibrated on the user's datamodule, split as every run of the study split it.
+    assert main(["export", "waves", "--format", "hub", "--calibrate", "--out", str(out)]) == 0
+    assert "calibrated: temperature" in capfd.readouterr().out
     # Another process in another folder, on raw inputs: the class comes back by its path.
     code = (
         "import torch; from regzoo import load_model\n"
@@ -252,6 +255,48 @@ def test_regzoo_train_trains_a_lightning_module_of_its_own_as_it_is(
     assert re.match(r"val/acc=0\.\d+ +epochs=2\n", out), out  # its own logged metric
     checkpoint = torch.load(in_tmp / "runs/waves/train-1/best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["lr"] == 0.05  # its constructor took model.lr
+
+
+def test_a_lightning_module_of_its_own_exports_as_ckpt_pt2_and_onnx_and_refuses_hub(
+    project: Path, in_tmp: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Its checkpoint as it is (its class's `load_from_checkpoint`), its own forward as pt2
+    and ONNX on a batch of the data's input shape: the same logits in a fresh process; what
+    needs a Classifier (a hub folder, a temperature) is refused in one line, nothing written."""
+    config = _config(in_tmp, OWN_MODULE)
+    assert main(["run", str(config), "--trials", "1", "--set", "confirm=null"]) == 0
+    files = {fmt: in_tmp / f"own.{fmt}" for fmt in ("ckpt", "pt2", "onnx")}
+    for fmt, path in files.items():
+        assert main(["export", "waves", "--format", fmt, "--out", str(path)]) == 0
+    capfd.readouterr()
+    for args, why in (
+        (["--format", "hub"], "--format hub: model 'byo_nets.models:WaveModule' is a Lightning"),
+        (["--format", "pt2", "--calibrate"], "--calibrate: model 'byo_nets.models:WaveModule'"),
+    ):
+        out = in_tmp / "refused"
+        assert main(["export", "waves", *args, "--out", str(out)]) == 2
+        err = capfd.readouterr().err.strip()
+        assert err.count("\n") == 0 and why in err, err
+        assert not out.exists()
+    code = (
+        "import onnxruntime, torch\n"
+        "from byo_nets.models import WaveModule\n"
+        "x = torch.sin(torch.linspace(0, 6.3, 48)).reshape(3, 1, 16)\n"
+        f"own = WaveModule.load_from_checkpoint({str(files['ckpt'])!r}).eval()\n"
+        f"program = torch.export.load({str(files['pt2'])!r}).module()\n"
+        f"session = onnxruntime.InferenceSession({str(files['onnx'])!r})\n"
+        "with torch.no_grad():\n"
+        "    a, b = own(x), program(x)\n"
+        "c = torch.from_numpy(session.run(None, {'input': x.numpy()})[0])\n"
+        "print(*a.shape, float((a - b).abs().max()), float((a - c).abs().max()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project
+    )
+    assert done.returncode == 0, done.stderr
+    rows, classes, pt2_diff, onnx_diff = done.stdout.split()
+    assert (rows, classes) == ("3", "3") and float(pt2_diff) == 0.0 and float(onnx_diff) < 1e-5
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ class WorkerPool:
         self.threads = threads
         self.envs = list(envs) if envs is not None else [{} for _ in range(n)]
         self.workers = [_Worker(i, threads, self.envs[i]) for i in range(n)]
+        self.leaving: list[_Worker] = []  # let go by `shrink`, joined by `close`
 
     @property
     def idle(self) -> int:
@@ -84,6 +85,18 @@ class WorkerPool:
     @property
     def busy(self) -> int:
         return len(self.workers) - self.idle
+
+    def shrink(self, n: int) -> None:
+        """Keep the first `n` workers and let the others go (idle ones: a pool started before
+        its owner knew how many jobs it has). They exit once they have settled in; `close`
+        reaps them."""
+        extra = self.workers[n:]
+        if any(w.job is not None for w in extra):
+            raise RuntimeError("shrink lets only idle workers go")
+        for worker in extra:
+            worker.conn.send(None)
+        self.leaving += extra
+        del self.workers[n:], self.envs[n:]
 
     def submit(self, job: Any, wandb_mode: str) -> None:
         """Send `job` to an idle worker (there must be one); its runs log to W&B in
@@ -132,7 +145,7 @@ class WorkerPool:
                     with contextlib.suppress(OSError):
                         worker.conn.send(STOP)  # read before its job starts, if it is starting
                     os.kill(worker.process.pid, signal.SIGINT)
-        for worker in self.workers:
+        for worker in self.workers + self.leaving:
             worker.process.join(timeout=STOP_GRACE_S)
             if worker.process.is_alive():
                 worker.process.kill()

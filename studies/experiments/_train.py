@@ -199,7 +199,9 @@ def train_grids(
         sizes = ", ".join(str(len(b)) for b in batches)
         console.print(f"{len(items)} trials as {len(batches)} population(s): {sizes}")
         jobs = [j for b in batches for j in _jobs(b, population, console, planned)]
-    workers = len(pool.workers) if pool is not None else min(workers, len(jobs))
+    workers = min(len(pool.workers) if pool is not None else workers, len(jobs))
+    if pool is not None:
+        pool.shrink(workers)  # started before the jobs were known: no idle process stays
     if workers > 1:
         console.print(f"{workers} worker processes")
     trials = Trials()

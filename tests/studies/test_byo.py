@@ -205,6 +205,16 @@ def test_a_network_batches_when_the_probe_agrees_and_falls_back_with_a_note(
     )
 
 
+def in_fresh_process(code: str, project: Path) -> list[str]:
+    """What `code` prints, run by another interpreter in the project's folder: its words."""
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def test_own_code_tunes_with_two_workers_as_populations_is_confirmed_exported_and_reloaded(
     project: Path, in_tmp: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -238,12 +248,7 @@ def test_own_code_tunes_with_two_workers_as_populations_is_confirmed_exported_an
         "x = torch.sin(torch.linspace(0, 6.3, 16)).reshape(1, 1, 16)\n"
         "print(type(model).__name__, model(x).shape[-1])\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(project)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ResidualMLP", "3"]
+    assert in_fresh_process(code, project) == ["ResidualMLP", "3"]
 
 
 def test_regzoo_train_trains_a_lightning_module_of_its_own_as_it_is(
@@ -290,12 +295,7 @@ def test_a_lightning_module_of_its_own_exports_as_ckpt_pt2_and_onnx_and_refuses_
         "c = torch.from_numpy(session.run(None, {'input': x.numpy()})[0])\n"
         "print(*a.shape, float((a - b).abs().max()), float((a - c).abs().max()))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(project)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project
-    )
-    assert done.returncode == 0, done.stderr
-    rows, classes, pt2_diff, onnx_diff = done.stdout.split()
+    rows, classes, pt2_diff, onnx_diff = in_fresh_process(code, project)
     assert (rows, classes) == ("3", "3") and float(pt2_diff) == 0.0 and float(onnx_diff) < 1e-5
 
 

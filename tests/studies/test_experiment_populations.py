@@ -16,6 +16,7 @@ with rtol 1e-5, ten times that, and atol 1e-6 for quantities that are themselves
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -347,15 +348,23 @@ def test_worker_processes_train_the_same_populations_as_one_process(
     assert len(workers) == 2 and str(os.getpid()) not in {w.rpartition(":")[2] for w in workers}
 
 
+@pytest.mark.parametrize(("cores", "workers"), [(2, 2), (4, 3)])
 def test_the_cli_takes_one_worker_a_usable_core(
-    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    in_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cores: int,
+    workers: int,
 ) -> None:
-    """Without `--workers`, `regzoo experiment` spawns one process a usable core (at most one a
-    job): here two cores for xor's three populations (three models)."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    """Without `--workers`, `regzoo experiment` spawns one process a usable core, before it
+    knows its jobs, then keeps at most one a job: xor has three populations (three models).
+    The processes it let go are gone when it returns."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     storage = f"sqlite:///{in_tmp / 'cli.db'}"
     args = ["experiment", "xor", "--quick", "--storage", storage, "--wandb", "disabled"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "2 worker processes" in out
+    assert f"{workers} worker processes" in out
     assert [t.state for t in trials(get_experiment("xor"), storage)] == [TrialState.COMPLETE] * 3
+    assert len({t.user_attrs["worker"] for t in trials(get_experiment("xor"), storage)}) <= workers
+    assert multiprocessing.active_children() == []

@@ -137,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
     abl.add_argument(
         "--seeds", type=_at_least_two, help="seeds per variant (default: the config's, else 5)"
     )
+    abl.add_argument(
+        "--trial",
+        type=int,
+        help="the complete trial to ablate (default: the best; in a study of several objectives, "
+        "the first of its Pareto front)",
+    )
     _verdict_args(abl)
 
     dash = sub.add_parser("dashboard", help="serve optuna-dashboard on a storage")
@@ -461,6 +467,7 @@ def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
         wandb_mode=mode,
         console=console,
         population=args.population,
+        trial=args.trial,
     )
     _refresh_study_run(study, cfg, mode, args.storage, console)
     return 0

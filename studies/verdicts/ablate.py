@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 from regzoo.studies.config.schema import StudyConfig
 from regzoo.studies.config.search import split_params
-from regzoo.studies.loop.read import ranked_trials
+from regzoo.studies.loop.read import complete_trials, ranked_trials
 from regzoo.studies.verdicts.stats import Paired
 from regzoo.studies.verdicts.store import (
     ABLATE_ATTR,
@@ -125,16 +125,17 @@ class Ablation:
 
 
 def plan(
-    study: optuna.Study, n_seeds: int
+    study: optuna.Study, n_seeds: int, trial: int | None = None
 ) -> tuple[StudyConfig, FrozenTrial, list[Point], dict[str, Any]]:
-    """The runs an ablation of the study's best trial needs, and the request to record."""
+    """The runs an ablation of the study's best trial needs (of trial `trial`, which must be
+    complete: `--trial N`), and the request to record."""
     cfg = stored_config(study)
     ranked = ranked_trials(study)
     if not ranked:
         raise VerdictError(
             f"study {study.study_name!r} has no complete trial to ablate yet; run it first"
         )
-    best = ranked[0]
+    best = ranked[0] if trial is None else complete_trials(study, [trial], option="--trial")[0]
     active = active_regularizers(cfg, dict(best.params))
     if not active:
         raise VerdictError(

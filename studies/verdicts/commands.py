@@ -68,11 +68,13 @@ def ablate_study(
     wandb_mode: str = "disabled",
     console: Console | None = None,
     population: int | None = None,
+    trial: int | None = None,
 ) -> Ablation:
-    """Train the best trial's configuration without each regularizer; the ablation.
-    `population`: runs per Trainer at most (default: all that batch; 1: one run a Trainer)."""
+    """Train the best trial's configuration without each regularizer (trial `trial`'s, where
+    given); the ablation. `population`: runs per Trainer at most (default: all that batch; 1:
+    one run a Trainer)."""
     console = console or Console()
-    cfg, _, points, request = ablate_mod.plan(study, seeds)
+    cfg, _, points, request = ablate_mod.plan(study, seeds, trial)
     companion = _train(study, url, cfg.runs_dir, points, "ablate", wandb_mode, console, population)
     write_request(study, ABLATE_ATTR, request)
     result = ablate_mod.read_ablation(study, companion)

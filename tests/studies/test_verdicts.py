@@ -27,6 +27,7 @@ from scipy import stats
 from regzoo.studies.cli.main import main
 from regzoo.studies.loop.read import ranked_trials
 from regzoo.studies.verdicts.ablate import Ablation
+from regzoo.studies.verdicts.ablate import plan as ablate_plan
 from regzoo.studies.verdicts.commands import ablate_study, confirm_study
 from regzoo.studies.verdicts.confirm import Confirmation
 from regzoo.studies.verdicts.stats import paired, summarize
@@ -314,6 +315,23 @@ def test_ablate_switches_off_each_regularizer_and_reuses_the_confirm_runs(
     done = by_fingerprint(ablated.after)  # each fingerprint trained once in all
     assert {done[fp].number for fp in full.values()} <= {t.number for t in three_seeds.after}
     assert all(t.user_attrs["variant"] != "full" for t in ablated.new)
+
+
+def test_ablate_trial_plans_the_variants_of_the_trial_it_names(
+    made: Made, plain: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ablate --trial N` ablates trial N, recorded as its trial; a trial that is not complete
+    exits 2 in one line that lists the complete ones, before any companion study exists."""
+    study = made.study()
+    second = ranked_trials(study)[1]
+    _, trial, points, request = ablate_plan(study, 2, second.number)
+    assert trial.number == request["trial"] == second.number
+    assert {p.attrs["source_trial"] for p in points} == {second.number}
+    args = ["ablate", "plain", "--trial", "7", "--storage", plain, "--wandb", "disabled"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--trial" in err and "7" in err, err
+    assert optuna.get_all_study_names(storage=optuna.storages.RDBStorage(plain)) == ["plain"]
 
 
 def test_no_early_stopping_trains_every_epoch_and_keeps_the_last(ablated: Step) -> None:

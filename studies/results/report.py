@@ -143,11 +143,13 @@ def write_report(study: optuna.Study, out_dir: Path, *, storage: str = "") -> Re
     for name, (caption, draw) in optuna_plots(study, metric).items():
         _save(report, name, caption, draw)
     best = ranked_trials(study)[:TOP]
+    # A study of several objectives has no best trials: its front's come first, by the first.
+    which = "first trials of the Pareto front" if is_multi_objective(study) else "best trials"
     _save(
         report,
         "learning_curves.png",
-        f"Learning curves of the {len(best)} best trials",
-        lambda: plot_learning_curves(best, metric),
+        f"Learning curves of the {len(best)} {which}",
+        lambda: plot_learning_curves(best, f"{which} by {metric}"),
     )
     _save(
         report,
@@ -226,8 +228,9 @@ def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def plot_learning_curves(trials: list[FrozenTrial], metric: str) -> Any:
-    """Two panels: the accuracies and the losses per epoch, one colour per trial."""
+def plot_learning_curves(trials: list[FrozenTrial], ranking: str) -> Any:
+    """Two panels: the accuracies and the losses per epoch, one colour per trial; `ranking`
+    says which trials they are ("best trials by val/acc")."""
     if not trials:
         raise ValueError("no complete trial")
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
@@ -256,7 +259,7 @@ def plot_learning_curves(trials: list[FrozenTrial], metric: str) -> Any:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(
-        f"best trials by {metric}: dotted train (augmented, dropout on), solid validation, "
+        f"{ranking}: dotted train (augmented, dropout on), solid validation, "
         "star the training split evaluated as validation at the kept epoch"
     )
     return acc_ax

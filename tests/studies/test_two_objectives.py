@@ -66,6 +66,7 @@ def test_a_two_objective_study_runs_resumes_and_reports_its_front(
     assert (report / "pareto_front.png").is_file()
     summary = (report / "summary.md").read_text()
     assert "Pareto front" in summary and "model/params" in summary
+    assert "first trials of the Pareto front" in (report / "index.html").read_text()
     for t in front:  # a parameter count shown whole
         assert f"| {t.number} | {fmt(t.values[0])} | {int(t.values[1])} |" in summary
     columns, rows = trial_rows(resumed)  # the W&B study run's trials table

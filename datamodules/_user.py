@@ -2,11 +2,11 @@
 
 regzoo's own datamodules (`ArrayDataModule`) say everything without loading data. A user's
 datamodule says what it can: `num_classes` (an attribute, required), `input_shape` (an
-attribute, or the shape of its first training batch), `class_names` (optional). Its
-constructor's `seed` and `split_seed` are the study's to set (`seeds`), so that every run,
-confirmation runs included, sees one split. regzoo's `device` augmentations (`augment`) apply
-to its training batches on their device (`augment_batches`), unless its constructor takes an
-`augment` of its own.
+attribute, or the shape of its first training batch), `class_names` and `feature_names`
+(optional). Its constructor's `seed` and `split_seed` are the study's to set (`seeds`), so
+that every run, confirmation runs included, sees one split. regzoo's `device` augmentations
+(`augment`) apply to its training batches on their device (`augment_batches`), unless its
+constructor takes an `augment` of its own.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def data_facts(dm: L.LightningDataModule, *, name: str | None = None) -> dict[st
             "num_classes": dm.num_classes,
             "normalize": dm.normalize,
             "class_names": dm.class_names,
+            "feature_names": getattr(dm, "feature_names", None),  # a table's columns
             "input_range": dm.raw_range,
         }
     classes = getattr(dm, "num_classes", None)
@@ -130,11 +131,13 @@ def data_facts(dm: L.LightningDataModule, *, name: str | None = None) -> dict[st
             "sets num_classes (an integer >= 2) in its constructor"
         )
     names = getattr(dm, "class_names", None)
+    features = getattr(dm, "feature_names", None)
     return {
         "input_shape": tuple(getattr(dm, "input_shape", None) or _first_batch_shape(dm, name)),
         "num_classes": classes,
         "normalize": "none",
         "class_names": tuple(names) if names else None,
+        "feature_names": tuple(features) if features else None,
         "input_range": None,
     }
 

@@ -56,6 +56,8 @@ class Classifier(L.LightningModule):
             so the network sees `(D,)`), fitted on the training split when training starts
             (from the datamodule's `input_statistics()`) or by `fit_input(x_train)`.
         class_names: The name of each class, in label order (recorded, for predictions).
+        feature_names: The name of each input feature, in input order, for inputs `(D,)` (a
+            CSV table's columns: recorded, so that a reused model says what its inputs are).
         input_range: The raw inputs' range `(low, high)` where the dataset defines one
             (pixels in [0, 1]); recorded, not enforced.
         optimizer: `sgd` (θ ← θ − ηg); `momentum` (torch's SGD: v ← ρv + g, θ ← θ − ηv,
@@ -93,6 +95,7 @@ class Classifier(L.LightningModule):
         *,
         normalize: str = "none",
         class_names: Sequence[str] | None = None,
+        feature_names: Sequence[str] | None = None,
         input_range: Sequence[float] | None = None,
         optimizer: str = "adam",
         lr: float = 1e-3,
@@ -122,6 +125,7 @@ class Classifier(L.LightningModule):
         raw_shape = _check_shape(input_shape)
         _check_training_args(locals())
         _check_input_args(normalize, class_names, input_range, num_classes)
+        _check_feature_names(feature_names, raw_shape)
         # Collects the subclass's arguments too: a checkpoint rebuilds the whole model.
         self.save_hyperparameters(logger=False)
         self.hparams.update({k: plain_hparam(k, v) for k, v in self.hparams.items()})
@@ -347,8 +351,8 @@ class Classifier(L.LightningModule):
         checkpoint["regzoo_input"] = self.input_description()
 
     def input_description(self) -> dict[str, Any]:
-        """What the model's raw inputs are: shape, dtype, range, normalization, class names
-        (recorded in checkpoints and in a saved folder's `config.json`)."""
+        """What the model's raw inputs are: shape, dtype, range, normalization, class names,
+        feature names (recorded in checkpoints and in a saved folder's `config.json`)."""
         hp = self.hparams
         return {
             "shape": list(self.raw_shape),
@@ -356,6 +360,7 @@ class Classifier(L.LightningModule):
             "range": list(hp["input_range"]) if hp.get("input_range") else None,
             "normalize": hp.get("normalize", "none"),
             "class_names": list(hp["class_names"]) if hp.get("class_names") else None,
+            "feature_names": list(hp["feature_names"]) if hp.get("feature_names") else None,
         }
 
 
@@ -411,6 +416,22 @@ def make_scheduler(
             optimizer, lambda epoch: values[bisect.bisect_right(milestones, epoch)] / base
         )
     return None
+
+
+def _check_feature_names(feature_names: Any, raw_shape: tuple[int, ...]) -> None:
+    if feature_names is None:
+        return
+    if (
+        len(raw_shape) != 1
+        or not is_sequence(feature_names)
+        or len(feature_names) != raw_shape[0]
+        or not all(isinstance(f, str) for f in feature_names)
+    ):
+        allowed = f"{raw_shape[0]} strings" if len(raw_shape) == 1 else "only for inputs (D,)"
+        raise ValueError(
+            f"feature_names={feature_names!r} is invalid for inputs {raw_shape}; allowed: None "
+            f"or {allowed}"
+        )
 
 
 def _check_input_args(normalize: Any, class_names: Any, input_range: Any, num_classes: int) -> None:

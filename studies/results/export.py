@@ -63,6 +63,7 @@ from regzoo.zoo.metrics import calibration_error, fit_temperature, logits_of
 FORMATS = {"hub": "", "pt2": ".pt2", "onnx": ".onnx", "ckpt": ".ckpt"}
 ONNX_PACKAGES = ("onnx", "onnxscript")
 MAX_BATCH = 1 << 20
+SHOWN_FEATURES = 30  # a model card lists at most this many feature names
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ def model_card(
         + (f", range {tuple(hp['input_range'])}" if hp.get("input_range") else "")
         + f"; normalization `{hp.get('normalize', 'none')}` is inside the model",
         f"- classes: {', '.join(hp['class_names']) if hp.get('class_names') else '-'}",
+        *_feature_line(hp.get("feature_names")),
         "",
         "## Use",
         "",
@@ -434,3 +436,12 @@ def _which(study: optuna.Study, trial: FrozenTrial) -> str:
         return "A Pareto-front trial" if trial.number in front else "A trial"
     best = ranked_trials(study)[0]
     return "The best trial" if trial.number == best.number else "A trial picked by number"
+
+
+def _feature_line(names: list[str] | None) -> list[str]:
+    """The card's line of a table's feature columns, in input order (none for other inputs)."""
+    if not names:
+        return []
+    shown = ", ".join(f"`{n}`" for n in names[:SHOWN_FEATURES])
+    more = f", … ({len(names)} in all)" if len(names) > SHOWN_FEATURES else ""
+    return [f"- features, in input order: {shown}{more}"]

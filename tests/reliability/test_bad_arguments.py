@@ -131,6 +131,10 @@ BAD_HPARAMS: dict[str, st.SearchStrategy[Any]] = {
     "class_names": st.one_of(
         st.lists(TEXT, min_size=1, max_size=2), st.lists(st.integers(), min_size=3, max_size=3)
     ),
+    # four features for the (4,) inputs (images have none): a wrong count, or not strings
+    "feature_names": st.one_of(
+        st.lists(TEXT, min_size=5, max_size=6), st.lists(st.integers(), min_size=4, max_size=4)
+    ),
     "input_range": st.one_of(
         st.tuples(st.floats(0, 1), st.floats(-2, -1)),
         st.tuples(NON_FINITE, st.floats(0, 1)),

@@ -44,11 +44,11 @@ def write_study(root: Path) -> Path:
     return config
 
 
-def raw_rows(path: Path) -> tuple[torch.Tensor, list[str]]:
-    """The feature cells of every row as a user would read them (no scaling), and the labels."""
+def raw_rows(path: Path, features: list[str]) -> tuple[torch.Tensor, list[str]]:
+    """The cells of `features` of every row as a user would read them (no scaling), and the
+    labels."""
     with path.open(encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     x = torch.tensor([[float(row[f]) for f in features] for row in rows], dtype=torch.float32)
     return x, [row["species"] for row in rows]
 
@@ -65,7 +65,12 @@ def test_string_labels_round_trip_from_the_table_to_an_exported_models_predictio
     model = load_model(in_tmp / "iris-model")
     names = model.hparams["class_names"]
     assert list(names) == ["setosa", "versicolor", "virginica"]
-    x, labels = raw_rows(in_tmp / "tables" / "iris.csv")
+    # The model says which columns it reads, in which order (the file's, `id` dropped).
+    features = model.input_description()["feature_names"]
+    assert features == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    card = (in_tmp / "iris-model" / "README.md").read_text()
+    assert "features, in input order: `sepal_length`, `sepal_width`, `petal_length`" in card
+    x, labels = raw_rows(in_tmp / "tables" / "iris.csv", features)
     with torch.no_grad():
         predicted = [names[i] for i in model(x).argmax(-1).tolist()]
     assert set(predicted) <= set(names)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import REPO, TINY, command, machine
+from benchmarks._common import REPO, TINY, Figure, command, fmt, machine
 from regzoo.datamodules import create_datamodule
 from regzoo.studies import load_config
 from regzoo.studies.config.search import split_params
@@ -57,16 +57,45 @@ def measure(config: Path, seed: int, overrides: list[str]) -> dict[str, float]:
     }
 
 
+def measure_configs(names: list[str], seeds: int) -> dict[str, list[dict[str, float]]]:
+    """`measure` of each named config over `seeds` seeds (tiny runs under REGZOO_BENCH_TINY)."""
+    overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=2"] if TINY else []
+    return {name: [measure(CONFIGS[name], s, overrides) for s in range(seeds)] for name in names}
+
+
+def figures(*, quick: bool = False) -> list[Figure]:
+    """`make bench`'s rows: each config's train_eval seconds against its run's, as a share."""
+    names, seeds = (["default"], 1) if quick else (list(CONFIGS), 3)
+    cmd = command("benchmarks.overfitting", f"--configs {' '.join(names)}", f"--seeds {seeds}")
+    out = []
+    for name, rows in measure_configs(names, seeds).items():
+        ratios = [r["train_eval_s"] / r["run_s"] for r in rows]
+        share = statistics.median(ratios)
+        out.append(
+            Figure(
+                "overfitting",
+                f"`{name}`: train_eval from the kept checkpoint vs the whole run "
+                f"({statistics.median(r['epochs'] for r in rows):.0f} epochs, {seeds} seed(s); "
+                f"share {min(ratios):.2%}-{max(ratios):.2%})",
+                fmt(statistics.median(r["train_eval_s"] for r in rows), "s"),
+                fmt(statistics.median(r["run_s"] for r in rows), "s"),
+                share,
+                f"≤ {TARGET:.2f}×",
+                share <= TARGET,
+                cmd,
+            )
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=2"] if TINY else []
     print(f"machine: {machine()}")
     print(f"command: {command('benchmarks.overfitting', *_args(args))}")
-    for name in args.configs:
-        rows = [measure(CONFIGS[name], seed, overrides) for seed in range(args.seeds)]
+    for name, rows in measure_configs(args.configs, args.seeds).items():
         ratios = [r["train_eval_s"] / r["run_s"] for r in rows]
         print(
             f"{name}: train_eval {statistics.median(r['train_eval_s'] for r in rows):.3f} s, "

@@ -9,6 +9,7 @@ from benchmarks import (
     augmentation,
     end_to_end,
     memory,
+    overfitting,
     overhead,
     population,
     pruning,
@@ -117,4 +118,5 @@ SUITE: dict[str, FigureFn] = {
     "throughput": throughput.figures,
     "population": population.figures,
     "verdicts": verdicts.figures,
+    "overfitting": overfitting.figures,
 }

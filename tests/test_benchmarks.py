@@ -132,6 +132,17 @@ def test_workers_profile_puts_a_real_studys_main_thread_time_into_activities(
     assert 0.3 * figures["wall s"] < sum(spent.values()) <= figures["wall s"] + 1
 
 
+def test_the_overfitting_benchmark_writes_its_share_of_a_run(tmp_path: Path) -> None:
+    """`make bench`'s overfitting rows, at tiny settings: the training split's evaluation
+    against its run's whole time, a share that must be positive and below 1."""
+    out = tmp_path / "BENCHMARKS.md"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "overfitting"]
+    subprocess.run([*cmd, "--out", str(out)], cwd=tmp_path, env=TINY_ENV, check=True)
+    (row,) = table_rows(out.read_text())[2:]
+    assert row[0] == "overfitting" and "`default`" in row[1]
+    assert 0 < float(row[4].rstrip("×")) < 1 and row[5] == "≤ 0.10×"
+
+
 def test_cli_writes_the_table_at_tiny_settings(tmp_path: Path) -> None:
     out = tmp_path / "BENCHMARKS.md"
     write_table(out, [figure("pruning", "kept")], order=list(SUITE))

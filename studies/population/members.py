@@ -6,8 +6,9 @@ They differ in every continuous training hparam (`MEMBER_HPARAMS`: learning rate
 betas, eps, alpha, the penalties and decoupled decay, gradient clipping, dropout, the
 initialization and the scheduler's parameters), the optimizer and scheduler kinds, the layer
 widths (`WIDTH_HPARAMS`, zero-padded), the regularization type, the augmentation strengths, the
-input normalization among `none`, `minmax` and `standard` (each an elementwise shift and scale,
-`stack.SCALINGS`; `pca` only with `pca`), and the seed. A search over a shared key (say
+input normalization among `none`, `minmax` and `standard` of a regzoo dataset (each an
+elementwise shift and scale inside the model, `stack.SCALINGS`; `pca` only with `pca`; a user's
+datamodule's own `normalize` option is shared), and the seed. A search over a shared key (say
 `model.activation`) is not refused: the trials the sampler proposes are grouped by their shared
 values, and each group trains as its own population.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from regzoo.datamodules import ArrayDataModule, datamodule_class
 from regzoo.studies.config.schema import Population, StudyConfig
 from regzoo.studies.config.search import REGULARIZATION, split_params
 from regzoo.studies.config.validate import check_population
@@ -79,7 +81,12 @@ def group_key(spec: TrialSpec) -> str:
         **{f"data.augment.{k}": v for k, v in augment.items()},
         **{f"trainer.{k}": v for k, v in trainer.items()},
     }
-    return json.dumps(shared_values(leaves), sort_keys=True, default=str)
+    shared = shared_values(leaves)
+    if NORMALIZE in data and not issubclass(
+        datamodule_class(spec.fixed.data.name), ArrayDataModule
+    ):  # a user's datamodule's own `normalize` option: one datamodule serves every member
+        shared[f"data.{NORMALIZE}"] = data[NORMALIZE]
+    return json.dumps(shared, sort_keys=True, default=str)
 
 
 def fallback_reason(cfg: StudyConfig, *, distributed: bool = False) -> str | None:

@@ -25,8 +25,9 @@ from optuna.trial import TrialState
 from regzoo.datamodules import build_datamodule, data_facts
 from regzoo.studies import load_config
 from regzoo.studies.cli.main import main
-from regzoo.studies.population.members import fallback_reason
+from regzoo.studies.population.members import fallback_reason, group_key
 from regzoo.studies.population.train import POPULATION_ATTR
+from regzoo.studies.trial.spec import TrialSpec
 from regzoo.zoo import Classifier, create_model, load_model, model_hparams, save_pretrained
 from tests._byo_project import write_project, write_study
 
@@ -44,11 +45,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from byo_nets.data import Waves
+
 
 class Clash(nn.Module):
     def __init__(self, input_shape, num_classes, lr: float = 0.1):
         super().__init__()
         self.out = nn.Linear(input_shape[-1], num_classes)
+
+
+class Scaled(Waves):
+    """A datamodule with a `normalize` option of its own (it scales its signals itself)."""
+
+    def __init__(self, batch_size: int = 32, normalize: str = "none"):
+        super().__init__(batch_size=batch_size)
+        self.normalize = normalize
 
 
 class ItemNet(nn.Module):
@@ -186,6 +197,24 @@ def _config(tmp_path: Path, model: str, *overrides: str) -> Path:
             text = "\n".join(line for line in text.splitlines() if "model.l2" not in line)
         path.write_text(text)
     return path
+
+
+def test_members_share_a_user_datamodules_own_normalize_option(
+    project: Path, tmp_path: Path
+) -> None:
+    """`data.normalize` of a regzoo dataset may differ between members (each model normalizes
+    its own inputs); a user's datamodule's own `normalize` option may not, since one datamodule
+    serves a population: trials that differ in it are grouped apart."""
+
+    def key(data: str, normalize: str) -> str:
+        path = write_study(tmp_path / "s.yaml", name="waves", model=RESMLP, data=data)
+        cfg = load_config(path)
+        spec = TrialSpec(cfg, {"data.normalize": normalize}, tmp_path, 0, "run")
+        return group_key(spec)
+
+    scaled = f"{PACKAGE}.extra:Scaled"
+    assert key(scaled, "minmax") != key(scaled, "standard")
+    assert key("mnist1d", "minmax") == key("mnist1d", "standard") != key("mnist1d", "pca")
 
 
 def test_a_network_batches_when_the_probe_agrees_and_falls_back_with_a_note(

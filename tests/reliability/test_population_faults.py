@@ -159,7 +159,7 @@ def test_a_member_stopped_early_survives_a_kill_of_its_population_and_is_not_tra
     member = killed[frozen]  # recorded when it stopped, not when its population would have ended
     assert member.params == {"model.lr": FROZEN_LR}
     assert member.user_attrs["epochs"] == PATIENCE + 1
-    assert isinstance(member.user_attrs["seconds"], float)  # its own: figures in benchmarks/
+    # Its seconds are its own too: `python -m benchmarks.population_studies` measures them.
     assert 0 <= member.user_attrs["test/acc"] <= 1
     assert (in_tmp / member.user_attrs["checkpoint"]).is_file()
 

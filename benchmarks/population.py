@@ -232,10 +232,9 @@ class Population(Side):
         logits = self.stack.forward(x)  # (B, *raw) -> (K, B, C)
         ce = F.cross_entropy(logits.flatten(0, 1), y.repeat(self.k), reduction="none")
         loss = ce.view(self.k, -1).mean(1)  # (K·B,) -> (K,)
-        loss = loss + self.stack.penalty() if self.penalized else loss
         params = [self.stack.params[n] for n in self.names]
-        grads = torch.autograd.grad(loss.sum(), params)
-        self.optimizer.step(dict(zip(self.names, grads, strict=True)))
+        grads = dict(zip(self.names, torch.autograd.grad(loss.sum(), params), strict=True))
+        self.optimizer.step(self.stack.add_penalty(grads) if self.penalized else grads)
 
 
 class InTrainer(Side):

@@ -76,24 +76,28 @@ class TensorBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 class MemberOrders(Sampler[torch.Tensor]):
     """K batch orders walked in step: each step yields a `(K, B)` tensor of indices whose row k
     is member k's batch, drawn by its own `RandomSampler` seeded as `ArrayDataModule._loader`
-    seeds a single trial's."""
+    seeds a single trial's and cut into batches as `BatchSampler(drop_last=False)` cuts it.
+
+    Each member's epoch order is read from its sampler once an epoch, into one `(K, N)` tensor
+    that the batches are views of: a population of 25 members on 3,200 samples spent 2 s of 60
+    epochs zipping 25 `BatchSampler`s index by index."""
 
     def __init__(self, size: int, batch_size: int, seeds: Sequence[int]) -> None:
+        self.size, self.batch_size = size, batch_size
         self.orders = [
-            BatchSampler(
-                RandomSampler(range(size), generator=torch.Generator().manual_seed(seed)),
-                batch_size=batch_size,
-                drop_last=False,
-            )
+            RandomSampler(range(size), generator=torch.Generator().manual_seed(seed))
             for seed in seeds
         ]
 
     def __len__(self) -> int:
-        return len(self.orders[0])
+        return -(-self.size // self.batch_size)  # the last batch may be short
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for batches in zip(*self.orders, strict=True):
-            yield torch.tensor(batches)  # (K, B): every member's batch has the same size
+        # Each sampler is run to its end, as a DataLoader runs it (its generator's state then
+        # is the single trial's at the next epoch).
+        orders = torch.from_numpy(np.stack([np.fromiter(o, np.int64) for o in self.orders]))
+        for start in range(0, self.size, self.batch_size):
+            yield orders[:, start : start + self.batch_size]  # (K, B)
 
 
 class ArrayDataModule(L.LightningDataModule):

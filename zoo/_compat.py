@@ -10,17 +10,21 @@ from __future__ import annotations
 import torch
 
 foreach_add_ = torch._foreach_add_
+foreach_addcmul_ = torch._foreach_addcmul_
 foreach_div_ = torch._foreach_div_
 foreach_lerp_ = torch._foreach_lerp_
 foreach_mul = torch._foreach_mul
 foreach_mul_ = torch._foreach_mul_
+foreach_sign = torch._foreach_sign
 foreach_sqrt = torch._foreach_sqrt
 
 __all__ = [
     "foreach_add_",
+    "foreach_addcmul_",
     "foreach_div_",
     "foreach_lerp_",
     "foreach_mul",
     "foreach_mul_",
+    "foreach_sign",
     "foreach_sqrt",
 ]

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import warnings
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -77,8 +78,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             # Two processes opening a new file at once both created its tables: the second
             # failed with "table trials already exists". One at a time, under a lock beside it.
             creating = FileLock(path.with_name(f"{path.name}.open-lock"))
-            # Wait for a writer instead of failing with "database is locked".
-            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+            engine_kwargs = {"creator": partial(connect_sqlite, str(path))}
         with (
             creating,
             warnings.catch_warnings(),
@@ -104,6 +104,22 @@ def with_driver(url: str) -> str:
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
         return "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+def connect_sqlite(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at `path`, as the storage's engine makes them: it waits
+    for a writer instead of failing with "database is locked", may be used by the pool's other
+    threads (what SQLAlchemy sets for a file), and syncs the write-ahead log at checkpoints
+    rather than at every commit (`synchronous=NORMAL`).
+
+    With WAL, NORMAL keeps every committed transaction through a crash or kill of the process
+    (the reliability tests kill workers with SIGKILL); only a power loss or an OS crash may roll
+    back the last ones. Every commit syncing the log cost 1.75 ms a `set_user_attr` on the
+    2-core VM, 0.98 ms with NORMAL: a run's record and its epoch reports are a few dozen each.
+    """
+    db = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
 
 
 def _use_wal(path: Path) -> None:

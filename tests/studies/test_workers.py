@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from regzoo.studies import load_config, open_study
 from regzoo.studies.cli.main import main
-from regzoo.studies.executor.storage import open_storage
+from regzoo.studies.executor.storage import SQLITE_BUSY_TIMEOUT_S, open_storage
 from regzoo.studies.loop.budget import FINISHED, WORKER_ATTR, TrialBudget
 from tests.conftest import DEFAULT_CONFIG, REPO
 from tests.studies._budget_worker import STUDY
@@ -60,6 +60,40 @@ def test_two_workers_share_the_default_sqlite_storage(
     assert sorted(map(int, re.findall(r"trial +(\d) (?:complete|pruned)", out))) == [0, 1, 2]
     assert len(re.findall(r"cnn-digits: \d complete, \d pruned, 0 failed", out)) == 1
     assert len(re.findall(r"best trial \d+:", out)) == 1  # the summary: the parent's alone
+
+
+def test_sqlite_connections_wait_for_writers_and_sync_the_log_at_checkpoints(
+    tmp_path: Path,
+) -> None:
+    """The storage's own connections: WAL, a busy timeout, `synchronous=NORMAL` (1), usable
+    from the pool's other threads; a study written through them reads back in a new process's
+    plain connection."""
+    db = tmp_path / "studies.db"
+    storage = open_storage(f"sqlite:///{db}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    trial = study.ask()
+    trial.set_user_attr("kept", 3)
+    study.tell(trial, 0.5)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    with storage.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        assert raw.execute("PRAGMA synchronous").fetchone() == (1,)
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_S * 1000,)
+    read = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3; print(sqlite3.connect({str(db)!r}).execute("
+            '"select value_json from trial_user_attributes").fetchall())',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert read.stdout.strip() == "[('3',)]"
 
 
 def trained_by(trial: FrozenTrial) -> int:

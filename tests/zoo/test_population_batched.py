@@ -4,6 +4,7 @@ logits, gradients, batchnorm running statistics, dropout; and the vmap fallback.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from typing import Any
 
 import pytest
@@ -135,27 +136,34 @@ def test_batchnorm_statistics_accumulate_per_member() -> None:
 
 
 @pytest.mark.parametrize("variant", ["fnn", "cnn-2d-bn"])
-def test_dropout_eval_is_each_model_and_train_draws_vmaps_masks(variant: str) -> None:
-    """Eval: dropout is off, each member is its own model. Train: one (K, B, *f) draw per layer
-    is what vmap(randomness="different") draws, so both paths give the same logits."""
-    hps = [{"dropout": p} for p in (0.0, 0.3, 0.6)]
+def test_dropout_eval_is_each_model_and_train_follows_the_global_seed(variant: str) -> None:
+    """Eval: dropout is off, each member is its own model. Train: the masks change from draw
+    to draw, and `torch.manual_seed` repeats them (the streams are seeded from the global
+    generator at every draw, with one torch thread as with two)."""
+    hps = [{"dropout": p} for p in (0.1, 0.3, 0.6)]
     models = members(variant, "standard", hps)
     stack = StackedModels(models).to(dtype=torch.float64)
     assert stack.batched is not None
     x = raw(VARIANTS[variant][1], BATCH, seed=3)
+    threads = torch.get_num_threads()
     with torch.no_grad():
         evaluated = stack.eval()(x)
         for k, model in enumerate(models):
             assert_close(evaluated[k], model.eval()(x), f"member {k} eval")
         stack.train()
-        torch.manual_seed(5)
-        batched = stack(x)
-        torch.manual_seed(5)
-        vmapped = stack._call(stack.params, stack.buffers, x)
-        torch.manual_seed(5)
-        assert not torch.equal(stack(x), stack(x)), "dropout draws new masks"
-    assert_close(batched, vmapped, "train logits, batched vs vmap")
-    assert not torch.equal(batched, stack.eval()(x).detach()), "dropout acted"
+        try:
+            torch.set_num_threads(2)  # the streams drawn at once, on two threads
+            torch.manual_seed(5)
+            first, second = stack(x), stack(x)
+            torch.set_num_threads(1)  # one after the other
+            torch.manual_seed(5)
+            again = stack(x)
+        finally:
+            torch.set_num_threads(threads)
+    assert not torch.equal(first, second), "dropout draws new masks"
+    # Equal but for the rounding of a product on one thread against two.
+    assert_close(again, first, "torch.manual_seed repeats the masks")
+    assert not torch.equal(first, evaluated), "dropout acted"
 
 
 def test_dropout_at_rate_zero_draws_nothing() -> None:
@@ -171,6 +179,31 @@ def test_dropout_at_rate_zero_draws_nothing() -> None:
     for k, model in enumerate(models):
         assert_close(logits[k], model.train()(x), f"member {k}")
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_members_at_rate_zero_draw_nothing_and_the_others_draw_as_without_them() -> None:
+    """A member at rate 0 among droppers takes no draw and is its own model exactly; the
+    droppers, a run of rows at a time, draw the numbers a population of them alone draws."""
+    rates = (0.3, 0.0, 0.0, 0.6)
+    shared = {"input_shape": (3,), "num_classes": 2, "hidden": (16, 16), "dropout": 0.5}
+    models = []
+    for k, p in enumerate(rates):
+        torch.manual_seed(k)
+        models.append(create_model("fnn", **{**shared, "dropout": p}).double())
+    droppers = [models[k] for k, p in enumerate(rates) if p > 0]
+    x = torch.randn(BATCH, 3, dtype=torch.float64)
+    stack = StackedModels(models).to(dtype=torch.float64).train()
+    alone = StackedModels(droppers).to(dtype=torch.float64).train()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        logits = stack(x)
+        state = torch.get_rng_state()
+        torch.manual_seed(7)
+        expected = alone(x)
+        assert torch.equal(torch.get_rng_state(), state), "the zero-rate members drew"
+    assert torch.equal(logits[[0, 3]], expected)
+    for k in (1, 2):
+        assert_close(logits[k], models[k].eval()(x), f"member {k} (rate 0) as its own model")
 
 
 def test_dropout_rate_and_masks_per_member() -> None:
@@ -232,3 +265,32 @@ def test_settings_outside_the_batched_ops_fall_back(change: Any) -> None:
     assert StackedModels([model]).batched is not None
     change(model.net)
     assert StackedModels([model]).batched is None
+
+
+def _forward_in_child(conn: Any) -> None:
+    torch.set_num_threads(2)
+    stack = StackedModels([create_model("fnn", input_shape=(3,), num_classes=2, dropout=0.5)])
+    conn.send(tuple(stack.train()(torch.randn(BATCH, 3)).shape))
+
+
+def test_dropout_draws_in_a_forked_child_of_a_process_that_drew() -> None:
+    """The helper thread that draws a stream is the process's own: a child forked after the
+    parent drew (a DataLoader worker, a user's multiprocessing) makes its own, not waiting on
+    a thread the fork did not copy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stack = StackedModels([create_model("fnn", input_shape=(3,), num_classes=2, dropout=0.5)])
+        stack.train()(torch.randn(BATCH, 3))  # the parent's helper now exists
+    finally:
+        torch.set_num_threads(threads)
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+    process = context.Process(target=_forward_in_child, args=(child,))
+    process.start()
+    try:
+        assert parent.poll(60), "the child's dropout draw never finished"
+        assert parent.recv() == (1, BATCH, 2)
+    finally:
+        process.join(10)
+        process.kill()

@@ -18,10 +18,11 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.optim.adam as optim_module
 
 from regzoo.zoo import Classifier, create_model
 from regzoo.zoo.classifier import OPTIMIZERS, SCHEDULERS
-from regzoo.zoo.population import MemberSchedulers, StackedModels, StackedOptimizer
+from regzoo.zoo.population import MemberSchedulers, StackedModels, StackedOptimizer, optim
 from tests.zoo.helpers import loader, own_rng_one_thread, trainer  # noqa: F401 (a fixture)
 
 STEPS, EPOCH = 100, 10
@@ -111,15 +112,16 @@ def member(
     x: torch.Tensor,
     seed: int | None = None,
     normalize: str = "standard",
+    shared: dict[str, Any] | None = None,
 ) -> Classifier:
-    """Member k (hparams k of LRS, MEMBERS, SCHEDULES), double precision, with its own seed
-    (`seed`, else k) and input statistics of `normalize`."""
+    """Member k (hparams k of LRS, MEMBERS, SCHEDULES, then `shared`), double precision, with
+    its own seed (`seed`, else k) and input statistics of `normalize`."""
     seed = k if seed is None else seed
     name, shape, arch = VARIANTS[variant]
-    lr = LRS[optimizer][k]
+    hparams = {"lr": LRS[optimizer][k], **MEMBERS[k], **(shared or {})}
     schedule = dict(SCHEDULES[scheduler][k])
     if scheduler == "piecewise":
-        schedule["lr_values"] = tuple(lr * v for v in schedule["lr_values"])
+        schedule["lr_values"] = tuple(hparams["lr"] * v for v in schedule["lr_values"])
     torch.manual_seed(seed)
     model = create_model(
         name,
@@ -128,9 +130,8 @@ def member(
         normalize=normalize,
         optimizer=optimizer,
         scheduler=scheduler,
-        lr=lr,
         **arch,
-        **MEMBERS[k],
+        **hparams,
         **schedule,
     ).double()
     return model.fit_input(x[seed:])  # statistics differ between members
@@ -188,9 +189,8 @@ def train_population(
     for step, x, y in batches(d):
         logits = stack(x)  # (K, B, C)
         ce = F.cross_entropy(logits.transpose(1, 2), y.expand(stack.size, -1), reduction="none")
-        loss = ce.mean(dim=1) + stack.penalty()  # (K, B) -> (K,)
-        loss.sum().backward()
-        opt.step({n: p.grad for n, p in stack.params.items()})
+        ce.mean(dim=1).sum().backward()  # (K, B) -> (K,) -> ()
+        opt.step(stack.add_penalty({n: p.grad for n, p in stack.params.items()}))
         for p in stack.params.values():
             p.grad = None
         if (step + 1) % EPOCH == 0:
@@ -400,9 +400,9 @@ def population_grads(
     logits = stack(x)  # (K, B, C)
     ce = F.cross_entropy(logits.transpose(1, 2), y.expand(stack.size, -1), reduction="none")
     names = list(stack.params)
-    loss = (ce.mean(dim=1) + stack.penalty()).sum()  # (K, B) -> (K,) -> ()
+    loss = ce.mean(dim=1).sum()  # (K, B) -> (K,) -> ()
     raw = torch.autograd.grad(loss, [stack.params[n] for n in names])
-    return dict(zip(names, raw, strict=True))
+    return stack.add_penalty(dict(zip(names, raw, strict=True)))
 
 
 def test_mixed_members_sit_out_a_step() -> None:
@@ -438,3 +438,34 @@ def test_mixed_members_sit_out_a_step() -> None:
             for j, (kind, _, _) in enumerate(MIXED):
                 if key not in BUFFERS[kind]:
                     assert not value[j].any(), f"member {j} {n} {key} was written"
+
+
+@pytest.mark.parametrize("scheduler", ["none", "cosine"])
+def test_members_sharing_adam_step_fused_and_train_as_alone(
+    scheduler: str, cosine_trainer: L.Trainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adam members with one learning rate, betas and eps (each its own seed, penalty, decay
+    and clip) step through torch's fused Adam, and train as alone. With `cosine` their rates
+    part after the first epoch (each its own min_lr): the population moves to the per-member
+    rule on the same state and still trains as alone."""
+    fused_steps = []
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        fused_steps.append(kwargs["fused"])
+        optim_module.adam(*args, **kwargs)
+
+    monkeypatch.setattr(optim, "adam", counted)
+    variant = "fnn"
+    d = data(VARIANTS[variant][1])
+    shared = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8}
+
+    def build(k: int) -> Classifier:
+        return member(variant, "adam", scheduler, k, d["x"], shared=shared)
+
+    stack = StackedModels([build(k) for k in range(3)])
+    train_population(stack, d)
+    assert fused_steps == [True] * (STEPS if scheduler == "none" else EPOCH)
+    for k in range(3):
+        model = build(k)
+        train_alone(model, d, cosine_trainer)
+        assert_same(stack.member_state_dict(k), model.state_dict(), set(), k)

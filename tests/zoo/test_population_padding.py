@@ -89,10 +89,9 @@ def train_population(
             opt.keep(keep[1])
         logits = stack(x)  # (K, B, C)
         ce = F.cross_entropy(logits.transpose(1, 2), y.expand(stack.size, -1), reduction="none")
-        loss = ce.mean(dim=1) + stack.penalty()  # (K, B) -> (K,)
         names = list(stack.params)
-        each = torch.autograd.grad(loss.sum(), [stack.params[n] for n in names])
-        grads = dict(zip(names, each, strict=True))
+        each = torch.autograd.grad(ce.mean(dim=1).sum(), [stack.params[n] for n in names])
+        grads = stack.add_penalty(dict(zip(names, each, strict=True)))
         opt.step(stack.mask_grads(grads) if masked else grads)
 
 

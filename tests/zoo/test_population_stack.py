@@ -49,8 +49,8 @@ def members(name: str, hps: list[dict[str, Any]], **shared: Any) -> list[Classif
 def step(stack: StackedModels, opt: StackedOptimizer, x: torch.Tensor, y: torch.Tensor) -> None:
     logits = stack(x)  # (K, B, C)
     ce = F.cross_entropy(logits.transpose(1, 2), y.expand(stack.size, -1), reduction="none")
-    (ce.mean(dim=1) + stack.penalty()).sum().backward()
-    opt.step({n: p.grad for n, p in stack.params.items()})
+    ce.mean(dim=1).sum().backward()
+    opt.step(stack.add_penalty({n: p.grad for n, p in stack.params.items()}))
     for p in stack.params.values():
         p.grad = None
 

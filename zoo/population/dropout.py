@@ -11,7 +11,7 @@ class MemberDropout(nn.Module):
     """Dropout whose rate is a buffer, so that each member of a stack has its own.
 
     The mask is computed without Python control flow on `p` (vmap sees one graph); `p = 0`
-    keeps every unit and divides by 1, so it returns `x` exactly.
+    keeps every unit and scales by 1, so it returns `x` exactly.
     """
 
     p: Tensor
@@ -23,4 +23,18 @@ class MemberDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
-        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+        return x * self.noise(x, self.p)
+
+    @staticmethod
+    def noise(x: Tensor, p: Tensor) -> Tensor:
+        """What `x` is multiplied by: `[u ≥ p] / (1 − p)` for u uniform on [0, 1), as
+        `F.dropout` makes it (a Bernoulli(1 − p) mask divided by 1 − p, so each kept unit
+        is `x·(1/(1 − p))`)."""
+        return (torch.rand_like(x) >= p).to(x.dtype) / (1 - p)
+
+    @staticmethod
+    def scale(u: Tensor, p: Tensor) -> Tensor:
+        """`noise` of uniform numbers `u` already drawn, made in place in `u` (the batched
+        path's: the draw, the comparison and the scaling one tensor; vmap has no batching
+        rule for the in-place comparison)."""
+        return u.ge_(p).div_(1 - p)

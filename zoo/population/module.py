@@ -214,11 +214,13 @@ class Population(L.LightningModule):
             )  # -> (K, B, *raw)
         logits = self.stack.forward(x, per_member=own or self.augmented)  # (K, B, C)
         ce = member_ce(logits, y)  # (K,)
-        loss = ce + self.stack.penalty() if self.penalized else ce
         names = list(self.stack.params)
-        raw = torch.autograd.grad(loss.sum(), [self.stack.params[n] for n in names])
+        raw = torch.autograd.grad(ce.sum(), [self.stack.params[n] for n in names])
+        grads = dict(zip(names, raw, strict=True))
+        if self.penalized:  # each member's L1/L2 gradient, added by hand
+            self.stack.add_penalty(grads)
         # Members narrower than the stack: their padding gets no gradient, so it stays 0.
-        grads = self.stack.mask_grads(dict(zip(names, raw, strict=True)))
+        grads = self.stack.mask_grads(grads)
         self.optim.step(grads)
         self.members_step(grads)
         self.steps += 1

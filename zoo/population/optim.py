@@ -13,6 +13,12 @@ A population with one rule runs it on all rows; a mixed one runs each of its rul
 and keeps, per member, its own rule's result (`torch.where`): on tiny models a step costs its
 number of operations, not their size, and gathering each rule's rows would add operations.
 
+A population whose members all run Adam with one learning rate, one step count and the same
+betas and eps (the seeds of one configuration: `confirm`, `ablate`) steps through torch's own
+fused Adam (`torch.optim.adam.adam(fused=True)`), one pass over each parameter instead of the
+per-member rule's eleven; it shares the rule's state buffers, so a population moves between the
+two when its members' learning rates come apart or together.
+
 For the same reason a step is written as few torch calls as its arithmetic allows: each
 elementwise operation runs once over all parameters (`torch._foreach_*`, from `zoo._compat`,
 which on the cpu calls the same kernel per tensor, so every value is the one the per-tensor
@@ -28,6 +34,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam
 
 from regzoo.zoo._compat import (
     foreach_add_,
@@ -133,6 +140,9 @@ class StackedOptimizer:
                     f"optimizer={kind!r} (member {i}); allowed: {', '.join(self.KINDS)}"
                 )
         self.lr: Tensor = self._values(lambda h: h["lr"])  # (K,) float64
+        self._lrs: list[float] = [float(h["lr"]) for h in self.hparams]  # `lr`, on the host
+        self._count: int | None = 0  # the steps every member has taken; None once they differ
+        self._fused_steps: dict[int, list[Tensor]] = {}  # the fused Adam's step tensors, reused
         self.constants: dict[str, Tensor] = {
             "momentum": self._values(lambda h: h["momentum"] if h["optimizer"] != "sgd" else 0.0),
             "beta1": self._values(lambda h: h["betas"][0]),
@@ -182,8 +192,17 @@ class StackedOptimizer:
             }
         )
         self._per_step = _Broadcast({n: self.lr for n in self._step_names()})
+        # torch's fused Adam takes one value of each hyperparameter: usable while every member
+        # shares them (`lr` and the step count are checked at each step).
+        shared = {(h["betas"][0], h["betas"][1], h["eps"]) for h in self.hparams}
+        self._fusable = set(self.rules) == {"adam"} and len(shared) == 1
         self._selects: dict[tuple[str, int], Tensor] = {}  # (rows' name, ndim) -> view
         self._hyper: dict[tuple[Spec, ...], dict[str, Views]] = {}  # both, by parameter specs
+
+    def set_lr(self, lrs: Sequence[float]) -> None:
+        """Each member's learning rate (`MemberSchedulers` writes them every epoch)."""
+        self._lrs = [float(v) for v in lrs]
+        self.lr = torch.tensor(self._lrs, dtype=torch.float64, device=self.lr.device)
 
     def _step_names(self) -> list[str]:
         """The per-step values (of `lr` and `steps`) that the rules present read."""
@@ -222,12 +241,17 @@ class StackedOptimizer:
         self._move(params[names[0]].device)
         mask = None if active is None else active.to(device=self.lr.device, dtype=torch.bool)
         self.steps += 1.0 if mask is None else mask.to(torch.float64)
+        count = self._count
+        self._count = None if mask is not None or count is None else count + 1
         # Optimizer group order: penalized parameters first (clip_grad_norm_ sums in this order).
         order = [n for n in names if n in self.stack.penalized]
         decayed = len(order)
         order += [n for n in names if n not in self.stack.penalized]
         ps = [params[n] for n in order]
         gs = self._clip([grads[n] for n in order])
+        if count is not None and mask is None and self._fusable and len(set(self._lrs)) == 1:
+            self._fused_adam(order, ps, gs, decayed, count)
+            return
         self._per_step.write(self._step_values())
         specs = tuple((p.dtype, p.device, p.ndim) for p in ps)
         h = self._hyper.get(specs)
@@ -241,6 +265,44 @@ class StackedOptimizer:
         if mask is not None:
             for p, q in zip(ps, new, strict=True):
                 p.copy_(torch.where(_rows(mask, p), q, p))
+
+    def _fused_adam(
+        self, order: list[str], ps: Tensors, gs: Tensors, decayed: int, count: int
+    ) -> None:
+        """Every member's Adam step as torch's fused Adam on the stacked tensors, in place:
+        the members share its scalars (`lr`, betas, eps and the step count `count` before
+        this step). The decoupled decay, each member's own, comes first, as in `step`."""
+        lr, h = self._lrs[0], self.hparams[0]
+        if self._decays and decayed:
+            decay = 1.0 - self.lr * self.constants["weight_decay"]  # (K,) float64
+            foreach_mul_(list(ps[:decayed]), [_rows(decay, p).to(p.dtype) for p in ps[:decayed]])
+        state = [self.state.setdefault(n, {}) for n in order]
+        exp_avgs = [_buffer(s, "exp_avg", p) for s, p in zip(state, ps, strict=True)]
+        exp_avg_sqs = [_buffer(s, "exp_avg_sq", p) for s, p in zip(state, ps, strict=True)]
+        # torch adds 1 to each parameter's step tensor before the update.
+        steps = self._fused_steps.get(len(ps))
+        if steps is None or steps[0].device != ps[0].device:
+            steps = self._fused_steps[len(ps)] = [
+                ps[0].new_zeros((), dtype=torch.float32) for _ in ps
+            ]
+        for t in steps:
+            t.fill_(count)
+        adam(
+            list(ps),
+            [g.contiguous() for g in gs],
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            fused=True,
+            amsgrad=False,
+            beta1=float(h["betas"][0]),
+            beta2=float(h["betas"][1]),
+            lr=lr,
+            weight_decay=0.0,
+            eps=float(h["eps"]),
+            maximize=False,
+        )
 
     def _move(self, device: torch.device) -> None:
         """Keep the hyperparameters where the parameters are (no copy per step)."""
@@ -384,6 +446,7 @@ class StackedOptimizer:
         self.hparams = [self.hparams[i] for i in index]
         self.kinds = [self.kinds[i] for i in index]
         self.lr, self.steps = self.lr[idx], self.steps[idx]
+        self._lrs = [self._lrs[i] for i in index]
         self.constants = {k: v[idx] for k, v in self.constants.items()}
         self._group(self.lr.device)
         used = {b for r in self.rules for b in BUFFERS[r]}

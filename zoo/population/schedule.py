@@ -94,8 +94,7 @@ class MemberSchedulers:
         self._write()
 
     def _write(self) -> None:
-        lrs = [m.lr for m in self.members]
-        self.optimizer.lr = torch.tensor(lrs, dtype=torch.float64, device=self.optimizer.lr.device)
+        self.optimizer.set_lr([m.lr for m in self.members])
 
     def keep(self, index: Sequence[int]) -> None:
         """Keep only these members, in this order (with `StackedOptimizer.keep`, which

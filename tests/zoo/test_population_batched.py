@@ -204,6 +204,13 @@ def test_members_at_rate_zero_draw_nothing_and_the_others_draw_as_without_them()
     assert torch.equal(logits[[0, 3]], expected)
     for k in (1, 2):
         assert_close(logits[k], models[k].eval()(x), f"member {k} (rate 0) as its own model")
+    stack.keep([1, 2])  # the droppers leave (an experiment's members stop at their own epochs)
+    with torch.no_grad():
+        state = torch.get_rng_state()
+        left = stack(x)
+        assert torch.equal(torch.get_rng_state(), state), "members at rate 0 drew"
+    for row, k in enumerate((1, 2)):
+        assert_close(left[row], models[k].eval()(x), f"member {k} after the droppers left")
 
 
 def test_dropout_rate_and_masks_per_member() -> None:

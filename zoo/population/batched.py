@@ -436,8 +436,10 @@ def _member_dropout(module: nn.Module, prefix: str, draws: Draws) -> Step:
         x = flow.member()  # (K, B, *f)
         rates = buffers[rate]
         p = rates.view(flow.k, *([1] * (x.ndim - 1)))  # (K,) -> (K, 1, ...)
-        noise = torch.empty_like(x, memory_format=torch.contiguous_format)
         found = row_runs(rates)
+        if not any(drop for _, _, drop in found):  # the dropping members have left
+            return flow
+        noise = torch.empty_like(x, memory_format=torch.contiguous_format)
         draws.fill([noise[start:stop] for start, stop, drop in found if drop])
         for start, stop, drop in found:
             if drop:

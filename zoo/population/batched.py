@@ -11,7 +11,7 @@ tensors (names as in the base's `named_parameters()`/`named_buffers()`, shapes `
     Conv1d/2d         one grouped conv on (B, K·C, *S), groups = K (shared input: groups 1)
     MaxPool1d/2d      on (B, K·C, *S); channels-last on a CPU
     BatchNorm1d/2d    on (B, K·C, *S), running statistics updated in place in the stacks
-    MemberDropout     per-member rate, the masks vmap would draw
+    MemberDropout     per-member rate, drawn only for the members that drop (`Draws`)
     InputPipeline     per-member statistics
     activations, Flatten, Identity, Sequential
 

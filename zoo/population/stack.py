@@ -326,9 +326,9 @@ class StackedModels:
         Returns:
             `(K, B, num_classes)` logits. In training mode batchnorm running statistics update
             per member, in place in `buffers`. Computed by `batched` where it knows every
-            module, else by `vmap(functional_call)`; the two differ only by rounding (dropout
-            masks included: both draw one `(K, B, *f)` tensor per layer, except that `batched`
-            draws none for a layer whose rate is 0 for every member).
+            module, else by `vmap(functional_call)`; the two differ only by rounding and by
+            the dropout masks they draw (vmap one `(K, B, *f)` tensor per layer, `batched`
+            only the rows of members whose rate is above 0, in two streams: `batched.Draws`).
         """
         if self.batched is not None:
             return self.batched(self.params, self.buffers, x, per_member=per_member)

@@ -121,11 +121,12 @@ class _Broadcast:
 class StackedOptimizer:
     """Each member's own `optimizer` kind and hyperparameters.
 
-    `lr` holds the current learning rates; `MemberSchedulers` writes it (and sets its initial
-    value, which `piecewise` takes from `lr_values`). Create it after `StackedModels.to`: the
-    optimizer state is allocated at the first step, like the parameters. `state` maps a
-    parameter's name to its buffers, each `(K, ...)`, whose rows of members of another update
-    rule stay zero.
+    `lr` holds the current learning rates, written through `set_lr` (`MemberSchedulers` calls
+    it every epoch, and sets the initial value, which `piecewise` takes from `lr_values`): it
+    also keeps the host copy that decides whether the fused Adam may step, so write it there.
+    Create it after `StackedModels.to`: the optimizer state is allocated at the first step,
+    like the parameters. `state` maps a parameter's name to its buffers, each `(K, ...)`, whose
+    rows of members of another update rule stay zero.
     """
 
     KINDS = OPTIMIZERS

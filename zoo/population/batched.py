@@ -416,19 +416,20 @@ def _member_dropout(module: nn.Module, prefix: str, draws: Draws) -> Step:
     on the host once per rates tensor (a new one after `keep` or `to`), not per step.
     """
     rate = f"{prefix}p"
-    runs: dict[str, object] = {}  # "rates": the tensor read, "runs": its (start, stop, draws)
+    read: Tensor | None = None  # the rates tensor `runs` was read from
+    runs: list[tuple[int, int, bool]] = []  # its runs of rows: (start, stop, draws)
 
     def row_runs(p: Tensor) -> list[tuple[int, int, bool]]:
-        if runs.get("rates") is not p:
-            on = [bool(v > 0) for v in p.tolist()]
-            found: list[tuple[int, int, bool]] = []
-            for row, drop in enumerate(on):
-                if found and found[-1][2] == drop:
-                    found[-1] = (found[-1][0], row + 1, drop)
+        nonlocal read, runs
+        if p is not read:
+            runs = []
+            for row, drop in enumerate(v > 0 for v in p.tolist()):
+                if runs and runs[-1][2] == drop:
+                    runs[-1] = (runs[-1][0], row + 1, drop)
                 else:
-                    found.append((row, row + 1, drop))
-            runs["rates"], runs["runs"] = p, found
-        return runs["runs"]  # type: ignore[return-value]
+                    runs.append((row, row + 1, drop))
+            read = p
+        return runs
 
     def step(flow: Flow, params: Tensors, buffers: Tensors) -> Flow:
         if not module.training:
